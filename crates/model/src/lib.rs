@@ -1,0 +1,30 @@
+//! Qwen3-VL in candle, computing what HF transformers' implementation computes.
+//!
+//! Data flows one way: an image is preprocessed into patches ([`preprocess`]), the vision tower
+//! turns them into merged embeddings and DeepStack features ([`vision`]), a prompt in the chat
+//! format ([`prompt`]) is tokenized ([`tokenizer`]) and given 3-D positions ([`rope`]), and the
+//! text decoder ([`text`]) prefills it and decodes ([`generate`]) with a KV cache the caller owns.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod loader;
+pub mod model;
+pub mod preprocess;
+pub mod prompt;
+pub mod rope;
+pub mod text;
+pub mod tokenizer;
+pub mod vision;
+
+pub use candle_core::{DType, Device, Tensor};
+pub use config::Qwen3VlConfig;
+pub use error::{ModelError, Result};
+pub use generate::{generate, Flow, Generation, SamplingParams, Step, Timings};
+pub use loader::ModelFolder;
+pub use model::{LogitsFor, PromptInput, Qwen3Vl};
+pub use preprocess::{GridThw, PreprocessConfig, PreprocessedImage};
+pub use text::KvCache;
+pub use tokenizer::Tokenizer;
+pub use vision::VisionOutput;

@@ -1,0 +1,155 @@
+//! Reading a Hugging Face Qwen3-VL folder: config.json, one or several memory-mapped
+//! safetensors files (`model.safetensors` or `model.safetensors.index.json`), tokenizer.json and
+//! the optional preprocessor_config.json and generation_config.json. Every failure names the file.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use crate::config::Qwen3VlConfig;
+use crate::error::{ModelError, Result};
+use crate::preprocess::PreprocessConfig;
+
+/// The optional generation_config.json: only what changes decoding.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GenerationConfig {
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub repetition_penalty: Option<f64>,
+}
+
+impl GenerationConfig {
+    /// The end-of-sequence ids it lists (a number or a list).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A checked model folder: every file it needs exists and the config parses.
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub config: Qwen3VlConfig,
+    pub preprocess: PreprocessConfig,
+    pub generation: GenerationConfig,
+    pub weights: Vec<PathBuf>,
+    pub tokenizer: PathBuf,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })
+}
+
+fn require(dir: &Path, file: &str) -> Result<PathBuf> {
+    let p = dir.join(file);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(ModelError::MissingFile { dir: dir.to_path_buf(), file: file.to_string() })
+    }
+}
+
+impl ModelFolder {
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(ModelError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
+            });
+        }
+        let config = Qwen3VlConfig::from_json(&read(&require(dir, "config.json")?)?)?;
+        let tokenizer = require(dir, "tokenizer.json")?;
+        let weights = weight_files(dir)?;
+        let preprocess = match dir.join("preprocessor_config.json") {
+            p if p.is_file() => PreprocessConfig::from_json(&read(&p)?)?,
+            _ => PreprocessConfig::default(),
+        };
+        let generation = match dir.join("generation_config.json") {
+            p if p.is_file() => serde_json::from_str(&read(&p)?)
+                .map_err(|e| ModelError::Config(format!("generation_config.json: {e}")))?,
+            _ => GenerationConfig::default(),
+        };
+        Ok(Self { dir: dir.to_path_buf(), config, preprocess, generation, weights, tokenizer })
+    }
+
+    /// Memory-maps the weights as a VarBuilder that converts to `dtype` on `device`.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+        for w in &self.weights {
+            check_safetensors(w)?;
+        }
+        // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on nobody
+        // truncating them while the model is loaded (the header and sizes were checked above).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
+            .map_err(|e| ModelError::Weights(e.to_string()))?;
+        Ok(vb)
+    }
+}
+
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if !index.is_file() {
+        return Err(ModelError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: "model.safetensors (or model.safetensors.index.json)".into(),
+        });
+    }
+    #[derive(Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let idx: Index = serde_json::from_str(&read(&index)?)
+        .map_err(|e| ModelError::Weights(format!("{}: {e}", index.display())))?;
+    let mut files: Vec<String> = idx.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    files.iter().map(|f| require(dir, f)).collect()
+}
+
+/// Checks that a safetensors file's header parses and its data fits the file, so a truncated
+/// download is reported by name instead of failing deep inside the loader.
+fn check_safetensors(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let bad = |m: String| ModelError::Weights(format!("{}: {m}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    let size = f.metadata().map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| bad("file is too short to be safetensors".into()))?;
+    let n = u64::from_le_bytes(len);
+    if n > size.saturating_sub(8) || n > 100_000_000 {
+        return Err(bad(format!("header claims {n} bytes but the file has {size}: truncated or not safetensors")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|_| bad("truncated header".into()))?;
+    let meta: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let end = meta
+        .values()
+        .filter_map(|v| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    if 8 + n + end > size {
+        return Err(bad(format!(
+            "truncated: tensors need {} bytes but the file has {size} (re-download it)",
+            8 + n + end
+        )));
+    }
+    Ok(())
+}

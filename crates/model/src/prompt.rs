@@ -1,0 +1,154 @@
+//! Prompts in Qwen3-VL's chat format: system / user / assistant turns, images inside user turns
+//! (each expanded to its number of `<|image_pad|>` tokens), and the `# Tools` block of
+//! function calling appended to the system turn.
+
+use serde::{Deserialize, Serialize};
+
+pub const IM_START: &str = "<|im_start|>";
+pub const IM_END: &str = "<|im_end|>";
+pub const VISION_START: &str = "<|vision_start|>";
+pub const VISION_END: &str = "<|vision_end|>";
+pub const IMAGE_PAD: &str = "<|image_pad|>";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One piece of a turn. An image part carries the number of visual tokens it becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Text(String),
+    Image { tokens: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+}
+
+impl Message {
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self { role, parts: vec![Part::Text(text.into())] }
+    }
+}
+
+/// The tools block Qwen's function-calling prompt appends to the system message.
+pub fn tools_block(tools: &[serde_json::Value]) -> String {
+    let descs: Vec<String> = tools
+        .iter()
+        .map(|f| python_json(&serde_json::json!({"type": "function", "function": f})))
+        .collect();
+    format!(
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+         You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{}\n</tools>\n\n\
+         For each function call, return a json object with function name and arguments within \
+         <tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": \
+         <args-json-object>}}\n</tool_call>",
+        descs.join("\n")
+    )
+}
+
+/// JSON as Python's `json.dumps(ensure_ascii=False)` writes it: ", " and ": " separators.
+pub fn python_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Array(a) => format!("[{}]", a.iter().map(python_json).collect::<Vec<_>>().join(", ")),
+        Value::Object(o) => format!(
+            "{{{}}}",
+            o.iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), python_json(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Renders the conversation. With `tools`, the tools block is appended to the system turn
+/// (after a blank line), or becomes the system turn when there is none. With
+/// `add_generation_prompt` it ends with an open assistant turn.
+pub fn render(messages: &[Message], tools: &[serde_json::Value], add_generation_prompt: bool) -> String {
+    let mut out = String::new();
+    let has_system = messages.first().map(|m| m.role == Role::System).unwrap_or(false);
+    if !tools.is_empty() && !has_system {
+        out.push_str(&format!("{IM_START}system\n{}{IM_END}\n", tools_block(tools)));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        out.push_str(IM_START);
+        out.push_str(m.role.as_str());
+        out.push('\n');
+        for p in &m.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Image { tokens } => {
+                    out.push_str(VISION_START);
+                    out.push_str(&IMAGE_PAD.repeat(*tokens));
+                    out.push_str(VISION_END);
+                }
+            }
+        }
+        if i == 0 && has_system && !tools.is_empty() {
+            out.push_str("\n\n");
+            out.push_str(&tools_block(tools));
+        }
+        out.push_str(IM_END);
+        out.push('\n');
+    }
+    if add_generation_prompt {
+        out.push_str(IM_START);
+        out.push_str("assistant\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_turn_with_two_images_then_text() {
+        let m = Message { role: Role::User, parts: vec![Part::Image { tokens: 2 }, Part::Image { tokens: 1 }, Part::Text("Hi".into())] };
+        let s = render(&[m], &[], true);
+        assert_eq!(
+            s,
+            "<|im_start|>user\n<|vision_start|><|image_pad|><|image_pad|><|vision_end|>\
+             <|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn tools_are_appended_to_the_system_turn() {
+        let tool = serde_json::json!({"name": "f", "parameters": {"type": "object"}});
+        let s = render(&[Message::text(Role::System, "Be brief."), Message::text(Role::User, "x")], &[tool], false);
+        assert!(s.starts_with("<|im_start|>system\nBe brief.\n\n# Tools\n"), "{s}");
+        assert!(s.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"object\"}}}\n</tools>"), "{s}");
+        assert!(!s.ends_with("assistant\n"));
+    }
+
+    #[test]
+    fn tools_without_system_make_a_system_turn() {
+        let s = render(&[Message::text(Role::User, "x")], &[serde_json::json!({"name": "f"})], true);
+        assert!(s.starts_with("<|im_start|>system\n# Tools"), "{s}");
+    }
+
+    #[test]
+    fn python_json_matches_json_dumps_separators_and_keeps_unicode() {
+        let v = serde_json::json!({"a": [1, 2.5, "é"], "b": null});
+        assert_eq!(python_json(&v), "{\"a\": [1, 2.5, \"é\"], \"b\": null}");
+    }
+}

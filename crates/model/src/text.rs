@@ -1,0 +1,384 @@
+//! The text decoder: RMSNorm, QK-norm GQA attention with interleaved MRoPE, SwiGLU MLP,
+//! DeepStack injection after the first layers, and the KV cache the engine owns.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
+
+use crate::config::TextParams;
+use crate::error::{ModelError, Result};
+use crate::rope::Positions;
+use crate::vision::softmax_f32;
+
+/// RMSNorm exactly as the reference: normalise in f32, cast back, then scale by the weight.
+pub(crate) struct RmsNorm {
+    weight: Tensor,
+    ones: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub(crate) fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get(dim, "weight")?;
+        let ones = Tensor::ones(dim, DType::F32, weight.device())?;
+        Ok(Self { weight, ones, eps })
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dtype = xs.dtype();
+        if dtype == DType::F32 {
+            return Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight.to_dtype(DType::F32)?, self.eps as f32)?);
+        }
+        let normed = candle_nn::ops::rms_norm(&xs.to_dtype(DType::F32)?.contiguous()?, &self.ones, self.eps as f32)?;
+        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Keys and values of one sequence, per layer, plus what decoding needs to continue it.
+/// Owned by the caller (the engine) and passed as `&mut`; the weights stay shared.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+    /// MRoPE offset of the next token: its position is `len + rope_delta` on all three axes.
+    pub rope_delta: i64,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![None; num_layers], len: 0, rope_delta: 0 }
+    }
+
+    /// Number of tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets everything (a new conversation).
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.len = 0;
+        self.rope_delta = 0;
+    }
+
+    /// Keeps the first `len` tokens (for reusing a shared prefix).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        for l in self.layers.iter_mut().flatten() {
+            *l = (l.0.narrow(2, 0, len)?, l.1.narrow(2, 0, len)?);
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Bytes held on the device.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let slot = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::Input(format!("KV cache has no layer {layer}")))?;
+        let kv = match slot.take() {
+            None => (k.clone(), v.clone()),
+            Some((pk, pv)) => (Tensor::cat(&[&pk, k], 2)?, Tensor::cat(&[&pv, v], 2)?),
+        };
+        *slot = Some(kv.clone());
+        Ok(kv)
+    }
+}
+
+/// cos/sin tables of interleaved MRoPE for a run of positions: (1, 1, seq, head_dim) each.
+pub(crate) struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Interleaved multi-axis rotary embedding: frequency i follows the h axis when i % 3 == 1 and
+/// the w axis when i % 3 == 2 (within their sections), the t axis otherwise.
+pub(crate) struct MRope {
+    inv_freq: Vec<f32>,
+    axis_of: Vec<usize>,
+}
+
+impl MRope {
+    pub(crate) fn new(p: &TextParams) -> Self {
+        let dim = p.head_dim;
+        let inv_freq: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| {
+                let e = i as f32 / dim as f32;
+                1.0f32 / (p.rope_theta.powf(e as f64) as f32)
+            })
+            .collect();
+        let axis_of = (0..inv_freq.len())
+            .map(|i| {
+                if i % 3 == 1 && i < 3 * p.mrope_section[1] {
+                    1
+                } else if i % 3 == 2 && i < 3 * p.mrope_section[2] {
+                    2
+                } else {
+                    0
+                }
+            })
+            .collect();
+        Self { inv_freq, axis_of }
+    }
+
+    pub(crate) fn tables(&self, pos: &Positions, dtype: DType, dev: &Device) -> Result<RopeTables> {
+        let n = pos.len();
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(n * half * 2);
+        let mut sin = Vec::with_capacity(n * half * 2);
+        let mut c = vec![0f32; half];
+        let mut s = vec![0f32; half];
+        for j in 0..n {
+            for (i, f) in self.inv_freq.iter().enumerate() {
+                let a = pos.axes[self.axis_of[i]][j] as f32 * f;
+                c[i] = a.cos();
+                s[i] = a.sin();
+            }
+            cos.extend_from_slice(&c);
+            cos.extend_from_slice(&c);
+            sin.extend_from_slice(&s);
+            sin.extend_from_slice(&s);
+        }
+        let shape = (1, 1, n, 2 * half);
+        Ok(RopeTables {
+            cos: Tensor::from_vec(cos, shape, dev)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, shape, dev)?.to_dtype(dtype)?,
+        })
+    }
+}
+
+fn rotate(xs: &Tensor, t: &RopeTables) -> Result<Tensor> {
+    let half = xs.dim(D::Minus1)? / 2;
+    let x1 = xs.narrow(D::Minus1, 0, half)?;
+    let x2 = xs.narrow(D::Minus1, half, half)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((xs.broadcast_mul(&t.cos)? + rot.broadcast_mul(&t.sin)?)?)
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(p: &TextParams, vb: VarBuilder) -> Result<Self> {
+        let (h, hd, kv) = (p.hidden_size, p.head_dim, p.num_kv_heads);
+        let b = p.attention_bias;
+        Ok(Self {
+            q_proj: linear_b(h, p.num_heads * hd, b, vb.pp("q_proj"))?,
+            k_proj: linear_b(h, kv * hd, b, vb.pp("k_proj"))?,
+            v_proj: linear_b(h, kv * hd, b, vb.pp("v_proj"))?,
+            o_proj: linear_b(p.num_heads * hd, h, b, vb.pp("o_proj"))?,
+            q_norm: RmsNorm::new(hd, p.rms_norm_eps, vb.pp("q_norm"))?,
+            k_norm: RmsNorm::new(hd, p.rms_norm_eps, vb.pp("k_norm"))?,
+            heads: p.num_heads,
+            kv_heads: kv,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
+        let (b, s, _) = xs.dims3()?;
+        let q = self.q_norm.forward(&self.q_proj.forward(xs)?.reshape((b, s, self.heads, self.head_dim))?)?;
+        let k = self.k_norm.forward(&self.k_proj.forward(xs)?.reshape((b, s, self.kv_heads, self.head_dim))?)?;
+        let v = self.v_proj.forward(xs)?.reshape((b, s, self.kv_heads, self.head_dim))?;
+        let q = rotate(&q.transpose(1, 2)?.contiguous()?, rope)?;
+        let k = rotate(&k.transpose(1, 2)?.contiguous()?, rope)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let past = cache.len;
+        let (k, v) = cache.append(layer, &k, &v)?;
+        let rep = self.heads / self.kv_heads;
+        let k = repeat_kv(&k, rep)?;
+        let v = repeat_kv(&v, rep)?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let mut w = (q.matmul(&k.t()?)? * scale)?;
+        if s > 1 {
+            w = w.broadcast_add(&causal_mask(s, past, w.dtype(), w.device())?)?;
+        }
+        let out = softmax_f32(&w)?.matmul(&v)?;
+        let out = out.transpose(1, 2)?.reshape((b, s, self.heads * self.head_dim))?;
+        Ok(self.o_proj.forward(&out)?)
+    }
+}
+
+/// (b, kv, s, d) -> (b, kv * rep, s, d), each key head repeated `rep` times in place.
+fn repeat_kv(xs: &Tensor, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(xs.clone());
+    }
+    let (b, kv, s, d) = xs.dims4()?;
+    Ok(xs.unsqueeze(2)?.broadcast_as((b, kv, rep, s, d))?.reshape((b, kv * rep, s, d))?)
+}
+
+/// Additive mask for `q` new tokens after `past` cached ones: token i sees keys 0..=past+i.
+fn causal_mask(q: usize, past: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let kv = past + q;
+    let mask: Vec<f32> = (0..q)
+        .flat_map(|i| (0..kv).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (1, 1, q, kv), dev)?.to_dtype(dtype)?)
+}
+
+struct DecoderLayer {
+    attn: Attention,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    ln1: RmsNorm,
+    ln2: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(p: &TextParams, vb: VarBuilder) -> Result<Self> {
+        let mlp = vb.pp("mlp");
+        Ok(Self {
+            attn: Attention::new(p, vb.pp("self_attn"))?,
+            gate: linear_no_bias(p.hidden_size, p.intermediate_size, mlp.pp("gate_proj"))?,
+            up: linear_no_bias(p.hidden_size, p.intermediate_size, mlp.pp("up_proj"))?,
+            down: linear_no_bias(p.intermediate_size, p.hidden_size, mlp.pp("down_proj"))?,
+            ln1: RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("input_layernorm"))?,
+            ln2: RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
+        let xs = (xs + self.attn.forward(&self.ln1.forward(xs)?, rope, cache, layer)?)?;
+        let h = self.ln2.forward(&xs)?;
+        let h = (self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?;
+        Ok((&xs + self.down.forward(&h)?)?)
+    }
+}
+
+/// Visual features to inject during a forward pass: rows of `deepstack[k]` are added to the
+/// output of layer k at the token indices `rows` (relative to the tokens of this pass).
+pub struct DeepstackInput<'a> {
+    pub rows: &'a Tensor,
+    pub features: &'a [Tensor],
+}
+
+/// The language model of Qwen3-VL.
+pub struct TextModel {
+    embed: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: MRope,
+    params: TextParams,
+}
+
+impl TextModel {
+    /// `vb` points at `model.language_model`; `head_vb` at the root (for an untied `lm_head`).
+    pub fn new(p: &TextParams, tied: bool, vb: VarBuilder, head_vb: VarBuilder) -> Result<Self> {
+        let embed = embedding(p.vocab_size, p.hidden_size, vb.pp("embed_tokens"))?;
+        let layers = (0..p.num_layers)
+            .map(|i| DecoderLayer::new(p, vb.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("norm"))?;
+        let lm_head = if tied && !head_vb.contains_tensor("lm_head.weight") {
+            Linear::new(embed.embeddings().clone(), None)
+        } else {
+            linear_no_bias(p.hidden_size, p.vocab_size, head_vb.pp("lm_head"))?
+        };
+        Ok(Self { embed, layers, norm, lm_head, rope: MRope::new(p), params: p.clone() })
+    }
+
+    pub fn params(&self) -> &TextParams {
+        &self.params
+    }
+
+    /// Embeddings of token ids: (1, seq, hidden).
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let dev = self.embed.embeddings().device();
+        let t = Tensor::new(ids, dev)?.unsqueeze(0)?;
+        Ok(self.embed.forward(&t)?)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Runs the decoder over `embeds` (1, seq, hidden) at the given MRoPE positions, appending to
+    /// `cache`; returns the final-normed hidden states (1, seq, hidden).
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        pos: &Positions,
+        deepstack: Option<DeepstackInput>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (_, seq, _) = embeds.dims3()?;
+        if pos.len() != seq {
+            return Err(ModelError::Input(format!("{} positions for {seq} tokens", pos.len())));
+        }
+        let rope = self.rope.tables(pos, embeds.dtype(), embeds.device())?;
+        let mut xs = embeds.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = layer.forward(&xs, &rope, cache, i)?;
+            if let Some(ds) = deepstack.as_ref().and_then(|d| d.features.get(i).map(|f| (d.rows, f))) {
+                let (rows, feat) = ds;
+                let h = xs.squeeze(0)?.index_add(rows, &feat.to_dtype(xs.dtype())?, 0)?;
+                xs = h.unsqueeze(0)?;
+            }
+        }
+        cache.len += seq;
+        self.norm.forward(&xs)
+    }
+
+    /// Logits (f32) for hidden states (.., hidden).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_mask_lets_each_token_see_the_past_and_itself() {
+        let m = causal_mask(2, 3, DType::F32, &Device::Cpu).unwrap();
+        let v: Vec<Vec<f32>> = m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        assert_eq!(v[0][..4], [0.0, 0.0, 0.0, 0.0]);
+        assert!(v[0][4].is_infinite());
+        assert!(v[1].iter().all(|x| *x == 0.0));
+    }
+
+    #[test]
+    fn mrope_axes_interleave_and_tail_is_temporal() {
+        let p = crate::config::named_shape("2b").unwrap().text_params().unwrap();
+        let r = MRope::new(&p);
+        assert_eq!(&r.axis_of[..6], &[0, 1, 2, 0, 1, 2]);
+        assert_eq!(&r.axis_of[60..], &[0, 0, 0, 0]);
+        assert_eq!(r.axis_of.iter().filter(|&&a| a == 1).count(), 20);
+        assert_eq!(r.axis_of.iter().filter(|&&a| a == 0).count(), 24);
+    }
+
+    #[test]
+    fn repeat_kv_repeats_each_head_consecutively() {
+        let x = Tensor::arange(0f32, 4.0, &Device::Cpu).unwrap().reshape((1, 2, 1, 2)).unwrap();
+        let r: Vec<f32> = repeat_kv(&x, 2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(r, vec![0.0, 1.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0]);
+    }
+}

@@ -1,0 +1,380 @@
+//! The vision tower: patch embedding, interpolated learned position embeddings, 2-D rotary
+//! attention blocks, the final 2x2 merger and the DeepStack mergers. It returns the merged
+//! embeddings and the DeepStack features as separate values so the engine can cache them.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+
+use crate::config::VisionConfig;
+use crate::error::{ModelError, Result};
+use crate::preprocess::GridThw;
+
+/// What the vision tower produces for a batch of images: one row per merged visual token,
+/// images in order.
+#[derive(Debug, Clone)]
+pub struct VisionOutput {
+    /// (tokens, out_hidden) merged embeddings that replace the `<|image_pad|>` embeddings.
+    pub embeds: Tensor,
+    /// One (tokens, out_hidden) tensor per DeepStack tap, added after text layers 0, 1, ...
+    pub deepstack: Vec<Tensor>,
+}
+
+impl VisionOutput {
+    /// Number of visual tokens.
+    pub fn tokens(&self) -> usize {
+        self.embeds.dim(0).unwrap_or(0)
+    }
+
+    /// Rows `start..start+len` of every tensor (one image out of a batch).
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            embeds: self.embeds.narrow(0, start, len)?,
+            deepstack: self.deepstack.iter().map(|t| t.narrow(0, start, len)).collect::<candle_core::Result<_>>()?,
+        })
+    }
+
+    /// Concatenates outputs of several images in order.
+    pub fn cat(parts: &[&VisionOutput]) -> Result<Self> {
+        let first = parts.first().ok_or_else(|| ModelError::Input("no vision outputs to join".into()))?;
+        let embeds = Tensor::cat(&parts.iter().map(|p| &p.embeds).collect::<Vec<_>>(), 0)?;
+        let mut deepstack = Vec::with_capacity(first.deepstack.len());
+        for k in 0..first.deepstack.len() {
+            deepstack.push(Tensor::cat(&parts.iter().map(|p| &p.deepstack[k]).collect::<Vec<_>>(), 0)?);
+        }
+        Ok(Self { embeds, deepstack })
+    }
+}
+
+fn ln(dim: usize, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
+    layer_norm(dim, LayerNormConfig { eps: 1e-6, ..Default::default() }, vb)
+}
+
+struct PatchMerger {
+    norm: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    merged_dim: usize,
+    postshuffle: bool,
+}
+
+impl PatchMerger {
+    fn new(cfg: &VisionConfig, postshuffle: bool, vb: VarBuilder) -> Result<Self> {
+        let merged_dim = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
+        let norm_dim = if postshuffle { merged_dim } else { cfg.hidden_size };
+        Ok(Self {
+            norm: ln(norm_dim, vb.pp("norm"))?,
+            fc1: linear(merged_dim, merged_dim, vb.pp("linear_fc1"))?,
+            fc2: linear(merged_dim, cfg.out_hidden_size, vb.pp("linear_fc2"))?,
+            merged_dim,
+            postshuffle,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = if self.postshuffle {
+            self.norm.forward(&xs.reshape(((), self.merged_dim))?)?
+        } else {
+            self.norm.forward(xs)?.reshape(((), self.merged_dim))?
+        };
+        // nn.GELU() in the reference: the exact erf form, not the tanh approximation.
+        Ok(self.fc2.forward(&self.fc1.forward(&xs)?.gelu_erf()?)?)
+    }
+}
+
+struct VisionAttention {
+    qkv: Linear,
+    proj: Linear,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+/// Per-patch rotary tables and the block-diagonal layout of one forward call.
+struct VisionCtx<'a> {
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    /// Patch ranges that attend only within themselves (one per frame of each image).
+    chunks: &'a [(usize, usize)],
+}
+
+fn rotate_half(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let half = xs.dim(D::Minus1)? / 2;
+    let x1 = xs.narrow(D::Minus1, 0, half)?;
+    let x2 = xs.narrow(D::Minus1, half, half)?;
+    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
+}
+
+/// `x * cos + rotate_half(x) * sin`, computed in f32 like the reference, cast back after.
+pub(crate) fn apply_rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let dtype = xs.dtype();
+    let x = xs.to_dtype(DType::F32)?;
+    let out = (x.broadcast_mul(cos)? + rotate_half(&x)?.broadcast_mul(sin)?)?;
+    out.to_dtype(dtype)
+}
+
+impl VisionAttention {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let dim = cfg.hidden_size;
+        Ok(Self {
+            qkv: linear(dim, dim * 3, vb.pp("qkv"))?,
+            proj: linear(dim, dim, vb.pp("proj"))?,
+            num_heads: cfg.num_heads,
+            head_dim: cfg.head_dim(),
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, ctx: &VisionCtx) -> Result<Tensor> {
+        let seq = xs.dim(0)?;
+        let qkv = self.qkv.forward(xs)?.reshape((seq, 3, self.num_heads, self.head_dim))?;
+        // cos/sin: (seq, 1, head_dim) broadcast over heads.
+        let q = apply_rope(&qkv.narrow(1, 0, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
+        let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
+        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
+        // (heads, seq, head_dim)
+        let q = q.transpose(0, 1)?.contiguous()?;
+        let k = k.transpose(0, 1)?.contiguous()?;
+        let v = v.transpose(0, 1)?.contiguous()?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let mut outs = Vec::with_capacity(ctx.chunks.len());
+        for &(start, len) in ctx.chunks {
+            let q = q.narrow(1, start, len)?;
+            let k = k.narrow(1, start, len)?;
+            let v = v.narrow(1, start, len)?;
+            let w = (q.matmul(&k.t()?)? * scale)?;
+            let w = softmax_f32(&w)?;
+            outs.push(w.matmul(&v)?);
+        }
+        let out = Tensor::cat(&outs, 1)?.transpose(0, 1)?.reshape((seq, ()))?;
+        Ok(self.proj.forward(&out)?)
+    }
+}
+
+/// Softmax over the last axis in f32 (the reference upcasts), cast back to the input dtype.
+pub(crate) fn softmax_f32(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let dtype = xs.dtype();
+    candle_nn::ops::softmax_last_dim(&xs.to_dtype(DType::F32)?)?.to_dtype(dtype)
+}
+
+struct VisionBlock {
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    attn: VisionAttention,
+    fc1: Linear,
+    fc2: Linear,
+    tanh_gelu: bool,
+}
+
+impl VisionBlock {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: ln(cfg.hidden_size, vb.pp("norm1"))?,
+            norm2: ln(cfg.hidden_size, vb.pp("norm2"))?,
+            attn: VisionAttention::new(cfg, vb.pp("attn"))?,
+            fc1: linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("mlp").pp("linear_fc1"))?,
+            fc2: linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("mlp").pp("linear_fc2"))?,
+            tanh_gelu: cfg.hidden_act == "gelu_pytorch_tanh",
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, ctx: &VisionCtx) -> Result<Tensor> {
+        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, ctx)?)?;
+        let h = self.fc1.forward(&self.norm2.forward(&xs)?)?;
+        let h = if self.tanh_gelu { h.gelu()? } else { h.gelu_erf()? };
+        Ok((&xs + self.fc2.forward(&h)?)?)
+    }
+}
+
+/// Qwen3-VL's vision encoder.
+pub struct VisionModel {
+    patch_embed_w: Tensor,
+    patch_embed_b: Tensor,
+    pos_embed: Tensor,
+    blocks: Vec<VisionBlock>,
+    merger: PatchMerger,
+    deepstack_mergers: Vec<PatchMerger>,
+    cfg: VisionConfig,
+    rope_theta: f64,
+}
+
+impl VisionModel {
+    pub fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let pe = vb.pp("patch_embed").pp("proj");
+        let (c, t, p) = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size);
+        let w = pe.get((cfg.hidden_size, c, t, p, p), "weight")?;
+        let patch_embed_w = w.reshape((cfg.hidden_size, cfg.patch_dim()))?.t()?.contiguous()?;
+        let patch_embed_b = pe.get(cfg.hidden_size, "bias")?;
+        let pos_embed = vb.pp("pos_embed").get((cfg.num_position_embeddings, cfg.hidden_size), "weight")?;
+        let blocks = (0..cfg.depth)
+            .map(|i| VisionBlock::new(cfg, vb.pp("blocks").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let merger = PatchMerger::new(cfg, false, vb.pp("merger"))?;
+        let deepstack_mergers = (0..cfg.deepstack_visual_indexes.len())
+            .map(|i| PatchMerger::new(cfg, true, vb.pp("deepstack_merger_list").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            patch_embed_w,
+            patch_embed_b,
+            pos_embed,
+            blocks,
+            merger,
+            deepstack_mergers,
+            cfg: cfg.clone(),
+            rope_theta: cfg.rope_theta(),
+        })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.pos_embed.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.pos_embed.device()
+    }
+
+    /// Runs the tower on the patches of `grids.len()` images, concatenated in order
+    /// (pixels: (sum of patches, patch_dim), any float dtype).
+    pub fn forward(&self, pixels: &Tensor, grids: &[GridThw]) -> Result<VisionOutput> {
+        let total: usize = grids.iter().map(|g| g.num_patches()).sum();
+        let (rows, dim) = pixels.dims2()?;
+        if rows != total || dim != self.cfg.patch_dim() {
+            return Err(ModelError::Input(format!(
+                "pixel values are {rows}x{dim}, the grids need {total}x{}",
+                self.cfg.patch_dim()
+            )));
+        }
+        let m = self.cfg.spatial_merge_size;
+        if grids.iter().any(|g| g.h % m != 0 || g.w % m != 0) {
+            return Err(ModelError::Input(format!("image grids must be multiples of {m} patches")));
+        }
+        let dev = self.device();
+        let dtype = self.dtype();
+        let xs = pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?.broadcast_add(&self.patch_embed_b)?;
+        let xs = (xs + self.position_embeddings(grids)?)?;
+        let (cos, sin) = self.rotary(grids, dev)?;
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for g in grids {
+            for _ in 0..g.t {
+                chunks.push((start, g.h * g.w));
+                start += g.h * g.w;
+            }
+        }
+        let ctx = VisionCtx { cos: &cos, sin: &sin, chunks: &chunks };
+        let mut xs = xs;
+        let mut deepstack = Vec::with_capacity(self.deepstack_mergers.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            xs = block.forward(&xs, &ctx)?;
+            if let Some(k) = self.cfg.deepstack_visual_indexes.iter().position(|&d| d == i) {
+                deepstack.push(self.deepstack_mergers[k].forward(&xs)?);
+            }
+        }
+        let embeds = self.merger.forward(&xs)?;
+        Ok(VisionOutput { embeds, deepstack })
+    }
+
+    /// Bilinear (align_corners) resampling of the learned position grid to each image's grid,
+    /// patches in 2x2 merge-window order; the same f32 arithmetic as the reference.
+    fn position_embeddings(&self, grids: &[GridThw]) -> Result<Tensor> {
+        let side = self.cfg.grid_per_side();
+        let m = self.cfg.spatial_merge_size;
+        let mut idx: Vec<u32> = Vec::new();
+        let mut wts: Vec<f32> = Vec::new();
+        for g in grids {
+            let taps_h: Vec<_> = (0..g.h).map(|i| axis_taps(i, g.h, side)).collect();
+            let taps_w: Vec<_> = (0..g.w).map(|i| axis_taps(i, g.w, side)).collect();
+            for _ in 0..g.t {
+                for (row, col) in merge_order(g.h, g.w, m) {
+                    let (hi, hw) = taps_h[row];
+                    let (wi, ww) = taps_w[col];
+                    for a in 0..2 {
+                        for b in 0..2 {
+                            idx.push((hi[a] * side + wi[b]) as u32);
+                            wts.push(hw[a] * ww[b]);
+                        }
+                    }
+                }
+            }
+        }
+        let n = idx.len() / 4;
+        let dev = self.device();
+        let idx = Tensor::from_vec(idx, n * 4, dev)?;
+        let wts = Tensor::from_vec(wts, (n, 4, 1), dev)?.to_dtype(self.dtype())?;
+        let gathered = self.pos_embed.index_select(&idx, 0)?.reshape((n, 4, ()))?;
+        Ok(gathered.broadcast_mul(&wts)?.sum(1)?)
+    }
+
+    /// cos/sin of the 2-D rotary embedding: (patches, 1, head_dim), f32.
+    fn rotary(&self, grids: &[GridThw], dev: &Device) -> Result<(Tensor, Tensor)> {
+        let head_dim = self.cfg.head_dim();
+        let spatial = head_dim / 2;
+        let inv: Vec<f32> = (0..spatial)
+            .step_by(2)
+            .map(|i| (1.0 / self.rope_theta.powf(i as f64 / spatial as f64)) as f32)
+            .collect();
+        let nf = inv.len();
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        for g in grids {
+            for _ in 0..g.t {
+                for (row, col) in merge_order(g.h, g.w, self.cfg.spatial_merge_size) {
+                    let mut c = Vec::with_capacity(2 * nf);
+                    let mut s = Vec::with_capacity(2 * nf);
+                    for pos in [row, col] {
+                        for f in &inv {
+                            let a = pos as f32 * f;
+                            c.push(a.cos());
+                            s.push(a.sin());
+                        }
+                    }
+                    cos.extend_from_slice(&c);
+                    cos.extend_from_slice(&c);
+                    sin.extend_from_slice(&s);
+                    sin.extend_from_slice(&s);
+                }
+            }
+        }
+        let n = cos.len() / head_dim;
+        Ok((Tensor::from_vec(cos, (n, 1, head_dim), dev)?, Tensor::from_vec(sin, (n, 1, head_dim), dev)?))
+    }
+}
+
+/// (row, col) of every patch of an h x w grid in 2x2 merge-window order.
+pub fn merge_order(h: usize, w: usize, m: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..h / m).flat_map(move |br| {
+        (0..w / m).flat_map(move |bc| (0..m).flat_map(move |ir| (0..m).map(move |ic| (br * m + ir, bc * m + ic))))
+    })
+}
+
+/// The two taps and weights of align_corners bilinear interpolation at index `i` of `size`
+/// into a table of `side` entries, in the reference's f32 arithmetic.
+fn axis_taps(i: usize, size: usize, side: usize) -> ([usize; 2], [f32; 2]) {
+    let src = (i as f32 * (side - 1) as f32) / (size.saturating_sub(1).max(1)) as f32;
+    let floor = src.floor();
+    let f = floor as usize;
+    let taps = [f.min(side - 1), (f + 1).min(side - 1)];
+    let d0 = (src - floor - 0.0).abs();
+    let d1 = (src - floor - 1.0).abs();
+    (taps, [(1.0 - d0).max(0.0), (1.0 - d1).max(0.0)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_order_walks_2x2_windows_row_major() {
+        let v: Vec<_> = merge_order(4, 4, 2).take(6).collect();
+        assert_eq!(v, vec![(0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (0, 3)]);
+        assert_eq!(merge_order(6, 8, 2).count(), 48);
+    }
+
+    #[test]
+    fn interpolation_hits_the_corners_exactly() {
+        let (t, w) = axis_taps(0, 10, 48);
+        assert_eq!((t, w), ([0, 1], [1.0, 0.0]));
+        let (t, w) = axis_taps(9, 10, 48);
+        assert_eq!(t, [47, 47]);
+        assert!((w[0] + w[1] - 1.0).abs() < 1e-6);
+        // A one-patch axis must not divide by zero.
+        assert_eq!(axis_taps(0, 1, 48).0, [0, 1]);
+    }
+}
