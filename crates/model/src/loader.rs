@@ -16,6 +16,8 @@ use crate::preprocess::PreprocessConfig;
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct GenerationConfig {
     #[serde(default)]
+    pub do_sample: Option<bool>,
+    #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
     #[serde(default)]
     pub temperature: Option<f64>,

@@ -1,0 +1,153 @@
+//! Tests of the agent loop against a scripted fake model, fake capture and recording actuator.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use super::*;
+use crate::actuator::{InputEvent, Press, RecordingActuator};
+use crate::brain::ScriptedBrain;
+use crate::capture::FakeCapture;
+use crate::coords::{CaptureGeometry, InputSpace, MonitorGeometry, OsPoint};
+use crate::model_action::MouseButton;
+use crate::policy::{AutoLimits, Decision, FixedConfirmer, Mode};
+
+fn call(args: &str) -> String {
+    format!("<tool_call>\n{{\"name\": \"computer_use\", \"arguments\": {args}}}\n</tool_call>")
+}
+
+fn capture() -> FakeCapture {
+    // A 2x monitor right of the primary, screenshot downscaled to half size.
+    let m = MonitorGeometry { name: "right".into(), origin: OsPoint { x: 1920, y: 0 }, width: 400, height: 200, scale_factor: 2.0, input_space: InputSpace::Physical };
+    FakeCapture::new(CaptureGeometry::full_monitor(m, 200, 100).unwrap(), RgbImage::new(200, 100))
+}
+
+#[derive(Clone, Default)]
+struct SharedSink(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for SharedSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Run {
+    outcome: Outcome,
+    events: Vec<InputEvent>,
+    brain: ScriptedBrain,
+    audit: Vec<serde_json::Value>,
+}
+
+fn run_with(replies: Vec<String>, policy: Policy, decision: Decision, stop: StopFlag) -> Run {
+    let mut brain = ScriptedBrain::new(replies);
+    let mut cap = capture();
+    let rec = RecordingActuator::default();
+    let sink = SharedSink::default();
+    let mut log = AuditLog::new(Box::new(sink.clone()));
+    let mut confirmer = FixedConfirmer(decision);
+    let config = AgentConfig {
+        settle: SettleConfig { poll: Duration::from_millis(1), threshold: 0.01, timeout: Duration::from_millis(20) },
+        ..AgentConfig::default()
+    };
+    let mut act = rec.clone();
+    let mut agent = Agent { brain: &mut brain, capture: &mut cap, actuator: &mut act, confirmer: &mut confirmer, audit: Some(&mut log), policy, config, stop };
+    let outcome = agent.run("open the menu").unwrap();
+    let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let audit = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    Run { outcome, events: rec.events(), brain, audit }
+}
+
+fn enabled() -> Policy {
+    Policy { actions_enabled: true, mode: Mode::ConfirmEach }
+}
+
+#[test]
+fn approved_click_lands_on_the_mapped_point_and_terminate_ends_the_task() {
+    let replies = vec![call(r#"{"action": "left_click", "coordinate": [250, 500]}"#), call(r#"{"action": "terminate", "status": "success"}"#)];
+    let r = run_with(replies, enabled(), Decision::Approve, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::Terminated(TerminateStatus::Success));
+    let at = OsPoint { x: 1920 + 100, y: 100 };
+    assert_eq!(r.events, vec![InputEvent::MoveTo(at), InputEvent::Button(MouseButton::Left, Press::Click)]);
+    let decisions: Vec<&str> = r.audit.iter().map(|l| l["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, vec!["executed", "finished"]);
+    assert_eq!(r.audit[0]["screen_coordinates"], serde_json::json!([{"x": 2020, "y": 100}]));
+    assert_eq!(r.audit[0]["screenshot_sha256"].as_str().unwrap().len(), 64);
+    // The second request holds the task screenshot and the one after the click.
+    let second = &r.brain.requests[1];
+    assert_eq!(second.turns.iter().flat_map(|t| t.images()).count(), 2);
+    assert_eq!(second.tools[0]["name"], "computer_use");
+}
+
+#[test]
+fn without_opt_in_nothing_is_executed() {
+    let r = run_with(vec![call(r#"{"action": "left_click", "coordinate": [1, 1]}"#)], Policy::default(), Decision::Approve, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::ActionsDisabled);
+    assert!(r.events.is_empty());
+    assert_eq!(r.audit[0]["decision"], "refused_disabled");
+}
+
+#[test]
+fn rejected_action_does_nothing_and_ends_the_task() {
+    let r = run_with(vec![call(r#"{"action": "type", "text": "rm -rf"}"#)], enabled(), Decision::Reject, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::RejectedByUser);
+    assert!(r.events.is_empty());
+    assert_eq!(r.audit[0]["decision"], "rejected_by_user");
+}
+
+#[test]
+fn off_screen_coordinate_is_refused_and_reported_back_to_the_model() {
+    let replies = vec![call(r#"{"action": "left_click", "coordinate": [1200, 5]}"#), call(r#"{"action": "answer", "text": "gave up"}"#)];
+    let r = run_with(replies, enabled(), Decision::Approve, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::Answered("gave up".into()));
+    assert!(r.events.is_empty());
+    assert_eq!(r.audit[0]["decision"], "refused_invalid");
+    let last_turn = r.brain.requests[1].turns.last().unwrap();
+    assert!(matches!(&last_turn.content[0], crate::brain::Content::Text(t) if t.contains("refused")));
+}
+
+#[test]
+fn auto_mode_stops_at_its_step_limit() {
+    let replies = vec![call(r#"{"action": "left_click", "coordinate": [10, 10]}"#); 40];
+    let policy = Policy { actions_enabled: true, mode: Mode::Auto(AutoLimits::new(4, Duration::ZERO)) };
+    let r = run_with(replies, policy, Decision::Reject, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::StepLimitReached);
+    assert_eq!(r.events.iter().filter(|e| matches!(e, InputEvent::Button(..))).count(), 4);
+}
+
+#[test]
+fn stop_flag_ends_a_running_wait_quickly() {
+    let stop = StopFlag::new();
+    let remote = stop.clone();
+    let replies = vec![call(r#"{"action": "wait", "time": 25}"#), call(r#"{"action": "left_click", "coordinate": [1, 1]}"#)];
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        remote.raise();
+    });
+    let t0 = Instant::now();
+    let r = run_with(replies, enabled(), Decision::Approve, stop);
+    t.join().unwrap();
+    assert_eq!(r.outcome, Outcome::Stopped);
+    assert!(t0.elapsed() < Duration::from_millis(400), "{:?}", t0.elapsed());
+    assert!(r.events.is_empty());
+}
+
+#[test]
+fn plain_text_reply_ends_without_action() {
+    let r = run_with(vec!["I cannot see a menu.".to_string()], enabled(), Decision::Approve, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::NoAction("I cannot see a menu.".into()));
+}
+
+#[test]
+fn old_screenshots_leave_the_context_but_the_newest_stay() {
+    let mut replies = vec![call(r#"{"action": "wait", "time": 0}"#); 6];
+    replies.push(call(r#"{"action": "terminate", "status": "failure"}"#));
+    let r = run_with(replies, enabled(), Decision::Approve, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::Terminated(TerminateStatus::Failure));
+    let last = r.brain.requests.last().unwrap();
+    assert_eq!(last.turns.iter().flat_map(|t| t.images()).count(), AgentConfig::default().budget.max_images);
+    assert!(last.turns.last().unwrap().images().count() == 1, "newest screenshot is in the last turn");
+}

@@ -1,0 +1,71 @@
+//! Error type of the agent crate: every fallible operation in `screenpilot-agent`
+//! returns [`AgentError`].
+
+use thiserror::Error;
+
+/// Everything that can go wrong while parsing model output, mapping coordinates,
+/// deciding about or executing actions, capturing the screen or talking to the model.
+#[non_exhaustive]
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The model output contained no JSON value / tool call we could read.
+    #[error("no {expected} found in model output")]
+    NotFound {
+        /// What the parser was looking for.
+        expected: &'static str,
+    },
+    /// A JSON value was found but does not have the expected shape.
+    #[error("malformed model output: {0}")]
+    Malformed(String),
+    /// The tool call names an action we do not know.
+    #[error("unknown computer_use action {0:?}")]
+    UnknownAction(String),
+    /// The tool call names a function other than `computer_use`.
+    #[error("unknown tool {0:?} (only computer_use is supported)")]
+    UnknownTool(String),
+    /// A key name the model used cannot be mapped to a key.
+    #[error("unknown key name {0:?}")]
+    UnknownKey(String),
+    /// A coordinate is not a valid relative 0..=1000 coordinate.
+    #[error("coordinate {0:?} is outside the relative range 0..=1000")]
+    RelativeOutOfRange(Vec<f64>),
+    /// A point maps outside the monitor the screenshot was taken from.
+    #[error("point ({x:.1}, {y:.1}) physical px is outside the target monitor {width}x{height}")]
+    OutsideMonitor {
+        /// Monitor-local physical x.
+        x: f64,
+        /// Monitor-local physical y.
+        y: f64,
+        /// Monitor width in physical pixels.
+        width: u32,
+        /// Monitor height in physical pixels.
+        height: u32,
+    },
+    /// Geometry description is unusable (zero sizes, bad scale factor, region outside monitor).
+    #[error("invalid geometry: {0}")]
+    InvalidGeometry(String),
+    /// The user has not opted in to actions.
+    #[error("actions are disabled until the user opts in")]
+    ActionsDisabled,
+    /// The stop flag was raised.
+    #[error("stopped by the stop flag")]
+    Stopped,
+    /// The OS input backend failed.
+    #[error("input backend: {0}")]
+    Input(String),
+    /// Screen capture failed.
+    #[error("screen capture: {0}")]
+    Capture(String),
+    /// The model (brain) failed to answer.
+    #[error("model: {0}")]
+    Brain(String),
+    /// Reading the pointer position failed.
+    #[error("pointer read-back: {0}")]
+    Pointer(String),
+    /// Writing the audit log failed.
+    #[error("audit log: {0}")]
+    Audit(#[from] std::io::Error),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
