@@ -1,0 +1,89 @@
+//! The `screenpilot ask` binary end to end: its --json output against the transformers
+//! reference of the tiny model, streaming, and one clear error line for bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_screenpilot"))
+        .arg("ask")
+        .arg("--model")
+        .arg(root().join("tests/fixtures/tiny"))
+        .args(args)
+        .output()
+        .expect("run screenpilot")
+}
+
+fn reference(case: &str) -> serde_json::Value {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/reference/cases.json")).unwrap())
+            .unwrap();
+    meta["cases"][case].clone()
+}
+
+fn image(name: &str) -> String {
+    root().join("tests/fixtures/images").join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn json_output_matches_the_transformers_reference() {
+    let case = reference("two_images");
+    let out = ask(&[
+        "--image", &image("a_120x90.png"), "--image", &image("b_200x300_rgba.png"),
+        "--system", case["system"].as_str().unwrap(),
+        "--greedy", "--max-tokens", "12", "--json", case["text"].as_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let ids: Vec<u64> = v["steps"].as_array().unwrap().iter().map(|s| s["id"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = case["generated_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(ids, want);
+    for s in v["steps"].as_array().unwrap() {
+        let top = s["top"].as_array().unwrap();
+        assert_eq!(top.len(), 5);
+        assert_eq!(top[0][0].as_u64().unwrap(), s["id"].as_u64().unwrap(), "greedy takes the top logit");
+        let vals: Vec<f64> = top.iter().map(|p| p[1].as_f64().unwrap()).collect();
+        assert!(vals.windows(2).all(|w| w[0] >= w[1]), "top logits sorted: {vals:?}");
+    }
+    let n_prompt = v["prompt_token_ids"].as_array().unwrap().len();
+    assert!(n_prompt > 30, "{n_prompt}");
+    for k in ["preprocess_ms", "vision_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s"] {
+        assert!(v["timings"][k].as_f64().is_some(), "timings.{k} missing");
+    }
+}
+
+#[test]
+fn streams_text_to_stdout_and_timings_to_stderr() {
+    let out = ask(&["--greedy", "--max-tokens", "6", "Write a haiku about screens."]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("first token") && err.contains("tok/s"), "{err}");
+}
+
+fn assert_one_clear_error(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_inputs_exit_with_one_clear_error() {
+    assert_one_clear_error(&ask(&["--image", "/no/such.png", "hi"]), "/no/such.png");
+    let broken = std::env::temp_dir().join(format!("screenpilot-broken-{}.png", std::process::id()));
+    let png = std::fs::read(image("small_50x40.png")).unwrap();
+    std::fs::write(&broken, &png[..png.len() / 3]).unwrap();
+    assert_one_clear_error(&ask(&["--image", broken.to_str().unwrap(), "hi"]), "decode");
+    assert_one_clear_error(&ask(&["--context", "8", "a question longer than eight tokens, surely"]), "context");
+    let out = Command::new(env!("CARGO_BIN_EXE_screenpilot"))
+        .args(["ask", "--model", "/no/such/model", "hi"])
+        .output()
+        .unwrap();
+    assert_one_clear_error(&out, "/no/such/model");
+}
