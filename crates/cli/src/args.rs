@@ -15,6 +15,8 @@ pub struct Cli {
 pub enum Command {
     /// Ask a question about zero or more images; streams the answer.
     Ask(AskArgs),
+    /// Measure the speed workload (image + text prompt, then greedy tokens).
+    Bench(BenchArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,49 @@ pub struct AskArgs {
     /// Print one JSON object (prompt ids, per-step top-5 raw logits, text, timings) instead of streaming.
     #[arg(long)]
     pub json: bool,
+    /// Write the raw logits of the last prompt position here (little-endian f32), for comparisons.
+    #[arg(long)]
+    pub dump_logits: Option<PathBuf>,
     /// The question.
     pub question: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A real model folder (otherwise random weights at --shape).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Random weights at a published shape: 2b, 4b or 8b (default 2b).
+    #[arg(long)]
+    pub shape: Option<String>,
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    #[arg(long)]
+    pub max_image_tokens: Option<usize>,
+    /// Side of the square synthetic screenshot, in pixels.
+    #[arg(long, default_value_t = 1024)]
+    pub image_size: u32,
+    /// Text tokens of the question after the image.
+    #[arg(long, default_value_t = 512)]
+    pub text_tokens: usize,
+    /// Tokens of a system turn before the image (0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub system_tokens: usize,
+    /// Tokens to generate greedily.
+    #[arg(long, default_value_t = 128)]
+    pub new_tokens: usize,
+    /// New tokens of the second question on the same image.
+    #[arg(long, default_value_t = 30)]
+    pub followup_tokens: usize,
+    /// Measured repetitions (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Concurrent sequences.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
 }

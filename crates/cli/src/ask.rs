@@ -54,6 +54,10 @@ pub fn run(a: AskArgs) -> anyhow::Result<ExitCode> {
         Flow::Continue
     };
     let g = generate(&l.model, &l.tok, &prompt, &params, &mut cache, &mut on_text)?;
+    if let Some(path) = &a.dump_logits {
+        let bytes: Vec<u8> = g.first_logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     let mut timings = serde_json::to_value(&g.timings)?;
     timings["preprocess_ms"] = json!(preprocess_ms);
     timings["vision_ms"] = json!(vision_ms);

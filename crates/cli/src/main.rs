@@ -3,6 +3,7 @@
 
 mod args;
 mod ask;
+mod bench;
 mod load;
 
 use std::process::ExitCode;
@@ -24,5 +25,6 @@ fn main() -> ExitCode {
 fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         args::Command::Ask(a) => ask::run(a),
+        args::Command::Bench(a) => bench::run(a),
     }
 }

@@ -178,6 +178,9 @@ pub struct Timings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
     pub steps: Vec<Step>,
+    /// Raw logits of the last prompt position (what chose the first token).
+    #[serde(skip)]
+    pub first_logits: Vec<f32>,
     pub text: String,
     pub finish: FinishReason,
     pub timings: Timings,
@@ -220,10 +223,12 @@ pub fn generate(
     let mut text = String::new();
     let mut finish = FinishReason::MaxTokens;
     let mut decode_start = None;
+    let mut first_logits = Vec::new();
     while steps.len() < params.max_new_tokens {
         let raw: Vec<f32> = logits.to_vec1()?;
         let id = sampler.pick(&raw, &seen);
         if steps.is_empty() {
+            first_logits = raw.clone();
             timings.prefill_ms = ms(start.elapsed());
             timings.ttft_ms = timings.prefill_ms;
             decode_start = Some(Instant::now());
@@ -261,7 +266,7 @@ pub fn generate(
             timings.decode_tokens_per_s = timings.decode_tokens as f64 / (timings.decode_ms / 1000.0);
         }
     }
-    Ok(Generation { steps, text, finish, timings })
+    Ok(Generation { steps, first_logits, text, finish, timings })
 }
 
 /// Where the text must be cut if it contains a stop string (the earliest one).

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod model;
 pub mod preprocess;
 pub mod prompt;
+pub mod random;
 pub mod rope;
 pub mod text;
 pub mod tokenizer;
