@@ -15,6 +15,9 @@ pub struct Cli {
 pub enum Command {
     /// Ask a question about zero or more images; streams the answer.
     Ask(AskArgs),
+    /// Find things on a screenshot; prints boxes and click points in screen pixels as JSON.
+    /// Exits 3 when the model's answer holds no box or point.
+    Ground(GroundArgs),
     /// Measure the speed workload (image + text prompt, then greedy tokens).
     Bench(BenchArgs),
 }
@@ -137,4 +140,31 @@ pub struct BenchArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct GroundArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The screenshot.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Where the screenshot's monitor starts in the OS's global coordinates ("x,y"; may be negative).
+    #[arg(long, value_parser = parse_origin, default_value = "0,0", allow_hyphen_values = true)]
+    pub origin: (i32, i32),
+    /// The monitor's scale factor (physical pixels per logical pixel).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Report logical points (macOS) instead of physical pixels (X11, Windows).
+    #[arg(long)]
+    pub logical: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// What to find, e.g. "the OK button".
+    pub query: String,
+}
+
+fn parse_origin(s: &str) -> Result<(i32, i32), String> {
+    let (x, y) = s.split_once(',').ok_or("expected x,y")?;
+    Ok((x.trim().parse().map_err(|e| format!("x: {e}"))?, y.trim().parse().map_err(|e| format!("y: {e}"))?))
 }

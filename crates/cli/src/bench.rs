@@ -190,26 +190,27 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "peak_gpu_mem_gib": peak.map(|p| p as f64 / (1u64 << 30) as f64),
         "gpu_mem_before_gib": base_mem.map(|p| p as f64 / (1u64 << 30) as f64),
     });
-    print_table(&report);
+    print_table(&report)?;
     if let Some(path) = &a.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("{}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(r: &serde_json::Value) {
-    println!(
+fn print_table(r: &serde_json::Value) -> std::io::Result<()> {
+    crate::out_line(&format!(
         "{} on {} ({}) | image {}x{} = {} visual tokens | prompt {} tokens | {} new tokens | {} reps",
         r["model"].as_str().unwrap_or(""), r["device"].as_str().unwrap_or(""), r["dtype"].as_str().unwrap_or(""),
         r["image"][0], r["image"][1], r["visual_tokens"], r["prompt_tokens"], r["new_tokens"], r["reps"]
-    );
-    println!("{:<26}{:>12}{:>12}{:>12}", "metric", "median", "min", "max");
+    ))?;
+    crate::out_line(&format!("{:<26}{:>12}{:>12}{:>12}", "metric", "median", "min", "max"))?;
     for k in ["preprocess_ms", "vision_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "followup_ttft_ms"] {
         let s = &r[k];
         let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
-        println!("{:<26}{:>12}{:>12}{:>12}", k, f(&s["median"]), f(&s["min"]), f(&s["max"]));
+        crate::out_line(&format!("{:<26}{:>12}{:>12}{:>12}", k, f(&s["median"]), f(&s["min"]), f(&s["max"])))?;
     }
     if let Some(p) = r["peak_gpu_mem_gib"].as_f64() {
-        println!("{:<26}{:>12.2}", "peak_gpu_mem_gib (device)", p);
+        crate::out_line(&format!("{:<26}{:>12.2}", "peak_gpu_mem_gib (device)", p))?;
     }
+    Ok(())
 }

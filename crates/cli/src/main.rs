@@ -4,6 +4,7 @@
 mod args;
 mod ask;
 mod bench;
+mod ground;
 mod load;
 
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line (plus causes), never a panic or a backtrace.
             eprintln!("error: {e:#}");
@@ -26,5 +28,19 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         args::Command::Ask(a) => ask::run(a),
         args::Command::Bench(a) => bench::run(a),
+        args::Command::Ground(a) => ground::run(a),
     }
+}
+
+/// A closed stdout (`screenpilot ... | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Prints a line to stdout, returning an error (instead of panicking) when stdout is closed.
+pub fn out_line(s: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{s}")?;
+    o.flush()
 }

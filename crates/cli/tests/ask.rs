@@ -87,3 +87,19 @@ fn bad_inputs_exit_with_one_clear_error() {
         .unwrap();
     assert_one_clear_error(&out, "/no/such/model");
 }
+
+#[test]
+fn ground_prints_json_and_exits_3_when_the_answer_has_no_boxes() {
+    // The tiny random model writes no boxes: the JSON still comes, with the error and exit code 3.
+    let out = Command::new(env!("CARGO_BIN_EXE_screenpilot"))
+        .args(["ground", "--model"])
+        .arg(root().join("tests/fixtures/tiny"))
+        .args(["--image", &image("trap_656x208.png"), "--max-tokens", "4", "--origin=-1920,0", "the OK button"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["image"], serde_json::json!([656, 208]));
+    assert!(v["error"].as_str().unwrap().contains("bbox_2d"));
+    assert_eq!(v["objects"].as_array().unwrap().len(), 0);
+}

@@ -1,0 +1,107 @@
+//! `screenpilot ground`: ask the model where something is and print what it found as JSON, in
+//! screen pixels (the image is taken as a capture of a monitor at --origin with --scale).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use screenpilot_agent::coords::{CaptureGeometry, InputSpace, MonitorGeometry, OsPoint, Point, Rel1000};
+use screenpilot_agent::{parse_grounding, Shape};
+use screenpilot_model::generate::Flow;
+use serde_json::json;
+
+use crate::args::GroundArgs;
+use crate::ask::answer;
+use crate::load::{load, sampling};
+
+/// The grounding request in Qwen3-VL's relative-coordinate JSON format.
+fn grounding_prompt(query: &str) -> String {
+    format!(
+        "{query}\nReport every match as JSON: a list of {{\"bbox_2d\": [x1, y1, x2, y2], \"label\": \"...\"}} \
+         with coordinates relative to the image on a 0-1000 scale."
+    )
+}
+
+/// The boxes and points of a model answer in OS input coordinates of the capture's monitor.
+fn ground_objects(text: &str, geo: &CaptureGeometry) -> screenpilot_agent::Result<Vec<serde_json::Value>> {
+    let to_os = |p: Point<Rel1000>| geo.rel_to_os(p).map(|o| [o.x, o.y]);
+    let mut objects = Vec::new();
+    for g in parse_grounding(text)? {
+        let mut o = json!({"label": g.label, "point": to_os(g.shape.target())?});
+        if let Shape::Box(r) = &g.shape {
+            let (a, b) = (to_os(r.min)?, to_os(r.max)?);
+            o["bbox"] = json!([a[0], a[1], b[0], b[1]]);
+            o["bbox_rel"] = json!([r.min.x, r.min.y, r.max.x, r.max.y]);
+        }
+        objects.push(o);
+    }
+    Ok(objects)
+}
+
+pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
+    let l = load(&a.model)?;
+    let mut params = sampling(&a.sampling, &l.folder);
+    params.temperature = if a.sampling.temperature.is_some() { params.temperature } else { 0.0 };
+    let ans = answer(&l, std::slice::from_ref(&a.image), None, &grounding_prompt(&a.query), &params, &mut |_| {
+        Flow::Continue
+    })?;
+    let img = &ans.images[0];
+    let (w, h) = (img.original_width, img.original_height);
+    let monitor = MonitorGeometry {
+        name: "capture".into(),
+        origin: OsPoint { x: a.origin.0, y: a.origin.1 },
+        width: w,
+        height: h,
+        scale_factor: a.scale,
+        input_space: if a.logical { InputSpace::Logical } else { InputSpace::Physical },
+    };
+    let geo = CaptureGeometry::full_monitor(monitor, w, h).context("screen geometry")?;
+    let text = &ans.generation.text;
+    let (objects, error) = match ground_objects(text, &geo) {
+        Ok(o) => (o, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let out = json!({
+        "query": a.query, "image": [w, h], "objects": objects, "model_output": text, "error": error,
+        "timings": ans.timings_json(l.load_ms)?,
+    });
+    crate::out_line(&serde_json::to_string_pretty(&out)?)?;
+    Ok(if objects.is_empty() { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geo(origin: (i32, i32), scale: f64, input_space: InputSpace) -> CaptureGeometry {
+        let m = MonitorGeometry {
+            name: "m".into(),
+            origin: OsPoint { x: origin.0, y: origin.1 },
+            width: 2560,
+            height: 1440,
+            scale_factor: scale,
+            input_space,
+        };
+        CaptureGeometry::full_monitor(m, 2560, 1440).unwrap()
+    }
+
+    const OUT: &str = "Sure!\n```json\n[{\"bbox_2d\": [100, 200, 300, 400], \"label\": \"OK\"}]\n```";
+
+    #[test]
+    fn boxes_map_to_physical_pixels_of_a_monitor_left_of_the_primary() {
+        let o = ground_objects(OUT, &geo((-2560, 0), 1.0, InputSpace::Physical)).unwrap();
+        assert_eq!(o[0]["bbox"], json!([-2560 + 256, 288, -2560 + 768, 576]));
+        assert_eq!(o[0]["point"], json!([-2560 + 512, 432]));
+        assert_eq!(o[0]["label"], json!("OK"));
+    }
+
+    #[test]
+    fn logical_input_space_divides_by_the_scale_factor() {
+        let o = ground_objects(OUT, &geo((0, -720), 2.0, InputSpace::Logical)).unwrap();
+        assert_eq!(o[0]["point"], json!([256, -720 + 216]));
+    }
+
+    #[test]
+    fn answers_without_boxes_are_an_error() {
+        assert!(ground_objects("I cannot see it.", &geo((0, 0), 1.0, InputSpace::Physical)).is_err());
+    }
+}
