@@ -14,6 +14,7 @@ pub mod calibrate;
 pub mod capture;
 pub mod context;
 pub mod coords;
+#[cfg(feature = "os")]
 pub mod enigo_backend;
 pub mod error;
 pub mod executor;
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod model_action;
 pub mod policy;
 pub mod screen_action;
+#[cfg(feature = "os")]
 pub mod xcap_backend;
 
 pub use actuator::{Actuator, InputEvent, PointerReader, Press, RecordingActuator, StopFlag};
