@@ -1,0 +1,365 @@
+//! The synchronous engine: owns the model, the tokenizer and both caches, turns a
+//! [`ValidRequest`] into a prefilled [`Sequence`] (images through the vision cache, the prompt
+//! through the prefix cache) and advances sequences one token at a time. The async service
+//! drives it from one thread; tests and benchmarks may drive it directly.
+
+use std::path::Path;
+use std::time::Instant;
+
+use screenpilot_model::generate::Sampler;
+use screenpilot_model::preprocess::{decode_image, load_image, preprocess};
+use screenpilot_model::prompt::{render, Message, Part};
+use screenpilot_model::{
+    DType, Device, GridThw, LogitsFor, ModelFolder, PreprocessConfig, PreprocessedImage, PromptInput, Qwen3Vl,
+    Tokenizer, VisionOutput,
+};
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+use crate::events::{Event, FinishReason, RequestTimings, TokenEvent};
+use crate::prefix_cache::{token_keys, PrefixCache};
+use crate::request::{ContentPart, ImageSource, Request, RequestLimits, ValidRequest};
+use crate::sequence::Sequence;
+use crate::vision_cache::{CacheStats, ImageKey, VisionCache};
+
+/// How the engine and its service are set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Vision-feature cache budget (0 disables it). Default 1 GiB.
+    pub vision_cache_bytes: usize,
+    /// Prefix KV cache budget (0 disables it). Default 1 GiB.
+    pub prefix_cache_bytes: usize,
+    /// Requests waiting for the worker; more are refused with [`EngineError::Busy`].
+    pub queue_capacity: usize,
+    /// Sequences decoded together (round-robin, one token each per round).
+    pub max_batch: usize,
+    pub limits: RequestLimits,
+    /// Keep every step's logits in [`Completion::step_logits`] (for exactness tests).
+    pub record_logits: bool,
+    /// Also put the KV of generated tokens in the prefix cache (a follow-up turn then reuses
+    /// the answer too). Off by default: KV computed one token at a time differs from a
+    /// prefill's in the last bits (logits within ~1e-5 instead of equal).
+    pub reuse_answer_kv: bool,
+    /// A prefix-cache hit still prefills at least this many prompt tokens (min 1). Candle's
+    /// CPU matmul takes another kernel for a few rows (measured: up to 8), which changes the
+    /// last bits of the logits (~2e-5 on the tiny model); with 9 or more new rows they are
+    /// bitwise equal to a fresh prefill's. Default 16.
+    pub min_prefill_tokens: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            vision_cache_bytes: 1 << 30,
+            prefix_cache_bytes: 1 << 30,
+            queue_capacity: 64,
+            max_batch: 8,
+            limits: RequestLimits::default(),
+            record_logits: false,
+            reuse_answer_kv: false,
+            min_prefill_tokens: 16,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The same configuration with both caches off.
+    pub fn without_caches(self) -> Self {
+        Self { vision_cache_bytes: 0, prefix_cache_bytes: 0, ..self }
+    }
+}
+
+/// A finished answer, as [`Engine::run`] returns it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+    pub timings: RequestTimings,
+    /// Raw logits of each step, when [`EngineConfig::record_logits`] is set.
+    pub step_logits: Vec<Vec<f32>>,
+}
+
+/// Counters of both caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CacheReport {
+    pub vision: CacheStats,
+    pub prefix: CacheStats,
+    pub prefix_reused_tokens: u64,
+}
+
+/// Images of a request after preprocessing, with their keys and features in prompt order.
+struct PreparedImages {
+    images: Vec<PreprocessedImage>,
+    keys: Vec<ImageKey>,
+    vision: Option<VisionOutput>,
+}
+
+pub struct Engine {
+    model: Qwen3Vl,
+    tok: Tokenizer,
+    preprocess: PreprocessConfig,
+    vision: VisionCache,
+    prefix: PrefixCache,
+    cfg: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(model: Qwen3Vl, tok: Tokenizer, preprocess: PreprocessConfig, cfg: EngineConfig) -> Self {
+        Self {
+            vision: VisionCache::new(cfg.vision_cache_bytes),
+            prefix: PrefixCache::new(cfg.prefix_cache_bytes),
+            model,
+            tok,
+            preprocess,
+            cfg,
+        }
+    }
+
+    /// Loads a Hugging Face model folder (end tokens of generation_config.json included).
+    pub fn load(dir: &Path, dtype: DType, device: &Device, cfg: EngineConfig) -> Result<Self> {
+        let folder = ModelFolder::open(dir)?;
+        let model = Qwen3Vl::load(&folder, dtype, device)?;
+        let mut tok = Tokenizer::from_file(&folder.tokenizer)?;
+        tok.add_end_ids(&folder.generation.eos_ids());
+        Ok(Self::new(model, tok, folder.preprocess.clone(), cfg))
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn model(&self) -> &Qwen3Vl {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tok
+    }
+
+    pub fn cache_report(&self) -> CacheReport {
+        CacheReport {
+            vision: self.vision.stats(),
+            prefix: self.prefix.stats(),
+            prefix_reused_tokens: self.prefix.reused_tokens(),
+        }
+    }
+
+    /// Checks a request against this engine's limits.
+    pub fn validate(&self, request: Request) -> Result<ValidRequest> {
+        ValidRequest::new(request, &self.cfg.limits)
+    }
+
+    /// Runs a request to the end, calling `on_event` for each token and finally the timings.
+    pub fn run(&mut self, req: &ValidRequest, on_event: &mut dyn FnMut(&Event)) -> Result<Completion> {
+        let mut seq = self.start(req, Instant::now())?;
+        while seq.finished().is_none() {
+            if let Some(ev) = self.step(&mut seq)? {
+                on_event(&Event::Token(ev));
+            }
+        }
+        Ok(self.finish(seq, on_event))
+    }
+
+    /// Preprocesses, encodes (or fetches) the images, and prefills the prompt after the longest
+    /// cached prefix. `submitted` is when the request arrived (for queue and first-token times).
+    pub fn start(&mut self, req: &ValidRequest, submitted: Instant) -> Result<Sequence> {
+        let mut timings = RequestTimings { queue_ms: ms(submitted), ..Default::default() };
+        let prepared = self.prepare_images(req, &mut timings)?;
+        let ids = self.tok.encode(&render(&self.messages(req.request(), &prepared.images), &[], true))?;
+        let total = ids.len() + req.options().max_tokens;
+        if total > self.model.max_context {
+            return Err(EngineError::ContextLength {
+                tokens: ids.len(),
+                max_tokens: req.options().max_tokens,
+                context: self.model.max_context,
+            });
+        }
+        let merge = self.model.merge_size();
+        let per_image: Vec<(ImageKey, usize)> =
+            prepared.keys.iter().zip(&prepared.images).map(|(k, i)| (*k, i.grid.num_tokens(merge))).collect();
+        let keys = token_keys(&ids, self.model.config.image_token_id, &per_image)?;
+        let t = Instant::now();
+        let max_reuse = ids.len().saturating_sub(self.cfg.min_prefill_tokens.max(1));
+        let mut kv = match self.prefix.lookup(&keys, max_reuse)? {
+            Some(kv) => kv,
+            None => self.model.new_cache(),
+        };
+        timings.prompt_tokens = ids.len();
+        timings.cached_prompt_tokens = kv.len();
+        timings.prefill_tokens = ids.len() - kv.len();
+        let grids: Vec<GridThw> = prepared.images.iter().map(|i| i.grid).collect();
+        let prompt = PromptInput { ids: &ids, grids: &grids, vision: prepared.vision.as_ref() };
+        let out = self.model.prefill(&prompt, &mut kv, LogitsFor::Last)?;
+        timings.prefill_ms = ms(t);
+        let prompt_kv = (!self.cfg.reuse_answer_kv && self.prefix.enabled()).then(|| kv.clone());
+        Ok(Sequence {
+            kv,
+            prompt_kv,
+            keys,
+            logits: out.logits,
+            sampler: Sampler::new(req.sampling()),
+            decoder: Default::default(),
+            options: req.options().clone(),
+            text: String::new(),
+            released: 0,
+            ids: Vec::new(),
+            timings,
+            submitted,
+            decode_start: None,
+            finish: None,
+            step_logits: Vec::new(),
+        })
+    }
+
+    /// Chooses the next token of `seq` and, unless the answer ends, computes the logits after
+    /// it. Returns the token (None when the step ended the answer without one to show).
+    pub fn step(&mut self, seq: &mut Sequence) -> Result<Option<TokenEvent>> {
+        if seq.finish.is_some() {
+            return Ok(None);
+        }
+        let raw: Vec<f32> = seq.logits.to_dtype(DType::F32)?.to_vec1()?;
+        let id = seq.sampler.pick(&raw, &[]);
+        if self.cfg.record_logits {
+            seq.step_logits.push(raw);
+        }
+        if seq.ids.is_empty() {
+            seq.timings.ttft_ms = ms(seq.submitted);
+            seq.decode_start = Some(Instant::now());
+        }
+        seq.ids.push(id);
+        if self.tok.is_end(id) && !seq.options.ignore_eos {
+            seq.finish = Some(FinishReason::Stop);
+            let text = seq.flush_text();
+            return Ok((!text.is_empty()).then_some(TokenEvent { id, text }));
+        }
+        let piece = seq.decoder.push(&self.tok, id)?;
+        let (mut text, stopped) = seq.push_text(&piece);
+        if stopped {
+            seq.finish = Some(FinishReason::StopString);
+        } else if seq.ids.len() >= seq.options.max_tokens {
+            seq.finish = Some(FinishReason::Length);
+            text.push_str(&seq.flush_text());
+        } else {
+            seq.logits = self.model.decode_step(id, &mut seq.kv)?;
+            seq.keys.push(u64::from(id));
+        }
+        Ok(Some(TokenEvent { id, text }))
+    }
+
+    /// Ends a sequence: its KV goes to the prefix cache; reports its timings to `on_event`.
+    pub fn finish(&mut self, mut seq: Sequence, on_event: &mut dyn FnMut(&Event)) -> Completion {
+        let finish = seq.finish.unwrap_or(FinishReason::Cancelled);
+        seq.finish_timings();
+        on_event(&Event::Timings(seq.timings.clone()));
+        on_event(&Event::Finished(finish));
+        let Sequence { kv, prompt_kv, mut keys, ids, text, timings, step_logits, .. } = seq;
+        match prompt_kv {
+            Some(p) => {
+                keys.truncate(p.len());
+                self.prefix.insert(keys, p);
+            }
+            None => self.prefix.insert(keys, kv),
+        }
+        Completion { token_ids: ids, text, finish, timings, step_logits }
+    }
+
+    fn messages(&self, req: &Request, images: &[PreprocessedImage]) -> Vec<Message> {
+        let merge = self.model.merge_size();
+        let mut next = images.iter();
+        req.messages
+            .iter()
+            .map(|m| Message {
+                role: m.role,
+                parts: m
+                    .parts
+                    .iter()
+                    .map(|p| match p {
+                        ContentPart::Text(t) => Part::Text(t.clone()),
+                        ContentPart::Image(_) => {
+                            Part::Image { tokens: next.next().map(|i| i.grid.num_tokens(merge)).unwrap_or(0) }
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn prepare_images(&mut self, req: &ValidRequest, timings: &mut RequestTimings) -> Result<PreparedImages> {
+        let t = Instant::now();
+        let images = req.images().map(|s| self.load_image(s)).collect::<Result<Vec<_>>>()?;
+        let keys: Vec<ImageKey> = images.iter().map(ImageKey::of).collect();
+        timings.preprocess_ms = ms(t);
+        timings.images = images.len();
+        if images.is_empty() {
+            return Ok(PreparedImages { images, keys, vision: None });
+        }
+        let t = Instant::now();
+        let vision = if self.vision.enabled() {
+            let (v, hits) = self.encode_cached(&images, &keys)?;
+            timings.vision_cache_hits = hits;
+            v
+        } else {
+            self.model.encode_images(&images.iter().collect::<Vec<_>>())?
+        };
+        timings.vision_ms = ms(t);
+        Ok(PreparedImages { images, keys, vision: Some(vision) })
+    }
+
+    fn load_image(&self, src: &ImageSource) -> Result<PreprocessedImage> {
+        let img = match src {
+            ImageSource::Bytes(b) => decode_image(b).map_err(|e| EngineError::InvalidImage(e.to_string()))?,
+            ImageSource::Path(p) => load_image(p).map_err(|e| EngineError::InvalidImage(e.to_string()))?,
+            ImageSource::Image(i) => return pre(i, &self.preprocess),
+        };
+        pre(&img, &self.preprocess)
+    }
+
+    /// Features of every image in order: hits from the cache, misses encoded in one call (each
+    /// distinct image once) and stored. Returns them joined and the number of hits.
+    fn encode_cached(&mut self, images: &[PreprocessedImage], keys: &[ImageKey]) -> Result<(VisionOutput, usize)> {
+        let mut found: Vec<Option<VisionOutput>> = keys.iter().map(|k| self.vision.get(k)).collect();
+        let hits = found.iter().filter(|f| f.is_some()).count();
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, f) in found.iter().enumerate() {
+            if f.is_none() && !missing.iter().any(|&j| keys[j] == keys[i]) {
+                missing.push(i);
+            }
+        }
+        if !missing.is_empty() {
+            let batch = self.model.encode_images(&missing.iter().map(|&i| &images[i]).collect::<Vec<_>>())?;
+            let merge = self.model.merge_size();
+            let mut start = 0;
+            for &i in &missing {
+                let n = images[i].grid.num_tokens(merge);
+                let part = batch.narrow(start, n)?;
+                // Own copies, so that evicting one image frees its memory.
+                let part = if missing.len() == 1 { part } else { own(&part)? };
+                start += n;
+                self.vision.insert(keys[i], part.clone());
+                for (j, slot) in found.iter_mut().enumerate() {
+                    if slot.is_none() && keys[j] == keys[i] {
+                        *slot = Some(part.clone());
+                    }
+                }
+            }
+        }
+        let parts: Vec<&VisionOutput> = found.iter().flatten().collect();
+        Ok((VisionOutput::cat(&parts)?, hits))
+    }
+}
+
+fn pre(img: &image::DynamicImage, cfg: &PreprocessConfig) -> Result<PreprocessedImage> {
+    preprocess(img, cfg).map_err(|e| EngineError::InvalidImage(e.to_string()))
+}
+
+fn own(v: &VisionOutput) -> Result<VisionOutput> {
+    Ok(VisionOutput {
+        embeds: v.embeds.copy()?,
+        deepstack: v.deepstack.iter().map(|t| t.copy()).collect::<candle_core::Result<_>>()?,
+    })
+}
+
+pub(crate) fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}

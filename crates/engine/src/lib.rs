@@ -1,0 +1,32 @@
+//! Serving Qwen3-VL: the second question about an image is nearly free, and no output changes.
+//!
+//! - [`vision_cache`]: the vision tower's output per image, keyed by a hash of the preprocessed
+//!   pixels and grid, LRU under a byte budget.
+//! - [`prefix_cache`]: KV caches of earlier sequences, reused for any prompt whose token ids and
+//!   images agree on a prefix.
+//! - [`engine`]: the synchronous core that owns the model and both caches.
+//! - [`service`]: the async handle ([`EngineHandle`]) — a bounded queue, one worker thread,
+//!   continuous (round-robin) batching, cancellation and coalescing of identical requests.
+//! - [`server`]: an OpenAI-compatible HTTP API (axum).
+//! - [`bench`]: measuring a second question on the same image.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod bench;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod prefix_cache;
+pub mod request;
+pub mod sequence;
+pub mod server;
+pub mod service;
+pub mod vision_cache;
+
+pub use engine::{CacheReport, Completion, Engine, EngineConfig};
+pub use error::{EngineError, Result};
+pub use events::{Event, FinishReason, RequestTimings, TokenEvent};
+pub use request::{
+    ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, RequestLimits, Role, ValidRequest,
+};
+pub use server::{bind, serve, serve_on, ServeConfig};
+pub use service::{EngineHandle, EngineStats, EventStream};

@@ -1,0 +1,201 @@
+//! The handlers: `/v1/models`, and `/v1/chat/completions` answered as one JSON object or as
+//! server-sent events (`data: {chunk}` lines, then `data: [DONE]`). A streaming request waits
+//! for its first event before answering, so a bad image still gets a 4xx status. When the
+//! client goes away the response (and with it the engine's event stream) is dropped, which
+//! cancels the computation.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::parse::parse_body;
+use super::{authorize, ApiError, AppState};
+use crate::events::{Event, FinishReason, RequestTimings};
+use crate::service::EventStream;
+
+pub(crate) async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&st.cfg, &headers)?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": [{"id": st.cfg.model_name, "object": "model", "created": now(), "owned_by": "screenpilot"}]
+    })))
+}
+
+/// Identity of one response.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+pub(crate) async fn completions(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&st.cfg, &headers)?;
+    let body = body.map_err(|r| {
+        let kind =
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "request_too_large" } else { "invalid_request_error" };
+        ApiError::new(r.status(), kind, r.body_text())
+    })?;
+    let (chat, request) = parse_body(&body, &st.cfg).map_err(ApiError::bad_request)?;
+    let request = st.engine.validate(request)?;
+    let mut events = st.engine.submit(request)?;
+    let first = match events.next().await {
+        Some(Event::Error(e)) => return Err(e.into()),
+        Some(ev) => ev,
+        None => return Err(stopped()),
+    };
+    let meta = Meta {
+        id: format!("chatcmpl-{}", st.next_id.fetch_add(1, Ordering::Relaxed)),
+        created: now(),
+        model: chat.model.clone().unwrap_or_else(|| st.cfg.model_name.clone()),
+    };
+    if chat.stream.unwrap_or(false) {
+        let usage = chat.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        Ok(stream(meta, first, events, usage))
+    } else {
+        collect(meta, first, events).await
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_stopped", "the engine stopped before answering")
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn usage(t: &RequestTimings) -> Value {
+    json!({"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens,
+           "total_tokens": t.prompt_tokens + t.completion_tokens})
+}
+
+async fn collect(meta: Meta, first: Event, mut events: EventStream) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    let mut timings = RequestTimings::default();
+    let mut next = Some(first);
+    loop {
+        match next {
+            Some(Event::Token(t)) => text.push_str(&t.text),
+            Some(Event::Timings(t)) => timings = t,
+            Some(Event::Finished(reason)) => {
+                let body = json!({
+                    "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "logprobs": null, "finish_reason": reason.openai()}],
+                    "usage": usage(&timings),
+                    "timings": timings,
+                });
+                return Ok(Json(body).into_response());
+            }
+            Some(Event::Error(e)) => return Err(e.into()),
+            None => return Err(stopped()),
+        }
+        next = events.next().await;
+    }
+}
+
+/// State of one SSE response.
+struct SseState {
+    meta: Meta,
+    events: EventStream,
+    first: Option<Event>,
+    queue: VecDeque<SseEvent>,
+    include_usage: bool,
+    timings: RequestTimings,
+    done: bool,
+}
+
+impl SseState {
+    fn chunk(&self, delta: Value, finish: Option<FinishReason>) -> SseEvent {
+        let body = json!({
+            "id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created,
+            "model": self.meta.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(|f| f.openai())}],
+        });
+        SseEvent::default().data(body.to_string())
+    }
+
+    /// Turns the next engine event into SSE events; false once the answer is complete.
+    async fn pull(&mut self) -> bool {
+        let ev = match self.first.take() {
+            Some(e) => Some(e),
+            None => self.events.next().await,
+        };
+        match ev {
+            Some(Event::Token(t)) if !t.text.is_empty() => {
+                let c = self.chunk(json!({"content": t.text}), None);
+                self.queue.push_back(c);
+            }
+            Some(Event::Token(_)) => {}
+            Some(Event::Timings(t)) => self.timings = t,
+            Some(Event::Finished(reason)) => {
+                let mut last = json!({
+                    "id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created,
+                    "model": self.meta.model,
+                    "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason.openai()}],
+                    "timings": self.timings,
+                });
+                if self.include_usage {
+                    last["usage"] = usage(&self.timings);
+                }
+                self.queue.push_back(SseEvent::default().data(last.to_string()));
+                self.end();
+            }
+            Some(Event::Error(e)) => {
+                let err = ApiError::from(e);
+                self.queue.push_back(SseEvent::default().data(err.body().to_string()));
+                self.end();
+            }
+            None => {
+                self.queue.push_back(SseEvent::default().data(stopped().body().to_string()));
+                self.end();
+            }
+        }
+        !self.done
+    }
+
+    fn end(&mut self) {
+        self.queue.push_back(SseEvent::default().data("[DONE]"));
+        self.done = true;
+    }
+}
+
+fn stream(meta: Meta, first: Event, events: EventStream, include_usage: bool) -> Response {
+    let mut state = SseState {
+        meta,
+        events,
+        first: Some(first),
+        queue: VecDeque::new(),
+        include_usage,
+        timings: RequestTimings::default(),
+        done: false,
+    };
+    let role = state.chunk(json!({"role": "assistant", "content": ""}), None);
+    state.queue.push_back(role);
+    let body = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(ev) = s.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(ev), s));
+            }
+            if s.done || !s.pull().await && s.queue.is_empty() {
+                return None;
+            }
+        }
+    });
+    Sse::new(body).into_response()
+}

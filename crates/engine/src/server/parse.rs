@@ -1,0 +1,189 @@
+//! Turning an OpenAI chat-completions body into an engine [`Request`]: messages whose content
+//! is a string or a list of `text` / `image_url` parts, images as base64 `data:` URIs or local
+//! files (`file://` or a plain path), and the generation options. Every problem is a message
+//! for a 400 response.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::ServeConfig;
+use crate::request::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, Role};
+
+/// The fields of a chat-completions body that the engine uses; others are ignored.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatBody {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub messages: Vec<MessageBody>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub stop: Option<Value>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub n: Option<usize>,
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessageBody {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Value>,
+}
+
+/// Parses and converts a body; errors are messages for the client.
+pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, Request), String> {
+    let body: ChatBody =
+        serde_json::from_slice(bytes).map_err(|e| format!("the body is not a valid chat request: {e}"))?;
+    if body.n.is_some_and(|n| n != 1) {
+        return Err("only n = 1 is supported".into());
+    }
+    let messages = body.messages.iter().enumerate().map(|(i, m)| message(i, m, cfg)).collect::<Result<Vec<_>, _>>()?;
+    let stop = match &body.stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(String::from).ok_or("stop must be a string or a list of strings"))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("stop must be a string or a list of strings".into()),
+    };
+    let options = GenerationOptions {
+        max_tokens: body.max_completion_tokens.or(body.max_tokens).unwrap_or(cfg.default_max_tokens),
+        temperature: body.temperature.unwrap_or(0.0),
+        top_p: body.top_p.unwrap_or(1.0),
+        top_k: body.top_k.unwrap_or(0),
+        seed: body.seed.unwrap_or(0) as u64,
+        stop,
+        ignore_eos: body.ignore_eos.unwrap_or(false),
+    };
+    Ok((body, Request { messages, options }))
+}
+
+fn message(i: usize, m: &MessageBody, cfg: &ServeConfig) -> Result<ChatMessage, String> {
+    let role = match m.role.as_str() {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        other => return Err(format!("messages[{i}]: unsupported role {other:?} (use system, user or assistant)")),
+    };
+    let parts = match &m.content {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![ContentPart::Text(s.clone())],
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| part(p, cfg).map_err(|e| format!("messages[{i}].content[{j}]: {e}")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(format!("messages[{i}].content must be a string or a list of parts")),
+    };
+    Ok(ChatMessage { role, parts })
+}
+
+fn part(p: &Value, cfg: &ServeConfig) -> Result<ContentPart, String> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => p
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| ContentPart::Text(t.to_string()))
+            .ok_or_else(|| "a text part needs a string `text`".into()),
+        Some("image_url") => {
+            let url = p.get("image_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str);
+            let url = url.ok_or("an image_url part needs `image_url: {url: ...}`")?;
+            image_source(url, cfg).map(ContentPart::Image)
+        }
+        Some(other) => Err(format!("unsupported part type {other:?} (use text or image_url)")),
+        None => Err("every part needs a `type`".into()),
+    }
+}
+
+/// A `data:` URI with base64 image bytes, a `file://` URL or a plain local path.
+pub(crate) fn image_source(url: &str, cfg: &ServeConfig) -> Result<ImageSource, String> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',').ok_or("a data: URI needs a comma before its data")?;
+        if !meta.ends_with(";base64") {
+            return Err("only base64 data: URIs are supported (data:image/png;base64,...)".into());
+        }
+        let clean: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(clean.as_bytes())
+            .map_err(|e| format!("the data: URI is not valid base64: {e}"))?;
+        return Ok(ImageSource::Bytes(Arc::from(bytes)));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Err("remote image URLs are not fetched: send the image as a data: URI".into());
+    }
+    let path = match url.strip_prefix("file://") {
+        Some(p) => p.strip_prefix("localhost").unwrap_or(p),
+        None => url,
+    };
+    if !cfg.allow_local_files {
+        return Err("local image files are not allowed by this server: send a data: URI".into());
+    }
+    if path.is_empty() {
+        return Err("empty image URL".into());
+    }
+    Ok(ImageSource::Path(PathBuf::from(path)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_as_string_or_parts_with_data_uri_and_file_images() {
+        let cfg = ServeConfig::default();
+        let body = br#"{"messages":[{"role":"system","content":"Be brief."},
+            {"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}},
+            {"type":"image_url","image_url":{"url":"file:///tmp/a.png"}},{"type":"text","text":"What?"}]}],
+            "stop":"END","max_tokens":7,"seed":3}"#;
+        let (_, r) = parse_body(body, &cfg).unwrap();
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[1].parts[0], ContentPart::Image(ImageSource::Bytes(Arc::from(&b"hi"[..]))));
+        assert_eq!(r.messages[1].parts[1], ContentPart::Image(ImageSource::Path("/tmp/a.png".into())));
+        assert_eq!((r.options.max_tokens, r.options.seed, r.options.stop.clone()), (7, 3, vec!["END".to_string()]));
+    }
+
+    #[test]
+    fn bad_bodies_are_explained() {
+        let cfg = ServeConfig { allow_local_files: false, ..Default::default() };
+        for (body, needle) in [
+            (&br#"{"messages":[{"role":"tool","content":"x"}]}"#[..], "unsupported role"),
+            (br#"{"messages":[{"role":"user","content":[{"type":"audio"}]}]}"#, "unsupported part type"),
+            (br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#, "remote"),
+            (br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"/etc/a.png"}}]}]}"#, "not allowed"),
+            (br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,@@"}}]}]}"#, "base64"),
+            (br#"{"messages":[{"role":"user","content":"x"}],"stop":3}"#, "stop must be"),
+            (br#"{"messages":"#, "not a valid chat request"),
+        ] {
+            let err = parse_body(body, &cfg).unwrap_err();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The async service: [`EngineHandle`] (cheap to clone) puts requests on a bounded queue and
+//! refuses them at once with [`EngineError::Busy`] when it is full. One worker thread owns the
+//! [`Engine`] (the model is not shared across threads) and runs continuous batching: between
+//! rounds it admits a queued request (prefill), and each round advances every active sequence
+//! by one token, round-robin (sequences are interleaved step by step, each with its own
+//! forward pass: there are no batched matmuls across sequences). A request whose subscribers
+//! all went away is stopped before its next step. Identical requests that arrive while the first is still queued share one
+//! computation: every subscriber receives every event (once it runs, a repeat is a new job,
+//! made cheap by the caches).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::{CacheReport, Engine};
+use crate::error::{EngineError, Result};
+use crate::events::{Event, FinishReason};
+use crate::request::{Request, RequestLimits, ValidRequest};
+use crate::sequence::Sequence;
+
+/// Counters of the service since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EngineStats {
+    /// Requests accepted by `submit` (coalesced ones included).
+    pub submitted: u64,
+    /// Requests that joined an identical queued request instead of computing.
+    pub coalesced: u64,
+    /// Requests refused because the queue was full.
+    pub rejected: u64,
+    /// Computations started (prefilled).
+    pub started: u64,
+    pub finished: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+    /// Decode steps run over all sequences.
+    pub decode_steps: u64,
+    /// Requests queued or running now, and the most there ever were.
+    pub in_flight: usize,
+    pub peak_in_flight: usize,
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+    pub caches: CacheReport,
+}
+
+/// A queued request and everyone waiting for its events.
+struct Job {
+    req: ValidRequest,
+    submitted: Instant,
+    subs: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+}
+
+impl Job {
+    /// Sends an event to every subscriber still listening; false when none is left.
+    fn broadcast(&self, ev: &Event) -> bool {
+        let mut subs = lock(&self.subs);
+        subs.retain(|s| s.send(ev.clone()).is_ok());
+        !subs.is_empty()
+    }
+
+    fn abandoned(&self) -> bool {
+        lock(&self.subs).iter().all(|s| s.is_closed())
+    }
+}
+
+/// What the handles and the worker share.
+struct State {
+    pending: Mutex<HashMap<u64, Arc<Job>>>,
+    stats: Mutex<EngineStats>,
+    in_flight: AtomicUsize,
+    changed: watch::Sender<u64>,
+}
+
+impl State {
+    fn update(&self, f: impl FnOnce(&mut EngineStats)) {
+        f(&mut lock(&self.stats));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn job_done(&self, f: impl FnOnce(&mut EngineStats)) {
+        let now = self.in_flight.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        self.update(|s| {
+            s.in_flight = now;
+            f(s)
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The events of one request. Dropping it (or [`EventStream::cancel`]) withdraws this
+/// subscriber; when no subscriber is left the computation stops before its next step.
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+    coalesced: bool,
+}
+
+impl EventStream {
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// An event already delivered, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Stops listening; the computation stops if nobody else listens.
+    pub fn cancel(&mut self) {
+        self.rx.close();
+    }
+
+    /// Whether this request joined an identical one already queued.
+    pub fn coalesced(&self) -> bool {
+        self.coalesced
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A cloneable handle to the engine's worker.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Arc<Job>>,
+    state: Arc<State>,
+    limits: RequestLimits,
+    capacity: usize,
+}
+
+impl EngineHandle {
+    /// Moves the engine onto its own worker thread.
+    pub fn spawn(engine: Engine) -> Result<Self> {
+        let cfg = engine.config().clone();
+        let capacity = cfg.queue_capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let stats = EngineStats { queue_capacity: capacity, max_batch: cfg.max_batch.max(1), ..Default::default() };
+        let state = Arc::new(State {
+            pending: Mutex::new(HashMap::new()),
+            stats: Mutex::new(stats),
+            in_flight: AtomicUsize::new(0),
+            changed: watch::channel(0).0,
+        });
+        let worker_state = state.clone();
+        std::thread::Builder::new()
+            .name("screenpilot-engine".into())
+            .spawn(move || Worker { engine, rx, state: worker_state, active: Vec::new() }.run())
+            .map_err(|e| EngineError::Io(format!("cannot start the engine thread: {e}")))?;
+        Ok(Self { tx, state, limits: cfg.limits, capacity })
+    }
+
+    /// Checks a request against the engine's limits.
+    pub fn validate(&self, request: Request) -> Result<ValidRequest> {
+        ValidRequest::new(request, &self.limits)
+    }
+
+    /// Queues a request and returns its events; fails at once with [`EngineError::Busy`] when
+    /// the queue is full. An identical request still queued is joined instead.
+    pub fn submit(&self, req: ValidRequest) -> Result<EventStream> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fp = req.fingerprint();
+        let mut pending = lock(&self.state.pending);
+        if let Some(job) = pending.get(&fp).filter(|j| j.req == req) {
+            lock(&job.subs).push(tx);
+            self.state.update(|s| {
+                s.submitted += 1;
+                s.coalesced += 1;
+            });
+            return Ok(EventStream { rx, coalesced: true });
+        }
+        let job = Arc::new(Job { req, submitted: Instant::now(), subs: Mutex::new(vec![tx]) });
+        let now = self.state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.tx.try_send(job.clone()) {
+            Ok(()) => {
+                pending.insert(fp, job);
+                self.state.update(|s| {
+                    s.submitted += 1;
+                    s.in_flight = now;
+                    s.peak_in_flight = s.peak_in_flight.max(now);
+                });
+                Ok(EventStream { rx, coalesced: false })
+            }
+            Err(e) => {
+                self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full(_) => {
+                        self.state.update(|s| s.rejected += 1);
+                        Err(EngineError::Busy { capacity: self.capacity })
+                    }
+                    TrySendError::Closed(_) => Err(EngineError::Stopped),
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        lock(&self.state.stats).clone()
+    }
+
+    /// Waits until `pred` holds for the stats (checked after every change).
+    pub async fn wait_for(&self, pred: impl Fn(&EngineStats) -> bool) {
+        let mut rx = self.state.changed.subscribe();
+        while !pred(&self.stats()) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs engine work, turning a panic (a bug) into an error for this request only.
+fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(EngineError::Model("internal error while computing this request".into())))
+}
+
+struct Active {
+    job: Arc<Job>,
+    seq: Sequence,
+    failed: bool,
+}
+
+struct Worker {
+    engine: Engine,
+    rx: mpsc::Receiver<Arc<Job>>,
+    state: Arc<State>,
+    active: Vec<Active>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let max_batch = self.engine.config().max_batch.max(1);
+        let mut open = true;
+        loop {
+            // Admit queued requests: any number while idle, one per round while decoding.
+            let mut admitted = 0;
+            while open && self.active.len() < max_batch && (self.active.is_empty() || admitted == 0) {
+                let job = if self.active.is_empty() {
+                    match self.rx.blocking_recv() {
+                        Some(j) => j,
+                        None => {
+                            open = false;
+                            break;
+                        }
+                    }
+                } else {
+                    match self.rx.try_recv() {
+                        Ok(j) => j,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                };
+                admitted += 1;
+                self.admit(job);
+            }
+            if self.active.is_empty() {
+                if !open {
+                    return;
+                }
+                continue;
+            }
+            self.round();
+        }
+    }
+
+    /// Takes a job off the queue and prefills it.
+    fn admit(&mut self, job: Arc<Job>) {
+        {
+            let mut pending = lock(&self.state.pending);
+            if pending.get(&job.req.fingerprint()).is_some_and(|j| Arc::ptr_eq(j, &job)) {
+                pending.remove(&job.req.fingerprint());
+            }
+        }
+        if job.abandoned() {
+            self.state.job_done(|s| s.cancelled += 1);
+            return;
+        }
+        let started = guard(|| self.engine.start(&job.req, job.submitted));
+        match started {
+            Ok(seq) => {
+                let caches = self.engine.cache_report();
+                self.state.update(|s| {
+                    s.started += 1;
+                    s.caches = caches;
+                });
+                self.active.push(Active { job, seq, failed: false });
+            }
+            Err(e) => {
+                job.broadcast(&Event::Error(e));
+                self.state.job_done(|s| s.failed += 1);
+            }
+        }
+    }
+
+    /// One token for every active sequence, then the finished ones are retired.
+    fn round(&mut self) {
+        let mut steps = 0;
+        for a in &mut self.active {
+            if a.job.abandoned() {
+                a.seq.cancel();
+                continue;
+            }
+            let engine = &mut self.engine;
+            match guard(|| engine.step(&mut a.seq)) {
+                Ok(Some(tok)) => {
+                    steps += 1;
+                    if !a.job.broadcast(&Event::Token(tok)) {
+                        a.seq.cancel();
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    a.job.broadcast(&Event::Error(e));
+                    a.failed = true;
+                }
+            }
+        }
+        let (done, running): (Vec<Active>, Vec<Active>) =
+            std::mem::take(&mut self.active).into_iter().partition(|a| a.failed || a.seq.finished().is_some());
+        self.active = running;
+        for a in done {
+            self.retire(a);
+        }
+        self.state.update(|s| s.decode_steps += steps);
+    }
+
+    fn retire(&mut self, a: Active) {
+        if a.failed {
+            self.state.job_done(|s| s.failed += 1);
+            return;
+        }
+        let job = a.job;
+        let c = self.engine.finish(a.seq, &mut |ev| {
+            job.broadcast(ev);
+        });
+        let caches = self.engine.cache_report();
+        self.state.job_done(|s| {
+            s.caches = caches;
+            if c.finish == FinishReason::Cancelled {
+                s.cancelled += 1;
+            } else {
+                s.finished += 1;
+            }
+        });
+    }
+}
