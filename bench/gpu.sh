@@ -30,8 +30,10 @@ if [ "$exact" = 1 ]; then
 fi
 
 for s in "${shapes[@]}"; do
-  "$BIN" bench --shape "$s" --device cuda --dtype bf16 --reps 5 --json-out "$OUTDIR/ours_$s.json"
-  python3 bench/hf_reference.py --shape "$s" --reps 5 $static --out "$OUTDIR/hf_$s.json" > /dev/null
+  "$BIN" bench --shape "$s" --device cuda --dtype bf16 --reps 5 --json-out "$OUTDIR/ours_$s.json" \
+    || { echo "our bench FAILED for $s"; continue; }
+  python3 bench/hf_reference.py --shape "$s" --reps 5 $static --out "$OUTDIR/hf_$s.json" > /dev/null \
+    || { echo "transformers bench FAILED for $s"; continue; }
   python3 - "$OUTDIR/ours_$s.json" "$OUTDIR/hf_$s.json" <<'PY'
 import json, sys
 o, h = (json.load(open(p)) for p in sys.argv[1:3])
