@@ -18,6 +18,8 @@ pub enum Command {
     /// Find things on a screenshot; prints boxes and click points in screen pixels as JSON.
     /// Exits 3 when the model's answer holds no box or point.
     Ground(GroundArgs),
+    /// Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models).
+    Serve(ServeArgs),
     /// Measure the speed workload (image + text prompt, then greedy tokens).
     Bench(BenchArgs),
 }
@@ -167,4 +169,30 @@ pub struct GroundArgs {
 fn parse_origin(s: &str) -> Result<(i32, i32), String> {
     let (x, y) = s.split_once(',').ok_or("expected x,y")?;
     Ok((x.trim().parse().map_err(|e| format!("x: {e}"))?, y.trim().parse().map_err(|e| format!("y: {e}"))?))
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (loopback by default; others need --api-key).
+    #[arg(long, default_value_t = crate::serve::default_host())]
+    pub host: std::net::IpAddr,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` (also read from SCREENPILOT_API_KEY).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Model id reported by the API (default: the folder's name).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Requests waiting beyond this many get 429.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Budget of the vision-feature cache.
+    #[arg(long, default_value_t = 1024)]
+    pub vision_cache_mib: usize,
+    /// Budget of the prefix KV cache.
+    #[arg(long, default_value_t = 1024)]
+    pub prefix_cache_mib: usize,
 }

@@ -6,6 +6,7 @@ mod ask;
 mod bench;
 mod ground;
 mod load;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Ask(a) => ask::run(a),
         args::Command::Bench(a) => bench::run(a),
         args::Command::Ground(a) => ground::run(a),
+        args::Command::Serve(a) => serve::run(a),
     }
 }
 

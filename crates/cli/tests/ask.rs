@@ -103,3 +103,14 @@ fn ground_prints_json_and_exits_3_when_the_answer_has_no_boxes() {
     assert!(v["error"].as_str().unwrap().contains("bbox_2d"));
     assert_eq!(v["objects"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_an_api_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_screenpilot"))
+        .args(["serve", "--model"])
+        .arg(root().join("tests/fixtures/tiny"))
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_one_clear_error(&out, "--api-key");
+}
