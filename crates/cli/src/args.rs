@@ -142,6 +142,10 @@ pub struct BenchArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    /// After the measured runs, one more with the device synchronised around every stage,
+    /// printing where the time goes.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Args, Debug)]

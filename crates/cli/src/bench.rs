@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use screenpilot_model::config::named_shape;
 use screenpilot_model::generate::argmax;
+use screenpilot_model::profile;
 use screenpilot_model::preprocess::preprocess;
 use screenpilot_model::{Device, GridThw, LogitsFor, PreprocessConfig, PromptInput, Qwen3Vl, Tensor};
 use serde_json::json;
@@ -75,7 +76,32 @@ struct Workload {
     new_tokens: usize,
 }
 
-fn one_run(model: &Qwen3Vl, cfg: &PreprocessConfig, img: &image::DynamicImage, w: &Workload) -> anyhow::Result<Run> {
+/// Prints the stages recorded since `profile::enable()` (when profiling) under `title`.
+fn report_stages(title: &str, on: bool) -> anyhow::Result<()> {
+    if !on {
+        return Ok(());
+    }
+    let stages = profile::take();
+    let total: f64 = stages.iter().map(|s| s.1.as_secs_f64() * 1000.0).sum();
+    crate::out_line(&format!("-- {title}: {total:.2} ms in profiled stages (device synchronised around each)"))?;
+    for (name, d, n) in stages {
+        let ms = d.as_secs_f64() * 1000.0;
+        crate::out_line(&format!("   {name:<24}{ms:>10.3} ms {:>6.1}% {n:>7} calls", 100.0 * ms / total.max(1e-9)))?;
+    }
+    profile::enable();
+    Ok(())
+}
+
+fn one_run(
+    model: &Qwen3Vl,
+    cfg: &PreprocessConfig,
+    img: &image::DynamicImage,
+    w: &Workload,
+    prof: bool,
+) -> anyhow::Result<Run> {
+    if prof {
+        profile::enable();
+    }
     let mut r = Run::default();
     let t = Instant::now();
     let pre = preprocess(img, cfg)?;
@@ -84,6 +110,7 @@ fn one_run(model: &Qwen3Vl, cfg: &PreprocessConfig, img: &image::DynamicImage, w
     let vision = model.encode_images(&[&pre])?;
     sync(&vision.embeds)?;
     r.vision_ms = ms(t);
+    report_stages("vision", prof)?;
     let grids: [GridThw; 1] = [pre.grid];
     let mut ids = w.prefix.clone();
     ids.extend(std::iter::repeat_n(model.config.image_token_id, pre.grid.num_tokens(model.merge_size())));
@@ -97,12 +124,14 @@ fn one_run(model: &Qwen3Vl, cfg: &PreprocessConfig, img: &image::DynamicImage, w
     let mut next = argmax(&logits.to_vec1::<f32>()?);
     r.prefill_ms = ms(t);
     r.ttft_ms = r.preprocess_ms + r.vision_ms + r.prefill_ms;
+    report_stages("prefill", prof)?;
     let t = Instant::now();
     for _ in 1..w.new_tokens {
         let l = model.decode_step(next, &mut cache)?;
         next = argmax(&l.to_vec1::<f32>()?);
     }
     r.decode_tokens_per_s = (w.new_tokens - 1) as f64 / t.elapsed().as_secs_f64();
+    report_stages("decode", prof)?;
     // Second question on the same screen: the image and everything before it stay cached.
     let t = Instant::now();
     cache.truncate(shared)?;
@@ -112,6 +141,10 @@ fn one_run(model: &Qwen3Vl, cfg: &PreprocessConfig, img: &image::DynamicImage, w
     let logits = model.prefill(&prompt, &mut cache, LogitsFor::Last)?.logits;
     argmax(&logits.to_vec1::<f32>()?);
     r.followup_ttft_ms = ms(t);
+    report_stages("follow-up prefill", prof)?;
+    if prof {
+        profile::take();
+    }
     Ok(r)
 }
 
@@ -169,11 +202,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut runs = Vec::new();
     let mut peak = base_mem;
     for i in 0..a.reps + 1 {
-        let r = one_run(&model, &pcfg, &img, &w)?;
+        let r = one_run(&model, &pcfg, &img, &w, false)?;
         peak = peak.max(gpu_used_bytes(&dev));
         if i > 0 || a.reps == 0 {
             runs.push(r);
         }
+    }
+    if a.profile {
+        one_run(&model, &pcfg, &img, &w, true)?;
     }
     let col = |f: fn(&Run) -> f64| stats(&runs.iter().map(f).collect::<Vec<_>>());
     let pre = preprocess(&img, &pcfg)?;

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod preprocess;
+pub mod profile;
 pub mod prompt;
 pub mod random;
 pub mod rope;

@@ -6,6 +6,7 @@ use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuild
 
 use crate::config::TextParams;
 use crate::error::{ModelError, Result};
+use crate::profile::scope;
 use crate::rope::Positions;
 use crate::vision::softmax_f32;
 
@@ -201,25 +202,37 @@ impl Attention {
 
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
-        let q = self.q_norm.forward(&self.q_proj.forward(xs)?.reshape((b, s, self.heads, self.head_dim))?)?;
-        let k = self.k_norm.forward(&self.k_proj.forward(xs)?.reshape((b, s, self.kv_heads, self.head_dim))?)?;
-        let v = self.v_proj.forward(xs)?.reshape((b, s, self.kv_heads, self.head_dim))?;
-        let q = rotate(&q.transpose(1, 2)?.contiguous()?, rope)?;
-        let k = rotate(&k.transpose(1, 2)?.contiguous()?, rope)?;
-        let v = v.transpose(1, 2)?.contiguous()?;
+        let dev = xs.device();
+        let (q, k, v) = scope("text.qkv_proj", dev, || {
+            Ok::<_, candle_core::Error>((self.q_proj.forward(xs)?, self.k_proj.forward(xs)?, self.v_proj.forward(xs)?))
+        })?;
+        let (q, k) = scope("text.qk_norm", dev, || {
+            Ok::<_, ModelError>((
+                self.q_norm.forward(&q.reshape((b, s, self.heads, self.head_dim))?)?,
+                self.k_norm.forward(&k.reshape((b, s, self.kv_heads, self.head_dim))?)?,
+            ))
+        })?;
+        let v = v.reshape((b, s, self.kv_heads, self.head_dim))?;
+        let (q, k, v) = scope("text.rope", dev, || {
+            Ok::<_, ModelError>((
+                rotate(&q.transpose(1, 2)?.contiguous()?, rope)?,
+                rotate(&k.transpose(1, 2)?.contiguous()?, rope)?,
+                v.transpose(1, 2)?.contiguous()?,
+            ))
+        })?;
         let past = cache.len;
-        let (k, v) = cache.append(layer, &k, &v)?;
+        let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
         let rep = self.heads / self.kv_heads;
-        let k = repeat_kv(&k, rep)?;
-        let v = repeat_kv(&v, rep)?;
+        let (k, v) = scope("text.repeat_kv", dev, || Ok::<_, ModelError>((repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)))?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        let mut w = (q.matmul(&k.t()?)? * scale)?;
+        let mut w = scope("text.scores", dev, || q.matmul(&k.t()?)? * scale)?;
         if s > 1 {
-            w = w.broadcast_add(&causal_mask(s, past, w.dtype(), w.device())?)?;
+            w = scope("text.mask", dev, || Ok::<_, ModelError>(w.broadcast_add(&causal_mask(s, past, w.dtype(), w.device())?)?))?;
         }
-        let out = softmax_f32(&w)?.matmul(&v)?;
+        let p = scope("text.softmax", dev, || softmax_f32(&w))?;
+        let out = scope("text.attn_v", dev, || p.matmul(&v))?;
         let out = out.transpose(1, 2)?.reshape((b, s, self.heads * self.head_dim))?;
-        Ok(self.o_proj.forward(&out)?)
+        Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?)
     }
 }
 
@@ -264,10 +277,12 @@ impl DecoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
-        let xs = (xs + self.attn.forward(&self.ln1.forward(xs)?, rope, cache, layer)?)?;
-        let h = self.ln2.forward(&xs)?;
-        let h = (self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?;
-        Ok((&xs + self.down.forward(&h)?)?)
+        let dev = xs.device();
+        let n1 = scope("text.norm", dev, || self.ln1.forward(xs))?;
+        let xs = (xs + self.attn.forward(&n1, rope, cache, layer)?)?;
+        let h = scope("text.norm", dev, || self.ln2.forward(&xs))?;
+        let h = scope("text.gate_up", dev, || self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?;
+        Ok((&xs + scope("text.down", dev, || self.down.forward(&h))?)?)
     }
 }
 
@@ -332,23 +347,24 @@ impl TextModel {
         if pos.len() != seq {
             return Err(ModelError::Input(format!("{} positions for {seq} tokens", pos.len())));
         }
-        let rope = self.rope.tables(pos, embeds.dtype(), embeds.device())?;
+        let rope = scope("text.rope_tables", embeds.device(), || self.rope.tables(pos, embeds.dtype(), embeds.device()))?;
         let mut xs = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, &rope, cache, i)?;
             if let Some(ds) = deepstack.as_ref().and_then(|d| d.features.get(i).map(|f| (d.rows, f))) {
                 let (rows, feat) = ds;
-                let h = xs.squeeze(0)?.index_add(rows, &feat.to_dtype(xs.dtype())?, 0)?;
-                xs = h.unsqueeze(0)?;
+                xs = scope("text.deepstack", xs.device(), || {
+                    xs.squeeze(0)?.index_add(rows, &feat.to_dtype(xs.dtype())?, 0)?.unsqueeze(0)
+                })?;
             }
         }
         cache.len += seq;
-        self.norm.forward(&xs)
+        scope("text.norm", xs.device(), || self.norm.forward(&xs))
     }
 
     /// Logits (f32) for hidden states (.., hidden).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+        Ok(scope("text.lm_head", hidden.device(), || self.lm_head.forward(hidden)?.to_dtype(DType::F32))?)
     }
 }
 

@@ -8,6 +8,7 @@ use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuild
 use crate::config::VisionConfig;
 use crate::error::{ModelError, Result};
 use crate::preprocess::GridThw;
+use crate::profile::scope;
 
 /// What the vision tower produces for a batch of images: one row per merged visual token,
 /// images in order.
@@ -124,27 +125,35 @@ impl VisionAttention {
 
     fn forward(&self, xs: &Tensor, ctx: &VisionCtx) -> Result<Tensor> {
         let seq = xs.dim(0)?;
-        let qkv = self.qkv.forward(xs)?.reshape((seq, 3, self.num_heads, self.head_dim))?;
+        let dev = xs.device();
+        let qkv = scope("vision.qkv", dev, || self.qkv.forward(xs))?.reshape((seq, 3, self.num_heads, self.head_dim))?;
         // cos/sin: (seq, 1, head_dim) broadcast over heads.
-        let q = apply_rope(&qkv.narrow(1, 0, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
-        let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
+        let (q, k) = scope("vision.rope", dev, || {
+            let q = apply_rope(&qkv.narrow(1, 0, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
+            let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
+            Ok::<_, candle_core::Error>((q, k))
+        })?;
         let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
         // (heads, seq, head_dim)
-        let q = q.transpose(0, 1)?.contiguous()?;
-        let k = k.transpose(0, 1)?.contiguous()?;
-        let v = v.transpose(0, 1)?.contiguous()?;
+        let (q, k, v) = scope("vision.transpose", dev, || {
+            Ok::<_, candle_core::Error>((
+                q.transpose(0, 1)?.contiguous()?,
+                k.transpose(0, 1)?.contiguous()?,
+                v.transpose(0, 1)?.contiguous()?,
+            ))
+        })?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let mut outs = Vec::with_capacity(ctx.chunks.len());
         for &(start, len) in ctx.chunks {
             let q = q.narrow(1, start, len)?;
             let k = k.narrow(1, start, len)?;
             let v = v.narrow(1, start, len)?;
-            let w = (q.matmul(&k.t()?)? * scale)?;
-            let w = softmax_f32(&w)?;
-            outs.push(w.matmul(&v)?);
+            let w = scope("vision.scores", dev, || q.matmul(&k.t()?)? * scale)?;
+            let w = scope("vision.softmax", dev, || softmax_f32(&w))?;
+            outs.push(scope("vision.attn_v", dev, || w.matmul(&v))?);
         }
-        let out = Tensor::cat(&outs, 1)?.transpose(0, 1)?.reshape((seq, ()))?;
-        Ok(self.proj.forward(&out)?)
+        let out = scope("vision.attn_out", dev, || Tensor::cat(&outs, 1)?.transpose(0, 1)?.reshape((seq, ())))?;
+        Ok(scope("vision.proj", dev, || self.proj.forward(&out))?)
     }
 }
 
@@ -176,10 +185,13 @@ impl VisionBlock {
     }
 
     fn forward(&self, xs: &Tensor, ctx: &VisionCtx) -> Result<Tensor> {
-        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, ctx)?)?;
-        let h = self.fc1.forward(&self.norm2.forward(&xs)?)?;
-        let h = if self.tanh_gelu { h.gelu()? } else { h.gelu_erf()? };
-        Ok((&xs + self.fc2.forward(&h)?)?)
+        let dev = xs.device();
+        let n1 = scope("vision.norm", dev, || self.norm1.forward(xs))?;
+        let xs = (xs + self.attn.forward(&n1, ctx)?)?;
+        let n2 = scope("vision.norm", dev, || self.norm2.forward(&xs))?;
+        let h = scope("vision.fc1", dev, || self.fc1.forward(&n2))?;
+        let h = scope("vision.gelu", dev, || if self.tanh_gelu { h.gelu() } else { h.gelu_erf() })?;
+        Ok((&xs + scope("vision.fc2", dev, || self.fc2.forward(&h))?)?)
     }
 }
 
@@ -247,9 +259,11 @@ impl VisionModel {
         }
         let dev = self.device();
         let dtype = self.dtype();
-        let xs = pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?.broadcast_add(&self.patch_embed_b)?;
-        let xs = (xs + self.position_embeddings(grids)?)?;
-        let (cos, sin) = self.rotary(grids, dev)?;
+        let xs = scope("vision.patch_embed", dev, || {
+            pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?.broadcast_add(&self.patch_embed_b)
+        })?;
+        let xs = (xs + scope("vision.pos_embed", dev, || self.position_embeddings(grids))?)?;
+        let (cos, sin) = scope("vision.rotary_tables", dev, || self.rotary(grids, dev))?;
         let mut chunks = Vec::new();
         let mut start = 0;
         for g in grids {
@@ -264,10 +278,10 @@ impl VisionModel {
         for (i, block) in self.blocks.iter().enumerate() {
             xs = block.forward(&xs, &ctx)?;
             if let Some(k) = self.cfg.deepstack_visual_indexes.iter().position(|&d| d == i) {
-                deepstack.push(self.deepstack_mergers[k].forward(&xs)?);
+                deepstack.push(scope("vision.mergers", dev, || self.deepstack_mergers[k].forward(&xs))?);
             }
         }
-        let embeds = self.merger.forward(&xs)?;
+        let embeds = scope("vision.mergers", dev, || self.merger.forward(&xs))?;
         Ok(VisionOutput { embeds, deepstack })
     }
 
