@@ -100,10 +100,13 @@ impl KvCache {
     }
 }
 
-/// cos/sin tables of interleaved MRoPE for a run of positions: (1, 1, seq, head_dim) each.
+/// What every layer of one forward pass shares: the MRoPE tables of the new tokens (first half
+/// of each row, (seq, head_dim / 2); the second half repeats it) and the causal mask of a
+/// multi-token pass, built once.
 pub(crate) struct RopeTables {
     cos: Tensor,
     sin: Tensor,
+    mask: Option<Tensor>,
 }
 
 /// Interleaved multi-axis rotary embedding: frequency i follows the h axis when i % 3 == 1 and
@@ -151,24 +154,20 @@ impl MRope {
                 s[i] = a.sin();
             }
             cos.extend_from_slice(&c);
-            cos.extend_from_slice(&c);
-            sin.extend_from_slice(&s);
             sin.extend_from_slice(&s);
         }
-        let shape = (1, 1, n, 2 * half);
         Ok(RopeTables {
-            cos: Tensor::from_vec(cos, shape, dev)?.to_dtype(dtype)?,
-            sin: Tensor::from_vec(sin, shape, dev)?.to_dtype(dtype)?,
+            cos: Tensor::from_vec(cos, (n, half), dev)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, (n, half), dev)?.to_dtype(dtype)?,
+            mask: None,
         })
     }
 }
 
+/// `x * cos + rotate_half(x) * sin` on (b, heads, seq, head_dim), one fused kernel, in the
+/// model's dtype like the reference.
 fn rotate(xs: &Tensor, t: &RopeTables) -> Result<Tensor> {
-    let half = xs.dim(D::Minus1)? / 2;
-    let x1 = xs.narrow(D::Minus1, 0, half)?;
-    let x2 = xs.narrow(D::Minus1, half, half)?;
-    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((xs.broadcast_mul(&t.cos)? + rot.broadcast_mul(&t.sin)?)?)
+    Ok(candle_nn::rotary_emb::rope(&xs.contiguous()?, &t.cos, &t.sin)?)
 }
 
 struct Attention {
@@ -220,38 +219,36 @@ impl Attention {
                 v.transpose(1, 2)?.contiguous()?,
             ))
         })?;
-        let past = cache.len;
         let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
+        // Grouped-query attention without copying keys: the `rep` query heads that share a key
+        // head become `rep * s` rows of one matmul against it (head h uses key head h / rep).
         let rep = self.heads / self.kv_heads;
-        let (k, v) = scope("text.repeat_kv", dev, || Ok::<_, ModelError>((repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)))?;
+        let q = q.reshape((b, self.kv_heads, rep * s, self.head_dim))?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let mut w = scope("text.scores", dev, || q.matmul(&k.t()?)? * scale)?;
-        if s > 1 {
-            w = scope("text.mask", dev, || Ok::<_, ModelError>(w.broadcast_add(&causal_mask(s, past, w.dtype(), w.device())?)?))?;
+        if let Some(mask) = &rope.mask {
+            w = scope("text.mask", dev, || {
+                let kv = w.dim(D::Minus1)?;
+                w.reshape((b, self.kv_heads, rep, s, kv))?.broadcast_add(mask)?.reshape((b, self.kv_heads, rep * s, kv))
+            })?;
         }
         let p = scope("text.softmax", dev, || softmax_f32(&w))?;
         let out = scope("text.attn_v", dev, || p.matmul(&v))?;
-        let out = out.transpose(1, 2)?.reshape((b, s, self.heads * self.head_dim))?;
+        let out = out.reshape((b, self.heads, s, self.head_dim))?.transpose(1, 2)?.reshape((b, s, self.heads * self.head_dim))?;
         Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?)
     }
 }
 
-/// (b, kv, s, d) -> (b, kv * rep, s, d), each key head repeated `rep` times in place.
-fn repeat_kv(xs: &Tensor, rep: usize) -> Result<Tensor> {
-    if rep == 1 {
-        return Ok(xs.clone());
-    }
-    let (b, kv, s, d) = xs.dims4()?;
-    Ok(xs.unsqueeze(2)?.broadcast_as((b, kv, rep, s, d))?.reshape((b, kv * rep, s, d))?)
-}
-
-/// Additive mask for `q` new tokens after `past` cached ones: token i sees keys 0..=past+i.
+/// Additive mask (q, past + q) for `q` new tokens after `past` cached ones: token i sees keys
+/// 0..=past+i. Built on the device.
 fn causal_mask(q: usize, past: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
     let kv = past + q;
-    let mask: Vec<f32> = (0..q)
-        .flat_map(|i| (0..kv).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (1, 1, q, kv), dev)?.to_dtype(dtype)?)
+    let rows = Tensor::arange(past as u32, kv as u32, dev)?.reshape((q, 1))?;
+    let cols = Tensor::arange(0u32, kv as u32, dev)?.reshape((1, kv))?;
+    let future = cols.broadcast_gt(&rows)?;
+    let zeros = Tensor::zeros((q, kv), dtype, dev)?;
+    let neg = Tensor::full(f32::NEG_INFINITY, (q, kv), dev)?.to_dtype(dtype)?;
+    Ok(future.where_cond(&neg, &zeros)?)
 }
 
 struct DecoderLayer {
@@ -347,7 +344,12 @@ impl TextModel {
         if pos.len() != seq {
             return Err(ModelError::Input(format!("{} positions for {seq} tokens", pos.len())));
         }
-        let rope = scope("text.rope_tables", embeds.device(), || self.rope.tables(pos, embeds.dtype(), embeds.device()))?;
+        let mut rope = scope("text.rope_tables", embeds.device(), || self.rope.tables(pos, embeds.dtype(), embeds.device()))?;
+        if seq > 1 {
+            rope.mask = Some(scope("text.mask", embeds.device(), || {
+                causal_mask(seq, cache.len(), embeds.dtype(), embeds.device())
+            })?);
+        }
         let mut xs = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, &rope, cache, i)?;
@@ -375,7 +377,7 @@ mod tests {
     #[test]
     fn causal_mask_lets_each_token_see_the_past_and_itself() {
         let m = causal_mask(2, 3, DType::F32, &Device::Cpu).unwrap();
-        let v: Vec<Vec<f32>> = m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let v: Vec<Vec<f32>> = m.to_vec2().unwrap();
         assert_eq!(v[0][..4], [0.0, 0.0, 0.0, 0.0]);
         assert!(v[0][4].is_infinite());
         assert!(v[1].iter().all(|x| *x == 0.0));
@@ -389,12 +391,5 @@ mod tests {
         assert_eq!(&r.axis_of[60..], &[0, 0, 0, 0]);
         assert_eq!(r.axis_of.iter().filter(|&&a| a == 1).count(), 20);
         assert_eq!(r.axis_of.iter().filter(|&&a| a == 0).count(), 24);
-    }
-
-    #[test]
-    fn repeat_kv_repeats_each_head_consecutively() {
-        let x = Tensor::arange(0f32, 4.0, &Device::Cpu).unwrap().reshape((1, 2, 1, 2)).unwrap();
-        let r: Vec<f32> = repeat_kv(&x, 2).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(r, vec![0.0, 1.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0]);
     }
 }

@@ -2,7 +2,7 @@
 //! attention blocks, the final 2x2 merger and the DeepStack mergers. It returns the merged
 //! embeddings and the DeepStack features as separate values so the engine can cache them.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
 
 use crate::config::VisionConfig;
@@ -97,19 +97,23 @@ struct VisionCtx<'a> {
     chunks: &'a [(usize, usize)],
 }
 
-fn rotate_half(xs: &Tensor) -> candle_core::Result<Tensor> {
-    let half = xs.dim(D::Minus1)? / 2;
-    let x1 = xs.narrow(D::Minus1, 0, half)?;
-    let x2 = xs.narrow(D::Minus1, half, half)?;
-    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
+/// `x * cos + rotate_half(x) * sin` on (heads, seq, head_dim) with half tables (seq, head_dim/2),
+/// computed in f32 like the reference (one fused kernel), then multiplied by `scale` (exact: a
+/// power of two) and cast back.
+pub(crate) fn apply_rope(xs: &Tensor, cos: &Tensor, sin: &Tensor, scale: Option<f64>) -> candle_core::Result<Tensor> {
+    let dtype = xs.dtype();
+    let x = xs.to_dtype(DType::F32)?.contiguous()?.unsqueeze(0)?;
+    let mut out = candle_nn::rotary_emb::rope(&x, cos, sin)?.squeeze(0)?;
+    if let Some(s) = scale {
+        out = (out * s)?;
+    }
+    out.to_dtype(dtype)
 }
 
-/// `x * cos + rotate_half(x) * sin`, computed in f32 like the reference, cast back after.
-pub(crate) fn apply_rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let dtype = xs.dtype();
-    let x = xs.to_dtype(DType::F32)?;
-    let out = (x.broadcast_mul(cos)? + rotate_half(&x)?.broadcast_mul(sin)?)?;
-    out.to_dtype(dtype)
+/// The attention scale when multiplying it into q is exact (a power of two, as for head dim 64).
+fn exact_q_scale(scale: f64) -> Option<f64> {
+    let l = scale.log2();
+    (l.fract() == 0.0).then_some(scale)
 }
 
 impl VisionAttention {
@@ -127,28 +131,25 @@ impl VisionAttention {
         let seq = xs.dim(0)?;
         let dev = xs.device();
         let qkv = scope("vision.qkv", dev, || self.qkv.forward(xs))?.reshape((seq, 3, self.num_heads, self.head_dim))?;
-        // cos/sin: (seq, 1, head_dim) broadcast over heads.
-        let (q, k) = scope("vision.rope", dev, || {
-            let q = apply_rope(&qkv.narrow(1, 0, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
-            let k = apply_rope(&qkv.narrow(1, 1, 1)?.squeeze(1)?, ctx.cos, ctx.sin)?;
-            Ok::<_, candle_core::Error>((q, k))
-        })?;
-        let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
-        // (heads, seq, head_dim)
-        let (q, k, v) = scope("vision.transpose", dev, || {
-            Ok::<_, candle_core::Error>((
-                q.transpose(0, 1)?.contiguous()?,
-                k.transpose(0, 1)?.contiguous()?,
-                v.transpose(0, 1)?.contiguous()?,
-            ))
-        })?;
         let scale = (self.head_dim as f64).powf(-0.5);
+        let q_scale = exact_q_scale(scale);
+        // (heads, seq, head_dim) each.
+        let (q, k, v) = scope("vision.transpose", dev, || {
+            let part = |i| qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.contiguous();
+            Ok::<_, candle_core::Error>((part(0)?, part(1)?, part(2)?))
+        })?;
+        let (q, k) = scope("vision.rope", dev, || {
+            Ok::<_, candle_core::Error>((apply_rope(&q, ctx.cos, ctx.sin, q_scale)?, apply_rope(&k, ctx.cos, ctx.sin, None)?))
+        })?;
         let mut outs = Vec::with_capacity(ctx.chunks.len());
         for &(start, len) in ctx.chunks {
             let q = q.narrow(1, start, len)?;
             let k = k.narrow(1, start, len)?;
             let v = v.narrow(1, start, len)?;
-            let w = scope("vision.scores", dev, || q.matmul(&k.t()?)? * scale)?;
+            let w = scope("vision.scores", dev, || match q_scale {
+                Some(_) => q.matmul(&k.t()?),
+                None => q.matmul(&k.t()?)? * scale,
+            })?;
             let w = scope("vision.softmax", dev, || softmax_f32(&w))?;
             outs.push(scope("vision.attn_v", dev, || w.matmul(&v))?);
         }
@@ -316,7 +317,8 @@ impl VisionModel {
         Ok(gathered.broadcast_mul(&wts)?.sum(1)?)
     }
 
-    /// cos/sin of the 2-D rotary embedding: (patches, 1, head_dim), f32.
+    /// cos/sin of the 2-D rotary embedding, first half of each row (the second repeats it):
+    /// (patches, head_dim / 2), f32.
     fn rotary(&self, grids: &[GridThw], dev: &Device) -> Result<(Tensor, Tensor)> {
         let head_dim = self.cfg.head_dim();
         let spatial = head_dim / 2;
@@ -340,14 +342,13 @@ impl VisionModel {
                         }
                     }
                     cos.extend_from_slice(&c);
-                    cos.extend_from_slice(&c);
-                    sin.extend_from_slice(&s);
                     sin.extend_from_slice(&s);
                 }
             }
         }
-        let n = cos.len() / head_dim;
-        Ok((Tensor::from_vec(cos, (n, 1, head_dim), dev)?, Tensor::from_vec(sin, (n, 1, head_dim), dev)?))
+        let half = head_dim / 2;
+        let n = cos.len() / half;
+        Ok((Tensor::from_vec(cos, (n, half), dev)?, Tensor::from_vec(sin, (n, half), dev)?))
     }
 }
 
