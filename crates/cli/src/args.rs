@@ -38,12 +38,19 @@ pub enum DtypeArg {
     F16,
 }
 
-/// Where and how the model runs.
+/// Which model folder, and how it runs.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// A Qwen3-VL folder (config.json, *.safetensors, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// How a model runs: device, precision and limits.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
     /// Default: cuda or metal when built with it and present, else cpu.
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
@@ -112,12 +119,8 @@ pub struct BenchArgs {
     /// Random weights at a published shape: 2b, 4b or 8b (default 2b).
     #[arg(long)]
     pub shape: Option<String>,
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-    #[arg(long, value_enum)]
-    pub dtype: Option<DtypeArg>,
-    #[arg(long)]
-    pub max_image_tokens: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Side of the square synthetic screenshot, in pixels.
     #[arg(long, default_value_t = 1024)]
     pub image_size: u32,

@@ -162,27 +162,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let (model, label) = match (&a.model, &a.shape) {
         (Some(_), Some(_)) => bail!("give either --model or --shape, not both"),
         (Some(dir), None) => {
-            let margs = ModelArgs {
-                model: dir.clone(),
-                device: a.device,
-                dtype: a.dtype,
-                max_image_tokens: a.max_image_tokens,
-                context: None,
-            };
-            let l = load(&margs)?;
+            let l = load(&ModelArgs { model: dir.clone(), runtime: a.runtime.clone() })?;
             (l.model, l.folder.dir.display().to_string())
         }
         (None, shape) => {
             let shape = shape.as_deref().unwrap_or("2b");
             let cfg = named_shape(shape).with_context(|| format!("unknown shape {shape:?} (2b, 4b, 8b)"))?;
-            let dev = device(a.device)?;
-            let dt = dtype(a.dtype, &dev);
+            let dev = device(a.runtime.device)?;
+            let dt = dtype(a.runtime.dtype, &dev);
             (Qwen3Vl::random(&cfg, dt, &dev)?, format!("random {shape}"))
         }
     };
     let dev = model.device().clone();
     let mut pcfg = PreprocessConfig::default();
-    pcfg.max_image_tokens = a.max_image_tokens;
+    pcfg.max_image_tokens = a.runtime.max_image_tokens;
     let img = synthetic_screen(a.image_size, a.image_size);
     let mut prefix = vec![IM_START, USER, NEWLINE, VISION_START];
     if a.system_tokens > 0 {

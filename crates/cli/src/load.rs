@@ -46,16 +46,17 @@ pub fn dtype(arg: Option<DtypeArg>, dev: &Device) -> DType {
 pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     let start = Instant::now();
     let folder = ModelFolder::open(&args.model)?;
-    let dev = device(args.device)?;
-    let dtype = dtype(args.dtype, &dev);
+    let rt = &args.runtime;
+    let dev = device(rt.device)?;
+    let dtype = dtype(rt.dtype, &dev);
     let mut model = Qwen3Vl::load(&folder, dtype, &dev)?;
-    if let Some(c) = args.context {
+    if let Some(c) = rt.context {
         model.max_context = c.min(model.max_context);
     }
     let mut tok = Tokenizer::from_file(&folder.tokenizer)?;
     tok.add_end_ids(&folder.generation.eos_ids());
     let mut preprocess = folder.preprocess.clone();
-    if let Some(n) = args.max_image_tokens {
+    if let Some(n) = rt.max_image_tokens {
         if n == 0 {
             bail!("--max-image-tokens must be at least 1");
         }

@@ -1,0 +1,215 @@
+//! End-to-end in the real webview: tauri-driver + WebKitWebDriver drive the debug app
+//! binary on the X display ($DISPLAY, e.g. Xvfb started by scripts/test.sh). Loads the tiny
+//! model, captures the screen, asks (streamed answer), injects known model output through the
+//! debug-only command to check the grounding overlay, rejects a proposed click (the pointer
+//! must not move) and accepts one (the pointer must land where the model pointed, read back
+//! with xdotool), and checks the audit log. Needs tauri-driver (installed here if missing),
+//! WebKitWebDriver (Debian: webkit2gtk-driver) and xdotool.
+
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use webdriver::Session;
+
+const ENTER: &str = "\u{E007}";
+const ESCAPE: &str = "\u{E00C}";
+const LONG: Duration = Duration::from_secs(300);
+const SHORT: Duration = Duration::from_secs(30);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+fn tauri_driver() -> PathBuf {
+    let cargo_bin = std::env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo")).join("bin");
+    let path = cargo_bin.join("tauri-driver");
+    if !path.exists() {
+        let ok = Command::new("cargo").args(["install", "tauri-driver", "--locked", "--version", "2.1.0"]).status().unwrap().success();
+        assert!(ok, "cargo install tauri-driver failed");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn pointer() -> (i32, i32) {
+    let out = Command::new("xdotool").args(["getmouselocation", "--shell"]).output().expect("xdotool");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap();
+    (get("X="), get("Y="))
+}
+
+fn move_pointer(x: i32, y: i32) {
+    assert!(Command::new("xdotool").args(["mousemove", &x.to_string(), &y.to_string()]).status().unwrap().success());
+    assert_eq!(pointer(), (x, y));
+}
+
+/// tauri-driver in its own process group, so that dropping it also ends the
+/// WebKitWebDriver and app processes it started (even when the test panics).
+struct Driver(Child);
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let _ = self.0.wait();
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+    }
+}
+
+fn inject(s: &Session, text: &str) {
+    let v = s
+        .exec_async(
+            "const done = arguments[arguments.length - 1];\
+             window.__TAURI_INTERNALS__.invoke('debug_inject_answer', {text: arguments[0]}).then(() => done('ok'), (e) => done(JSON.stringify(e)));",
+            json!([text]),
+        )
+        .unwrap();
+    assert_eq!(v, json!("ok"));
+}
+
+fn ask(s: &Session, question: &str) {
+    s.type_into("#question", question).unwrap();
+    s.click("#send").unwrap();
+    s.wait_for("document.getElementById('answer').dataset.state === 'done'", LONG).unwrap();
+}
+
+#[test]
+fn load_capture_ask_ground_and_act_in_the_real_webview() {
+    assert!(std::env::var("DISPLAY").is_ok(), "needs an X display (scripts/test.sh starts Xvfb)");
+    let tmp = std::env::temp_dir().join(format!("sp-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (port, native) = (free_port(), free_port());
+    let child = Command::new(tauri_driver())
+        .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
+        .env("XDG_CONFIG_HOME", tmp.join("config"))
+        .env("XDG_DATA_HOME", tmp.join("data"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(std::env::temp_dir().join(format!("sp-e2e-{}-driver.log", std::process::id()))).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("start tauri-driver");
+    let _driver = Driver(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while ureq::get(&format!("{base}/status")).call().is_err() {
+        assert!(start.elapsed() < SHORT, "tauri-driver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let s = Session::new(&base, env!("CARGO_BIN_EXE_screenpilot-app")).unwrap();
+    s.wait_for("document.body.dataset.ready === 'yes'", SHORT).unwrap();
+
+    // A folder that is not a model: clear error, the app stays usable.
+    s.type_into("#model-path", "/nonexistent/model").unwrap();
+    s.click("#load").unwrap();
+    let err = s.wait_for("document.getElementById('error').textContent", SHORT).unwrap();
+    assert!(err.as_str().unwrap().contains("not a usable model folder"), "{err}");
+
+    // Load the tiny model.
+    let tiny = repo().join("tests/fixtures/tiny");
+    s.type_into("#model-path", tiny.to_str().unwrap()).unwrap();
+    s.click("#load").unwrap();
+    let info = s.wait_for("document.getElementById('model-info').dataset.loaded === 'yes' && document.getElementById('model-info').textContent", LONG).unwrap();
+    assert!(info.as_str().unwrap().contains("cpu · f32"), "{info}");
+
+    // Capture the (only) monitor.
+    s.click("#capture").unwrap();
+    let w = s.wait_for("document.getElementById('shot').dataset.captured && document.getElementById('shot').naturalWidth", SHORT).unwrap();
+    let screen_w = w.as_i64().unwrap();
+    let screen_h = s.exec("return document.getElementById('shot').naturalHeight", json!([])).unwrap().as_i64().unwrap();
+    assert!(screen_w >= 640 && screen_h >= 480, "{screen_w}x{screen_h}");
+
+    // The global hotkey Ctrl+Shift+S captures too.
+    let before = s.exec("return document.getElementById('shot').dataset.captured", json!([])).unwrap();
+    assert!(Command::new("xdotool").args(["key", "ctrl+shift+s"]).status().unwrap().success());
+    s.wait_for(&format!("document.getElementById('shot').dataset.captured !== {before}"), SHORT).unwrap();
+
+    // A region dragged on the frozen frame becomes the capture (in screen pixels).
+    s.click("#region").unwrap();
+    s.drag("#shot", (-100, -50), (100, 50)).unwrap();
+    let region_w = s.wait_for(&format!("document.getElementById('shot').naturalWidth < {screen_w} && document.getElementById('shot').naturalWidth"), SHORT).unwrap();
+    let shown_w = s.exec("return document.getElementById('shot').getBoundingClientRect().width", json!([])).unwrap().as_f64().unwrap();
+    let expected = 200.0 * screen_w as f64 / shown_w;
+    assert!((region_w.as_f64().unwrap() - expected).abs() <= 3.0, "region {region_w} px, expected {expected:.1}");
+    s.click("#capture").unwrap();
+    s.wait_for(&format!("document.getElementById('shot').naturalWidth === {screen_w}"), SHORT).unwrap();
+
+    // Ask the real (random) model: text streams in several pieces, timings are shown.
+    ask(&s, "What is on this screen?");
+    let pieces: i64 = s.exec("return Number(document.getElementById('answer').dataset.pieces)", json!([])).unwrap().as_i64().unwrap();
+    assert!(pieces >= 2, "streamed in {pieces} pieces");
+    let timings = s.exec("return document.getElementById('timings').textContent", json!([])).unwrap();
+    assert!(timings.as_str().unwrap().contains("tok/s"), "{timings}");
+
+    // Known grounding output draws a labelled box at the right place.
+    inject(&s, "Here:\n```json\n[{\"bbox_2d\": [100, 200, 300, 400], \"label\": \"OK button\"}]\n```");
+    ask(&s, "Where is the OK button?");
+    s.wait_for("document.querySelectorAll('#overlay .shape.box').length === 1", SHORT).unwrap();
+    let b = s.exec("const b = document.querySelector('#overlay .shape.box'); return [b.style.left, b.style.top, b.style.width, b.textContent];", json!([])).unwrap();
+    let (cx, cy) = (screen_w * 200 / 1000, screen_h * 300 / 1000);
+    assert_eq!(b[0], json!("10%"));
+    assert_eq!(b[1], json!("20%"));
+    assert_eq!(b[2], json!("20%"));
+    assert_eq!(b[3], json!(format!("OK button ({cx}, {cy})")));
+
+    // A proposed click: rejected with Esc (the pointer stays), accepted with Enter (it moves).
+    let click = "<tool_call>\n{\"name\": \"computer_use\", \"arguments\": {\"action\": \"mouse_move\", \"coordinate\": [250, 500]}}\n</tool_call>";
+    let target = ((screen_w * 250 / 1000) as i32, (screen_h * 500 / 1000) as i32);
+    inject(&s, click);
+    s.click("#actions-enabled").unwrap();
+    move_pointer(7, 9);
+    ask(&s, "Move to the middle left");
+    let text = s.wait_for("!document.getElementById('proposal').hidden && document.getElementById('proposal-text').textContent", SHORT).unwrap();
+    assert!(text.as_str().unwrap().contains(&format!("({}, {})", target.0, target.1)), "{text}");
+    s.wait_for("document.querySelectorAll('#overlay .marker').length === 1", SHORT).unwrap();
+    s.press(ESCAPE).unwrap();
+    s.wait_for("document.getElementById('action-status').textContent === 'rejected'", SHORT).unwrap();
+    assert_eq!(pointer(), (7, 9), "a rejected action must not move the pointer");
+
+    ask(&s, "Move to the middle left");
+    s.wait_for("!document.getElementById('proposal').hidden", SHORT).unwrap();
+    s.press(ENTER).unwrap();
+    s.wait_for("document.getElementById('action-status').textContent === 'executed'", SHORT).unwrap();
+    assert_eq!(pointer(), target, "the accepted action moves the pointer where the model pointed");
+
+    // The audit log has both decisions.
+    s.click("#audit-open").unwrap();
+    let audit = s.wait_for("!document.getElementById('audit').hidden && document.getElementById('audit').textContent", SHORT).unwrap();
+    let audit = audit.as_str().unwrap();
+    assert!(audit.contains("\"rejected_by_user\"") && audit.contains("\"executed\""), "{audit}");
+
+    // Screenshot for the README.
+    move_pointer(7, 9);
+    inject(&s, "The dialog's confirm button:\n```json\n[{\"bbox_2d\": [60, 120, 420, 330], \"label\": \"screen\"}, {\"point_2d\": [700, 500], \"label\": \"point\"}]\n```");
+    ask(&s, "Point at things");
+    s.wait_for("document.querySelectorAll('#overlay .shape').length === 2", SHORT).unwrap();
+    let png = s.screenshot().unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    std::fs::write(repo().join("target/e2e-screenshot.png"), &png).unwrap();
+    if std::env::var_os("SCREENPILOT_UPDATE_SCREENSHOT").is_some() {
+        std::fs::create_dir_all(repo().join("docs")).unwrap();
+        std::fs::write(repo().join("docs/screenshot.png"), &png).unwrap();
+    }
+
+    // Screenshot → HTML: shown in a sandboxed iframe, carrying the no-script CSP, saved to a file.
+    inject(&s, "```html\n<html><head><title>p</title></head><body style=\"background:#123\"><h1>Hi</h1></body></html>\n```");
+    s.click("#to-html").unwrap();
+    let score = s.wait_for("document.getElementById('page-score').textContent.includes('saved to') && document.getElementById('page-score').textContent", LONG).unwrap();
+    let frame = s.exec("const f = document.getElementById('page'); return [f.getAttribute('sandbox'), f.srcdoc];", json!([])).unwrap();
+    assert_eq!(frame[0], json!(""), "sandboxed without allow-scripts");
+    assert!(frame[1].as_str().unwrap().contains("default-src 'none'"), "{frame}");
+    let saved = score.as_str().unwrap().rsplit("saved to ").next().unwrap().to_string();
+    assert!(std::fs::read_to_string(&saved).unwrap().contains("<h1>Hi</h1>"), "{saved}");
+
+    s.close().unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+}

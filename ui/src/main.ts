@@ -1,0 +1,279 @@
+// ScreenPilot UI: plain TypeScript over the app's Tauri commands (see src-tauri/src/commands).
+import { Channel, invoke } from "@tauri-apps/api/core";
+import { listen } from "@tauri-apps/api/event";
+import "./style.css";
+
+type Geometry = { image_width: number; image_height: number; origin_x: number; origin_y: number; scale_x: number; scale_y: number; monitor: string; scale_factor: number };
+type CaptureView = { png: string; geometry: Geometry };
+type ModelInfo = { name: string; path: string; device: string; dtype: string; parameters: number; weight_bytes: number };
+type Timings = { preprocess_ms: number; vision_ms: number; prefill_ms: number; ttft_ms: number; decode_tokens: number; decode_tokens_per_s: number; total_ms: number };
+type AskOutcome = { text: string; cancelled: boolean; timings: Timings };
+type Shape = { kind: "box" | "point"; label: string; x1: number; y1: number; x2: number; y2: number; screen_x: number | null; screen_y: number | null };
+type Proposal = { action: string; text: string | null; image_points: [number, number][]; screen_points: { x: number; y: number }[] };
+type Progress = { file: string; file_index: number; files: number; bytes: number; total: number };
+type CmdError = { kind: string; message: string };
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const el = {
+  modelPath: $<HTMLInputElement>("model-path"), load: $<HTMLButtonElement>("load"), modelInfo: $("model-info"),
+  repo: $<HTMLInputElement>("repo"), download: $<HTMLButtonElement>("download"), downloadCancel: $<HTMLButtonElement>("download-cancel"),
+  progress: $<HTMLProgressElement>("download-progress"), downloadStatus: $("download-status"),
+  monitor: $<HTMLSelectElement>("monitor"), capture: $<HTMLButtonElement>("capture"), window: $<HTMLSelectElement>("window"),
+  captureWindow: $<HTMLButtonElement>("capture-window"), region: $<HTMLButtonElement>("region"), hover: $("hover-coords"),
+  error: $("error"), stage: $("stage"), shot: $<HTMLImageElement>("shot"), overlay: $("overlay"), selection: $("selection"),
+  question: $<HTMLTextAreaElement>("question"), send: $<HTMLButtonElement>("send"), cancel: $<HTMLButtonElement>("cancel"),
+  answer: $("answer"), timings: $("timings"), actionsEnabled: $<HTMLInputElement>("actions-enabled"), stop: $<HTMLButtonElement>("stop"),
+  proposal: $("proposal"), proposalText: $("proposal-text"), accept: $<HTMLButtonElement>("accept"), reject: $<HTMLButtonElement>("reject"),
+  toHtml: $<HTMLButtonElement>("to-html"), pagePanel: $("page-panel"), page: $<HTMLIFrameElement>("page"),
+  pageScore: $("page-score"), pageDiff: $<HTMLImageElement>("page-diff"),
+  actionStatus: $("action-status"), auditOpen: $<HTMLButtonElement>("audit-open"), audit: $("audit"),
+};
+
+let geometry: Geometry | null = null;
+let frozenPng: string | null = null;
+let askSeq = 0;
+
+function showError(e: unknown) {
+  const err = e as CmdError;
+  el.error.textContent = err && err.message ? err.message : String(e);
+}
+function clearError() { el.error.textContent = ""; }
+
+const mb = (b: number) => (b / 1048576).toFixed(1) + " MiB";
+function showModel(m: ModelInfo | null) {
+  el.modelInfo.textContent = m ? `${m.name} · ${m.device} · ${m.dtype} · ${(m.parameters / 1e6).toFixed(1)}M params · ${mb(m.weight_bytes)}` : "no model";
+  el.modelInfo.dataset.loaded = m ? "yes" : "no";
+}
+
+async function loadModel(path: string) {
+  clearError();
+  el.modelInfo.textContent = "loading…";
+  try { showModel(await invoke<ModelInfo>("model_open", { path })); } catch (e) { showModel(null); showError(e); }
+}
+
+async function download() {
+  clearError();
+  const onProgress = new Channel<Progress>();
+  onProgress.onmessage = (p) => {
+    el.progress.value = p.total ? p.bytes / p.total : 0;
+    el.downloadStatus.textContent = `${p.file} (${p.file_index}/${p.files}) ${mb(p.bytes)} / ${mb(p.total)}`;
+  };
+  el.downloadCancel.disabled = false;
+  try {
+    const dir = await invoke<string>("model_download", { repo: el.repo.value.trim(), revision: null, onProgress });
+    el.downloadStatus.textContent = "downloaded";
+    el.modelPath.value = dir;
+    await loadModel(dir);
+  } catch (e) { showError(e); } finally { el.downloadCancel.disabled = true; }
+}
+
+function showCapture(v: CaptureView) {
+  geometry = v.geometry;
+  el.shot.src = v.png;
+  el.overlay.replaceChildren();
+  hideProposal();
+  el.answer.textContent = "";
+}
+
+async function capture(cmd: string, args: Record<string, unknown>, freeze: boolean) {
+  clearError();
+  try {
+    const v = await invoke<CaptureView>(cmd, args);
+    if (freeze) frozenPng = v.png;
+    showCapture(v);
+    el.shot.dataset.captured = String(Date.now());
+  } catch (e) { showError(e); }
+}
+
+async function fillPickers() {
+  try {
+    const ms = await invoke<{ index: number; name: string; width: number; height: number; scale_factor: number }[]>("monitors_list");
+    el.monitor.replaceChildren(...ms.map((m) => new Option(`${m.name} ${m.width}×${m.height} @${m.scale_factor}x`, String(m.index))));
+  } catch (e) { showError(e); }
+  try {
+    const ws = await invoke<{ id: number; title: string; app: string }[]>("windows_list");
+    el.window.replaceChildren(...ws.map((w) => new Option(`${w.title} (${w.app})`, String(w.id))));
+  } catch (e) {
+    // No window list (e.g. no window manager): window capture is unavailable, the rest works.
+    el.window.disabled = el.captureWindow.disabled = true;
+    el.captureWindow.title = (e as CmdError).message ?? String(e);
+  }
+}
+
+// Region selection on the frozen frame.
+let selecting = false;
+let dragStart: [number, number] | null = null;
+function imagePoint(ev: MouseEvent): [number, number] | null {
+  if (!geometry) return null;
+  const r = el.shot.getBoundingClientRect();
+  return [((ev.clientX - r.left) / r.width) * geometry.image_width, ((ev.clientY - r.top) / r.height) * geometry.image_height];
+}
+el.region.onclick = () => {
+  if (!frozenPng) return showError({ kind: "no_capture", message: "capture a monitor first" });
+  el.shot.src = frozenPng;
+  selecting = true;
+  el.region.textContent = "Drag on the screenshot…";
+};
+el.stage.onmousedown = (ev) => { if (selecting) { dragStart = [ev.clientX, ev.clientY]; } };
+el.stage.onmousemove = (ev) => {
+  const p = imagePoint(ev);
+  if (p && geometry) {
+    const sx = Math.round(geometry.origin_x + p[0] * geometry.scale_x), sy = Math.round(geometry.origin_y + p[1] * geometry.scale_y);
+    el.hover.textContent = `image ${Math.round(p[0])}, ${Math.round(p[1])} · screen ${sx}, ${sy}`;
+  }
+  if (selecting && dragStart) {
+    const s = el.stage.getBoundingClientRect();
+    Object.assign(el.selection.style, {
+      left: Math.min(dragStart[0], ev.clientX) - s.left + "px", top: Math.min(dragStart[1], ev.clientY) - s.top + "px",
+      width: Math.abs(ev.clientX - dragStart[0]) + "px", height: Math.abs(ev.clientY - dragStart[1]) + "px",
+    });
+    el.selection.hidden = false;
+  }
+};
+el.stage.onmouseup = async (ev) => {
+  if (!selecting || !dragStart || !geometry) return;
+  const r = el.shot.getBoundingClientRect();
+  const k = geometry.image_width / r.width;
+  const x = (Math.min(dragStart[0], ev.clientX) - r.left) * k, y = (Math.min(dragStart[1], ev.clientY) - r.top) * k;
+  const w = Math.abs(ev.clientX - dragStart[0]) * k, h = Math.abs(ev.clientY - dragStart[1]) * k;
+  selecting = false; dragStart = null; el.selection.hidden = true; el.region.textContent = "Select region";
+  await capture("capture_region", { x, y, width: w, height: h }, false);
+};
+
+// Overlays, in percent of the image so they follow any display size.
+const pct = (v: number, total: number) => (100 * v) / total + "%";
+function drawShapes(shapes: Shape[]) {
+  if (!geometry) return;
+  const g = geometry;
+  el.overlay.replaceChildren(...shapes.map((s) => {
+    const d = document.createElement("div");
+    d.className = "shape " + s.kind;
+    d.style.left = pct(s.x1, g.image_width); d.style.top = pct(s.y1, g.image_height);
+    if (s.kind === "box") { d.style.width = pct(s.x2 - s.x1, g.image_width); d.style.height = pct(s.y2 - s.y1, g.image_height); }
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = s.label + (s.screen_x !== null ? ` (${s.screen_x}, ${s.screen_y})` : "");
+    d.append(label);
+    return d;
+  }));
+}
+
+function hideProposal() {
+  el.proposal.hidden = true;
+  el.overlay.querySelectorAll(".marker").forEach((m) => m.remove());
+}
+function showProposal(p: Proposal) {
+  if (!geometry) return;
+  const g = geometry;
+  const where = p.screen_points.map((s) => `(${s.x}, ${s.y})`).join(" ");
+  el.proposalText.textContent = `${p.action} ${where}${p.text !== null ? ` type "${p.text}"` : ""}` + (el.actionsEnabled.checked ? "" : " — actions are off");
+  for (const [x, y] of p.image_points) {
+    const m = document.createElement("div");
+    m.className = "marker"; m.style.left = pct(x, g.image_width); m.style.top = pct(y, g.image_height);
+    el.overlay.append(m);
+  }
+  el.proposal.hidden = false;
+  el.proposal.focus();
+}
+
+async function decide(accept: boolean) {
+  if (el.proposal.hidden) return;
+  hideProposal();
+  el.actionStatus.textContent = "…";
+  try { el.actionStatus.textContent = await invoke<string>("action_decide", { accept }); }
+  catch (e) { el.actionStatus.textContent = "failed"; showError(e); }
+}
+
+async function afterAnswer(text: string) {
+  drawShapes(await invoke<Shape[]>("overlay", { text }));
+  const p = await invoke<Proposal | null>("action_propose", { text });
+  if (p) showProposal(p);
+}
+
+// Asking: a new question supersedes the running one (the backend cancels it); pieces of a
+// superseded answer are ignored.
+async function ask() {
+  const question = el.question.value.trim();
+  if (!question) return;
+  clearError();
+  const seq = ++askSeq;
+  const onToken = new Channel<string>();
+  let pieces = 0;
+  el.answer.textContent = ""; el.answer.dataset.state = "running"; el.answer.dataset.pieces = "0"; el.timings.textContent = "";
+  hideProposal(); el.overlay.replaceChildren();
+  onToken.onmessage = (piece) => {
+    if (seq !== askSeq) return;
+    el.answer.textContent += piece;
+    el.answer.dataset.pieces = String(++pieces);
+  };
+  try {
+    const out = await invoke<AskOutcome>("ask", { question, onToken });
+    if (seq !== askSeq) return;
+    const t = out.timings;
+    el.timings.textContent = `first token ${t.ttft_ms.toFixed(0)} ms (preprocess ${t.preprocess_ms.toFixed(0)}, vision ${t.vision_ms.toFixed(0)}, prefill ${t.prefill_ms.toFixed(0)}) · ${t.decode_tokens} tokens at ${t.decode_tokens_per_s.toFixed(1)} tok/s · total ${t.total_ms.toFixed(0)} ms`;
+    el.answer.dataset.state = out.cancelled ? "cancelled" : "done";
+    if (!out.cancelled) await afterAnswer(out.text);
+  } catch (e) {
+    if (seq !== askSeq) return;
+    el.answer.dataset.state = "error";
+    if ((e as CmdError).kind !== "cancelled") showError(e);
+  }
+}
+
+let debounce: number | undefined;
+function askDebounced() {
+  el.answer.dataset.state = "queued";
+  window.clearTimeout(debounce);
+  debounce = window.setTimeout(ask, 250);
+}
+
+// Screenshot → HTML, shown in a sandboxed iframe (no scripts; the page carries a CSP too).
+type PageView = { path: string; html: string; score: number | null; note: string | null; diff: string | null };
+el.toHtml.onclick = async () => {
+  clearError();
+  el.pageScore.textContent = "generating…";
+  el.pagePanel.hidden = false;
+  try {
+    const p = await invoke<PageView>("html_generate");
+    el.page.srcdoc = p.html;
+    el.pageScore.textContent = (p.score !== null ? `fidelity (SSIM) ${p.score.toFixed(3)}` : `no fidelity score: ${p.note}`) + ` · saved to ${p.path}`;
+    el.pageDiff.hidden = p.diff === null;
+    if (p.diff) el.pageDiff.src = p.diff;
+  } catch (e) { el.pageScore.textContent = ""; showError(e); }
+};
+
+el.load.onclick = () => loadModel(el.modelPath.value.trim());
+el.download.onclick = download;
+el.downloadCancel.onclick = () => invoke("model_download_cancel");
+el.capture.onclick = () => capture("capture_monitor", { index: Number(el.monitor.value || 0) }, true);
+el.captureWindow.onclick = () => capture("capture_window", { id: Number(el.window.value) }, false);
+el.send.onclick = askDebounced;
+el.cancel.onclick = () => { askSeq++; el.answer.dataset.state = "cancelled"; invoke("ask_cancel"); };
+el.question.onkeydown = (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); askDebounced(); } };
+el.actionsEnabled.onchange = () => invoke("actions_set_enabled", { on: el.actionsEnabled.checked });
+el.accept.onclick = () => decide(true);
+el.reject.onclick = () => decide(false);
+el.stop.onclick = () => { invoke("actions_stop"); el.actionStatus.textContent = "stopped"; };
+el.auditOpen.onclick = async () => {
+  try {
+    const [path, lines] = await invoke<[string, string[]]>("audit_read");
+    el.audit.textContent = `${path}\n` + lines.join("\n");
+    el.audit.hidden = false;
+  } catch (e) { showError(e); }
+};
+window.addEventListener("keydown", (ev) => {
+  if (el.proposal.hidden || ev.target === el.question) return;
+  if (ev.key === "Enter") { ev.preventDefault(); decide(true); }
+  if (ev.key === "Escape") { ev.preventDefault(); decide(false); }
+});
+
+listen("hotkey-capture", () => el.capture.click());
+listen("stopped", () => { el.actionStatus.textContent = "stopped"; });
+
+(async () => {
+  await fillPickers();
+  showModel(await invoke<ModelInfo | null>("model_info"));
+  const s = await invoke<{ model_dir: string | null }>("settings_get");
+  if (s.model_dir) { el.modelPath.value = s.model_dir; await loadModel(s.model_dir); }
+  document.body.dataset.ready = "yes";
+})();
