@@ -10,28 +10,38 @@ use crate::profile::scope;
 use crate::rope::Positions;
 use crate::vision::softmax_f32;
 
-/// RMSNorm exactly as the reference: normalise in f32, cast back, then scale by the weight.
+/// RMSNorm in one fused kernel: statistics in f32 like the reference. In f32 it is the reference's
+/// arithmetic; in bf16/f16 the reference rounds the normalised value to the storage type before
+/// multiplying by the weight, where this kernel rounds once at the end (at most one unit in the last
+/// place apart, and closer to the exact value).
 pub(crate) struct RmsNorm {
     weight: Tensor,
-    ones: Tensor,
     eps: f64,
 }
 
 impl RmsNorm {
     pub(crate) fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get(dim, "weight")?;
-        let ones = Tensor::ones(dim, DType::F32, weight.device())?;
-        Ok(Self { weight, ones, eps })
+        Ok(Self { weight: vb.get(dim, "weight")?, eps })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dtype = xs.dtype();
-        if dtype == DType::F32 {
-            return Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight.to_dtype(DType::F32)?, self.eps as f32)?);
-        }
-        let normed = candle_nn::ops::rms_norm(&xs.to_dtype(DType::F32)?.contiguous()?, &self.ones, self.eps as f32)?;
-        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+        Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps as f32)?)
     }
+}
+
+/// One matmul for several projections of the same input: the weights `names` (each
+/// (out_i, in)) stacked along the output dimension, with biases when `bias`.
+fn fused_linear(vb: &VarBuilder, parts: &[(&str, usize)], in_dim: usize, bias: bool) -> Result<Linear> {
+    let mut ws = Vec::with_capacity(parts.len());
+    let mut bs = Vec::with_capacity(parts.len());
+    for (name, out) in parts {
+        ws.push(vb.pp(*name).get((*out, in_dim), "weight")?);
+        if bias {
+            bs.push(vb.pp(*name).get(*out, "bias")?);
+        }
+    }
+    let b = if bias { Some(Tensor::cat(&bs, 0)?) } else { None };
+    Ok(Linear::new(Tensor::cat(&ws, 0)?, b))
 }
 
 /// Keys and values of one sequence, per layer, plus what decoding needs to continue it.
@@ -171,9 +181,8 @@ fn rotate(xs: &Tensor, t: &RopeTables) -> Result<Tensor> {
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj stacked: one matmul.
+    qkv: Linear,
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -187,9 +196,7 @@ impl Attention {
         let (h, hd, kv) = (p.hidden_size, p.head_dim, p.num_kv_heads);
         let b = p.attention_bias;
         Ok(Self {
-            q_proj: linear_b(h, p.num_heads * hd, b, vb.pp("q_proj"))?,
-            k_proj: linear_b(h, kv * hd, b, vb.pp("k_proj"))?,
-            v_proj: linear_b(h, kv * hd, b, vb.pp("v_proj"))?,
+            qkv: fused_linear(&vb, &[("q_proj", p.num_heads * hd), ("k_proj", kv * hd), ("v_proj", kv * hd)], h, b)?,
             o_proj: linear_b(p.num_heads * hd, h, b, vb.pp("o_proj"))?,
             q_norm: RmsNorm::new(hd, p.rms_norm_eps, vb.pp("q_norm"))?,
             k_norm: RmsNorm::new(hd, p.rms_norm_eps, vb.pp("k_norm"))?,
@@ -202,9 +209,11 @@ impl Attention {
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
-        let (q, k, v) = scope("text.qkv_proj", dev, || {
-            Ok::<_, candle_core::Error>((self.q_proj.forward(xs)?, self.k_proj.forward(xs)?, self.v_proj.forward(xs)?))
-        })?;
+        let qkv = scope("text.qkv_proj", dev, || self.qkv.forward(xs))?;
+        let (nq, nkv) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        let q = qkv.narrow(D::Minus1, 0, nq)?;
+        let k = qkv.narrow(D::Minus1, nq, nkv)?;
+        let v = qkv.narrow(D::Minus1, nq + nkv, nkv)?;
         let (q, k) = scope("text.qk_norm", dev, || {
             Ok::<_, ModelError>((
                 self.q_norm.forward(&q.reshape((b, s, self.heads, self.head_dim))?)?,
@@ -253,8 +262,9 @@ fn causal_mask(q: usize, past: usize, dtype: DType, dev: &Device) -> Result<Tens
 
 struct DecoderLayer {
     attn: Attention,
-    gate: Linear,
-    up: Linear,
+    /// gate_proj and up_proj stacked: one matmul.
+    gate_up: Linear,
+    intermediate: usize,
     down: Linear,
     ln1: RmsNorm,
     ln2: RmsNorm,
@@ -265,8 +275,8 @@ impl DecoderLayer {
         let mlp = vb.pp("mlp");
         Ok(Self {
             attn: Attention::new(p, vb.pp("self_attn"))?,
-            gate: linear_no_bias(p.hidden_size, p.intermediate_size, mlp.pp("gate_proj"))?,
-            up: linear_no_bias(p.hidden_size, p.intermediate_size, mlp.pp("up_proj"))?,
+            gate_up: fused_linear(&mlp, &[("gate_proj", p.intermediate_size), ("up_proj", p.intermediate_size)], p.hidden_size, false)?,
+            intermediate: p.intermediate_size,
             down: linear_no_bias(p.intermediate_size, p.hidden_size, mlp.pp("down_proj"))?,
             ln1: RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("input_layernorm"))?,
             ln2: RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
@@ -278,7 +288,11 @@ impl DecoderLayer {
         let n1 = scope("text.norm", dev, || self.ln1.forward(xs))?;
         let xs = (xs + self.attn.forward(&n1, rope, cache, layer)?)?;
         let h = scope("text.norm", dev, || self.ln2.forward(&xs))?;
-        let h = scope("text.gate_up", dev, || self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?;
+        let h = scope("text.gate_up", dev, || {
+            let gu = self.gate_up.forward(&h)?;
+            let n = self.intermediate;
+            gu.narrow(D::Minus1, 0, n)?.silu()? * gu.narrow(D::Minus1, n, n)?
+        })?;
         Ok((&xs + scope("text.down", dev, || self.down.forward(&h))?)?)
     }
 }
