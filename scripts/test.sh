@@ -16,4 +16,12 @@ if [ -z "${DISPLAY:-}" ]; then
   xdotool getmouselocation >/dev/null 2>&1 || { echo "test: Xvfb did not start" >&2; exit 1; }
 fi
 
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+set -o pipefail
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
