@@ -16,6 +16,8 @@ APT_PACKAGES=(
   libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev libxkbcommon-dev
   # the desktop app (Tauri 2 on WebKitGTK) and its end-to-end test driver
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev webkit2gtk-driver
+  # headless renderer for the screenshot-to-HTML fidelity score
+  chromium
 )
 
 apt_install() {

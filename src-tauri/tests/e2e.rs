@@ -209,6 +209,19 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     assert!(frame[1].as_str().unwrap().contains("default-src 'none'"), "{frame}");
     let saved = score.as_str().unwrap().rsplit("saved to ").next().unwrap().to_string();
     assert!(std::fs::read_to_string(&saved).unwrap().contains("<h1>Hi</h1>"), "{saved}");
+    // Fidelity: the page was rendered at the capture's size by headless Chromium (scripts/setup.sh
+    // installs it) and compared with the capture: a score in [0, 1] and a difference image.
+    let text = score.as_str().unwrap();
+    let value: f64 = text
+        .split("fidelity (SSIM) ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no fidelity score shown: {text}"));
+    assert!((0.0..=1.0).contains(&value), "{text}");
+    let diff = s.exec("const d = document.getElementById('page-diff'); return [d.hidden, d.src.length];", json!([])).unwrap();
+    assert_eq!(diff[0], json!(false), "difference view hidden: {diff}");
+    assert!(diff[1].as_u64().unwrap() > 100, "difference image empty: {diff}");
 
     s.close().unwrap();
     let _ = std::fs::remove_dir_all(&tmp);

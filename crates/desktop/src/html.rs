@@ -122,14 +122,15 @@ pub fn fidelity(reference: &RgbImage, rendered: &RgbImage) -> (f64, GrayImage) {
 }
 
 /// Renders `html_file` at `width`×`height` with headless Chromium (`chromium` or
-/// `google-chrome` on the PATH), JavaScript off.
+/// `google-chrome` on the PATH). Scripts stay off through the page's own CSP (`make_inert`);
+/// Chromium's `scriptEnabled=false` setting would also stop it from taking the screenshot.
 pub fn render_with_chromium(html_file: &Path, width: u32, height: u32, out_png: &Path) -> Result<RgbImage> {
     let browser = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
         .ok_or_else(|| DesktopError::InvalidArgument("no headless Chromium installed (apt install chromium) to score fidelity".into()))?;
     let status = Command::new(browser)
-        .args(["--headless", "--disable-gpu", "--no-sandbox", "--blink-settings=scriptEnabled=false", "--hide-scrollbars"])
+        .args(["--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars"])
         .arg(format!("--window-size={width},{height}"))
         .arg(format!("--screenshot={}", out_png.display()))
         .arg(format!("file://{}", html_file.display()))
