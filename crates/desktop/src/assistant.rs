@@ -139,7 +139,7 @@ impl ModelAssistant {
         if max_image_tokens.is_some() {
             preprocess.max_image_tokens = max_image_tokens;
         }
-        let parameters = count_parameters(&folder)?;
+        let parameters = folder.parameter_count().map_err(|e| DesktopError::BadModel(e.to_string()))?;
         let info = ModelInfo {
             name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             path: dir.display().to_string(),
@@ -159,27 +159,6 @@ impl ModelAssistant {
             ..SamplingParams::default()
         }
     }
-}
-
-fn count_parameters(folder: &ModelFolder) -> Result<u64> {
-    let mut n = 0u64;
-    for path in &folder.weights {
-        let file = std::fs::File::open(path).map_err(|e| DesktopError::io(path, e))?;
-        let mut len = [0u8; 8];
-        std::io::Read::read_exact(&mut &file, &mut len).map_err(|e| DesktopError::io(path, e))?;
-        let header_len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX).min(100_000_000);
-        let mut header = vec![0u8; header_len];
-        std::io::Read::read_exact(&mut &file, &mut header).map_err(|e| DesktopError::io(path, e))?;
-        let v: serde_json::Value = serde_json::from_slice(&header).map_err(|e| DesktopError::BadModel(e.to_string()))?;
-        for (name, t) in v.as_object().into_iter().flatten() {
-            if name == "__metadata__" {
-                continue;
-            }
-            let shape = t.get("shape").and_then(|s| s.as_array());
-            n += shape.map(|s| s.iter().filter_map(|d| d.as_u64()).product::<u64>()).unwrap_or(0);
-        }
-    }
-    Ok(n)
 }
 
 fn ms(t: Instant) -> f64 {

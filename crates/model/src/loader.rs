@@ -88,10 +88,25 @@ impl ModelFolder {
         Ok(Self { dir: dir.to_path_buf(), config, preprocess, generation, weights, tokenizer })
     }
 
+    /// Number of parameters stored in the weight files (from their headers; no tensor is read).
+    pub fn parameter_count(&self) -> Result<u64> {
+        let mut n = 0u64;
+        for w in &self.weights {
+            for (name, t) in checked_header(w)? {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let shape = t.get("shape").and_then(|s| s.as_array());
+                n += shape.map(|s| s.iter().filter_map(|d| d.as_u64()).product::<u64>()).unwrap_or(0);
+            }
+        }
+        Ok(n)
+    }
+
     /// Memory-maps the weights as a VarBuilder that converts to `dtype` on `device`.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
         for w in &self.weights {
-            check_safetensors(w)?;
+            checked_header(w)?;
         }
         // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on nobody
         // truncating them while the model is loaded (the header and sizes were checked above).
@@ -125,9 +140,9 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.iter().map(|f| require(dir, f)).collect()
 }
 
-/// Checks that a safetensors file's header parses and its data fits the file, so a truncated
-/// download is reported by name instead of failing deep inside the loader.
-fn check_safetensors(path: &Path) -> Result<()> {
+/// Reads and checks a safetensors file's header: it parses and its data fits the file, so a
+/// truncated download is reported by name instead of failing deep inside the loader.
+fn checked_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
     use std::io::Read;
     let bad = |m: String| ModelError::Weights(format!("{}: {m}", path.display()));
     let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
@@ -153,5 +168,5 @@ fn check_safetensors(path: &Path) -> Result<()> {
             8 + n + end
         )));
     }
-    Ok(())
+    Ok(meta)
 }

@@ -68,3 +68,10 @@ fn transformers_4_57_config_layout_loads_to_the_same_model() {
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     assert_eq!(logits(&dir), logits(&tiny()));
 }
+
+#[test]
+fn parameter_count_reads_every_tensor_shape_from_the_headers() {
+    let all = candle_core::safetensors::load(tiny().join("model.safetensors"), &Device::Cpu).unwrap();
+    let want: usize = all.values().map(|t| t.elem_count()).sum();
+    assert_eq!(ModelFolder::open(tiny()).unwrap().parameter_count().unwrap(), want as u64);
+}
