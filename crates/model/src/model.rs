@@ -1,5 +1,6 @@
 //! The whole model: vision tower + text decoder, and the two passes generation needs
-//! (prefill of a prompt, possibly after a cached prefix, and one decode step).
+//! (prefill of a prompt, possibly after a cached prefix, and one decode step, for one sequence
+//! or for several at once).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -167,5 +168,27 @@ impl Qwen3Vl {
         let pos = Positions::text(cache.len() as i64 + cache.rope_delta, 1);
         let hidden = self.text.forward(&embeds, &pos, None, cache)?;
         Ok(self.text.logits(&hidden.squeeze(0)?)?.squeeze(0)?)
+    }
+
+    /// Feeds one generated token to each of several sequences in one pass: `tokens[i]` goes to
+    /// `caches[i]` (each at its own length and position). Returns the next logits (batch, vocab)
+    /// in f32, row i for sequence i; the same as `decode_step` on each (to the last bits of the
+    /// matmuls). Errors leave every cache as it was: no sequence, a different number of tokens
+    /// and caches, a cache already at `max_context` (`PromptTooLong`, as decode_step), or a
+    /// failure midway through the pass (what was appended is dropped again).
+    pub fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        if tokens.is_empty() || tokens.len() != caches.len() {
+            return Err(ModelError::Input(format!(
+                "a batched decode needs one token per sequence and at least one: {} tokens for {} caches",
+                tokens.len(),
+                caches.len()
+            )));
+        }
+        if let Some(c) = caches.iter().find(|c| c.len() + 1 > self.max_context) {
+            return Err(ModelError::PromptTooLong { tokens: c.len() + 1, max: self.max_context });
+        }
+        let embeds = self.text.embed(tokens)?.transpose(0, 1)?;
+        let hidden = self.text.forward_decode_batch(&embeds, caches)?;
+        self.text.logits(&hidden.squeeze(1)?)
     }
 }

@@ -10,6 +10,8 @@ use crate::profile::scope;
 use crate::rope::Positions;
 use crate::vision::softmax_f32;
 
+mod batch;
+
 /// RMSNorm in one fused kernel: statistics in f32 like the reference. In f32 it is the reference's
 /// arithmetic; in bf16/f16 the reference rounds the normalised value to the storage type before
 /// multiplying by the weight, where this kernel rounds once at the end (at most one unit in the last
@@ -206,7 +208,9 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
+    /// The projections of `xs` (b, s, hidden) as heads: q (b, heads, s, head_dim) and k
+    /// (b, kv_heads, s, head_dim) QK-normed and rotated, v (b, kv_heads, s, head_dim).
+    fn qkv_heads(&self, xs: &Tensor, rope: &RopeTables) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
         let qkv = scope("text.qkv_proj", dev, || self.qkv.forward(xs))?;
@@ -221,13 +225,19 @@ impl Attention {
             ))
         })?;
         let v = v.reshape((b, s, self.kv_heads, self.head_dim))?;
-        let (q, k, v) = scope("text.rope", dev, || {
+        scope("text.rope", dev, || {
             Ok::<_, ModelError>((
                 rotate(&q.transpose(1, 2)?.contiguous()?, rope)?,
                 rotate(&k.transpose(1, 2)?.contiguous()?, rope)?,
                 v.transpose(1, 2)?.contiguous()?,
             ))
-        })?;
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
+        let (b, s, _) = xs.dims3()?;
+        let dev = xs.device();
+        let (q, k, v) = self.qkv_heads(xs, rope)?;
         let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
         // Grouped-query attention without copying keys: the `rep` query heads that share a key
         // head become `rep * s` rows of one matmul against it (head h uses key head h / rep).
@@ -284,16 +294,21 @@ impl DecoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
-        let dev = xs.device();
-        let n1 = scope("text.norm", dev, || self.ln1.forward(xs))?;
+        let n1 = scope("text.norm", xs.device(), || self.ln1.forward(xs))?;
         let xs = (xs + self.attn.forward(&n1, rope, cache, layer)?)?;
-        let h = scope("text.norm", dev, || self.ln2.forward(&xs))?;
+        self.mlp_residual(&xs)
+    }
+
+    /// The second half of the layer: `xs + down(silu(gate) * up)` of the normed `xs`.
+    fn mlp_residual(&self, xs: &Tensor) -> Result<Tensor> {
+        let dev = xs.device();
+        let h = scope("text.norm", dev, || self.ln2.forward(xs))?;
         let h = scope("text.gate_up", dev, || {
             let gu = self.gate_up.forward(&h)?;
             let n = self.intermediate;
             gu.narrow(D::Minus1, 0, n)?.silu()? * gu.narrow(D::Minus1, n, n)?
         })?;
-        Ok((&xs + scope("text.down", dev, || self.down.forward(&h))?)?)
+        Ok((xs + scope("text.down", dev, || self.down.forward(&h))?)?)
     }
 }
 
