@@ -1,8 +1,8 @@
 //! Batched decode (`Qwen3Vl::decode_batch`) against one sequence at a time (`decode_step`) on
 //! the tiny model in f32 on the CPU: three prompts of different lengths (one with an image, so
 //! its MRoPE positions are offset by a rope delta) give the same greedy tokens and the same
-//! logits to 1e-5, also when a sequence leaves the batch; bad batches are errors that leave
-//! every cache as it was.
+//! logits to 1e-5, also when a sequence leaves the batch; a batch of one is decode_step exactly;
+//! bad batches are errors that leave every cache as it was.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -98,6 +98,18 @@ fn batched_decode_gives_the_tokens_and_logits_of_one_sequence_at_a_time() {
         assert_eq!(caches[i].len(), len + steps_of(i), "sequence {i}: cache length");
     }
     eprintln!("largest logit difference, batched vs one at a time: {worst:e}");
+}
+
+#[test]
+fn a_batch_of_one_is_decode_step_bit_for_bit() {
+    let (model, seqs) = setup();
+    for (cache, first, _) in seqs {
+        let (mut a, mut b) = (cache.clone(), cache);
+        let one = model.decode_batch(&[first], &mut [&mut a]).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        let step = model.decode_step(first, &mut b).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(one, step);
+        assert_eq!((a.len(), a.bytes()), (b.len(), b.bytes()));
+    }
 }
 
 /// Length, bytes and the next logits: what a cache holds, as far as decoding can tell.
