@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+mod flash;
 pub mod generate;
 pub mod loader;
 pub mod model;

@@ -239,11 +239,18 @@ impl Attention {
         let dev = xs.device();
         let (q, k, v) = self.qkv_heads(xs, rope)?;
         let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
+        let scale = (self.head_dim as f64).powf(-0.5);
+        if s > 1 {
+            let fused = scope("text.flash_attn", dev, || crate::flash::attention(&q, &k, &v, scale as f32, true))?;
+            if let Some(out) = fused {
+                let out = out.reshape((b, s, self.heads * self.head_dim))?;
+                return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
+            }
+        }
         // Grouped-query attention without copying keys: the `rep` query heads that share a key
         // head become `rep * s` rows of one matmul against it (head h uses key head h / rep).
         let rep = self.heads / self.kv_heads;
         let q = q.reshape((b, self.kv_heads, rep * s, self.head_dim))?;
-        let scale = (self.head_dim as f64).powf(-0.5);
         let mut w = scope("text.scores", dev, || q.matmul(&k.t()?)? * scale)?;
         if let Some(mask) = &rope.mask {
             w = scope("text.mask", dev, || {

@@ -133,14 +133,15 @@ impl VisionAttention {
         let qkv = scope("vision.qkv", dev, || self.qkv.forward(xs))?.reshape((seq, 3, self.num_heads, self.head_dim))?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let q_scale = exact_q_scale(scale);
-        // (heads, seq, head_dim) each.
-        let (q, k, v) = scope("vision.transpose", dev, || {
-            let part = |i| qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.contiguous();
-            Ok::<_, candle_core::Error>((part(0)?, part(1)?, part(2)?))
-        })?;
+        // (heads, seq, head_dim) views; rope makes q and k contiguous.
+        let part = |i| qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1);
         let (q, k) = scope("vision.rope", dev, || {
-            Ok::<_, candle_core::Error>((apply_rope(&q, ctx.cos, ctx.sin, q_scale)?, apply_rope(&k, ctx.cos, ctx.sin, None)?))
+            Ok::<_, candle_core::Error>((apply_rope(&part(0)?, ctx.cos, ctx.sin, q_scale)?, apply_rope(&part(1)?, ctx.cos, ctx.sin, None)?))
         })?;
+        if let Some(out) = self.fused_attention(&q, &k, &part(2)?, ctx, q_scale.map_or(scale, |_| 1.0))? {
+            return Ok(scope("vision.proj", dev, || self.proj.forward(&out))?);
+        }
+        let v = scope("vision.transpose", dev, || part(2)?.contiguous())?;
         let mut outs = Vec::with_capacity(ctx.chunks.len());
         for &(start, len) in ctx.chunks {
             let q = q.narrow(1, start, len)?;
@@ -155,6 +156,27 @@ impl VisionAttention {
         }
         let out = scope("vision.attn_out", dev, || Tensor::cat(&outs, 1)?.transpose(0, 1)?.reshape((seq, ())))?;
         Ok(scope("vision.proj", dev, || self.proj.forward(&out))?)
+    }
+}
+
+impl VisionAttention {
+    /// The fused kernel (CUDA, bf16) over each image's patches; `v` (heads, seq, head_dim) is
+    /// read in place from the qkv projection. `None` where the kernel does not apply.
+    fn fused_attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &VisionCtx, scale: f64) -> Result<Option<Tensor>> {
+        let dev = q.device();
+        let mut outs = Vec::with_capacity(ctx.chunks.len());
+        for &(start, len) in ctx.chunks {
+            let part = |t: &Tensor| t.narrow(1, start, len)?.unsqueeze(0);
+            let out = scope("vision.flash_attn", dev, || {
+                crate::flash::attention(&part(q)?, &part(k)?, &part(v)?, scale as f32, false)
+            })?;
+            let Some(out) = out else { return Ok(None) };
+            outs.push(out.reshape((len, ()))?);
+        }
+        Ok(Some(match outs.len() {
+            1 => outs.remove(0),
+            _ => Tensor::cat(&outs, 0)?,
+        }))
     }
 }
 
