@@ -148,7 +148,19 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     let pieces: i64 = s.exec("return Number(document.getElementById('answer').dataset.pieces)", json!([])).unwrap().as_i64().unwrap();
     assert!(pieces >= 2, "streamed in {pieces} pieces");
     let timings = s.exec("return document.getElementById('timings').textContent", json!([])).unwrap();
-    assert!(timings.as_str().unwrap().contains("tok/s"), "{timings}");
+    let timings = timings.as_str().unwrap().to_string();
+    assert!(timings.contains("first token") && timings.contains("tok/s"), "{timings}");
+    assert!(timings.contains("vision ") && !timings.contains("vision cache hit"), "a new capture runs the vision tower: {timings}");
+
+    // A follow-up on the same capture: the engine reuses the capture's vision features and the
+    // first turn's KV, and the timings line says so.
+    ask(&s, "And what is in the top left corner?");
+    let timings = s.exec("return document.getElementById('timings').textContent", json!([])).unwrap();
+    let timings = timings.as_str().unwrap();
+    assert!(timings.contains("vision cache hit") && timings.contains("prompt tokens cached"), "{timings}");
+    assert!(timings.contains("first token") && timings.contains("tok/s"), "{timings}");
+    let counters = s.exec("return document.getElementById('timings').title", json!([])).unwrap();
+    assert!(counters.as_str().unwrap().contains("vision cache: 1 hits, 1 misses"), "{counters}");
 
     // Known grounding output draws a labelled box at the right place.
     inject(&s, "Here:\n```json\n[{\"bbox_2d\": [100, 200, 300, 400], \"label\": \"OK button\"}]\n```");

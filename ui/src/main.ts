@@ -6,8 +6,13 @@ import "./style.css";
 type Geometry = { image_width: number; image_height: number; origin_x: number; origin_y: number; scale_x: number; scale_y: number; monitor: string; scale_factor: number };
 type CaptureView = { png: string; geometry: Geometry };
 type ModelInfo = { name: string; path: string; device: string; dtype: string; parameters: number; weight_bytes: number };
-type Timings = { preprocess_ms: number; vision_ms: number; prefill_ms: number; ttft_ms: number; decode_tokens: number; decode_tokens_per_s: number; total_ms: number };
-type AskOutcome = { text: string; cancelled: boolean; timings: Timings };
+type Timings = {
+  preprocess_ms: number; vision_ms: number; images: number; vision_cache_hits: number; prompt_tokens: number; cached_prompt_tokens: number;
+  prefill_ms: number; ttft_ms: number; decode_tokens: number; decode_tokens_per_s: number; total_ms: number;
+};
+type CacheStats = { hits: number; misses: number; evictions: number; entries: number; bytes: number; budget_bytes: number };
+type CacheReport = { vision: CacheStats; prefix: CacheStats; prefix_reused_tokens: number };
+type AskOutcome = { text: string; cancelled: boolean; timings: Timings; cache: CacheReport | null };
 type Shape = { kind: "box" | "point"; label: string; x1: number; y1: number; x2: number; y2: number; screen_x: number | null; screen_y: number | null };
 type Proposal = { action: string; text: string | null; image_points: [number, number][]; screen_points: { x: number; y: number }[] };
 type Progress = { file: string; file_index: number; files: number; bytes: number; total: number };
@@ -209,8 +214,7 @@ async function ask() {
   try {
     const out = await invoke<AskOutcome>("ask", { question, onToken });
     if (seq !== askSeq) return;
-    const t = out.timings;
-    el.timings.textContent = `first token ${t.ttft_ms.toFixed(0)} ms (preprocess ${t.preprocess_ms.toFixed(0)}, vision ${t.vision_ms.toFixed(0)}, prefill ${t.prefill_ms.toFixed(0)}) · ${t.decode_tokens} tokens at ${t.decode_tokens_per_s.toFixed(1)} tok/s · total ${t.total_ms.toFixed(0)} ms`;
+    showTimings(out);
     el.answer.dataset.state = out.cancelled ? "cancelled" : "done";
     if (!out.cancelled) await afterAnswer(out.text);
   } catch (e) {
@@ -218,6 +222,19 @@ async function ask() {
     el.answer.dataset.state = "error";
     if ((e as CmdError).kind !== "cancelled") showError(e);
   }
+}
+
+// One line: time to first token and where it went (the vision tower is skipped when the
+// capture's features are cached, e.g. for a follow-up), then decode speed; cache counters on hover.
+function showTimings(out: AskOutcome) {
+  const t = out.timings;
+  const vision = t.images > 0 && t.vision_cache_hits === t.images ? "vision cache hit" : `vision ${t.vision_ms.toFixed(0)}`;
+  const reused = t.cached_prompt_tokens > 0 ? `; ${t.cached_prompt_tokens}/${t.prompt_tokens} prompt tokens cached` : "";
+  el.timings.textContent = `first token ${t.ttft_ms.toFixed(0)} ms (preprocess ${t.preprocess_ms.toFixed(0)}, ${vision}, prefill ${t.prefill_ms.toFixed(0)}${reused}) · ${t.decode_tokens} tokens at ${t.decode_tokens_per_s.toFixed(1)} tok/s · total ${t.total_ms.toFixed(0)} ms`;
+  const c = out.cache;
+  el.timings.title = c
+    ? `vision cache: ${c.vision.hits} hits, ${c.vision.misses} misses, ${c.vision.entries} images · prefix cache: ${c.prefix.hits} hits, ${c.prefix.misses} misses, ${c.prefix_reused_tokens} tokens reused`
+    : "";
 }
 
 let debounce: number | undefined;

@@ -1,12 +1,14 @@
 //! ScreenPilot desktop logic, independent of the UI toolkit: the [`assistant::Assistant`]
-//! seam over the model, settings, model download from the Hugging Face hub, screen capture
-//! with HiDPI-correct geometry, grounding overlays, and consented actions with an audit log.
+//! seam and its implementation over screenpilot-engine, settings, model download from the
+//! Hugging Face hub, screen capture with HiDPI-correct geometry, grounding overlays, and
+//! consented actions with an audit log.
 //! The Tauri shell (src-tauri) only forwards commands to this crate.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod actions;
 pub mod assistant;
 pub mod download;
+pub mod engine_assistant;
 pub mod error;
 pub mod html;
 pub mod overlay;

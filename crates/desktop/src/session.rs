@@ -151,7 +151,7 @@ mod tests {
             let mut text = String::new();
             loop {
                 if on_token("x") == Flow::Stop {
-                    return Ok(AskOutcome { text, cancelled: true, timings: Default::default() });
+                    return Ok(AskOutcome { text, cancelled: true, timings: Default::default(), token_ids: Vec::new(), cache: None });
                 }
                 text.push('x');
                 std::thread::yield_now();

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tauri::ipc::Channel;
 use tauri::State;
 
-use screenpilot_desktop::assistant::{ModelAssistant, ModelInfo};
+use screenpilot_desktop::assistant::{Assistant, ModelInfo};
+use screenpilot_desktop::engine_assistant::EngineAssistant;
 use screenpilot_desktop::download::{self, CancelToken, DownloadProgress, DownloadRequest};
 use screenpilot_desktop::settings::Settings;
 use screenpilot_desktop::DesktopError;
@@ -28,8 +29,8 @@ pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<M
     }
     let max_tokens = lock(&state.settings).max_image_tokens.or(Some(1024));
     let d = dir.clone();
-    let assistant = blocking(move || Ok(ModelAssistant::load(&d, max_tokens)?)).await?;
-    let info = screenpilot_desktop::assistant::Assistant::info(&assistant);
+    let assistant = blocking(move || Ok(EngineAssistant::load(&d, max_tokens)?)).await?;
+    let info = assistant.info();
     state.session.set_assistant(Arc::new(assistant));
     let mut settings = lock(&state.settings);
     settings.model_dir = Some(dir);

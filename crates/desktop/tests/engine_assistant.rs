@@ -1,0 +1,105 @@
+//! The app's engine-backed assistant on the tiny random model (tests/fixtures/tiny): a
+//! follow-up about the same capture, asked through the session the way the app asks it, takes
+//! the image's features from the vision cache and the earlier turn's KV from the prefix cache,
+//! and still gives exactly the tokens a fresh engine gives; `Flow::Stop` ends an answer early
+//! without disturbing the next one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use image::RgbImage;
+use screenpilot_agent::{CaptureGeometry, InputSpace, MonitorGeometry, OsPoint, Screenshot};
+use screenpilot_desktop::assistant::{AskRequest, Assistant};
+use screenpilot_desktop::engine_assistant::EngineAssistant;
+use screenpilot_desktop::session::{Session, DEFAULT_MAX_TOKENS};
+use screenpilot_model::Flow;
+
+fn tiny() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny");
+    assert!(dir.join("tokenizer.json").is_file(), "run scripts/setup.sh to fetch the tokenizer");
+    dir
+}
+
+/// A 160x120 capture with a pattern (so the vision tower sees something non-uniform).
+fn screenshot() -> Screenshot {
+    let (w, h) = (160, 120);
+    let image = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 11 % 256) as u8, ((x + y) * 3 % 256) as u8]));
+    let m = MonitorGeometry { name: "m".into(), origin: OsPoint { x: 0, y: 0 }, width: w, height: h, scale_factor: 1.0, input_space: InputSpace::Physical };
+    Screenshot { image: Arc::new(image), geometry: CaptureGeometry::full_monitor(m, w, h).unwrap() }
+}
+
+#[test]
+fn a_follow_up_reuses_the_capture_and_matches_a_fresh_engine() {
+    let warm: Arc<dyn Assistant> = Arc::new(EngineAssistant::load(&tiny(), None).unwrap());
+    assert_eq!((warm.info().device.as_str(), warm.info().dtype.as_str()), ("cpu", "f32"));
+    let session = Session::new();
+    session.set_assistant(Arc::clone(&warm));
+    let shot = screenshot();
+    session.set_capture(shot.clone());
+
+    let first = session.ask("What is on this screen?", &mut |_| {}).unwrap();
+    assert!(!first.cancelled && !first.token_ids.is_empty());
+    assert_eq!((first.timings.images, first.timings.vision_cache_hits, first.timings.cached_prompt_tokens), (1, 0, 0));
+
+    let mut streamed = String::new();
+    let second = session.ask("Which window has the focus?", &mut |p| streamed.push_str(p)).unwrap();
+    assert_eq!(streamed, second.text, "the whole answer was streamed");
+    let t = &second.timings;
+    assert_eq!((t.images, t.vision_cache_hits), (1, 1), "the capture's features come from the vision cache");
+    assert!(
+        t.cached_prompt_tokens >= first.timings.prompt_tokens - 1 && t.cached_prompt_tokens < t.prompt_tokens,
+        "the first turn ({} tokens) is reused: {t:?}",
+        first.timings.prompt_tokens
+    );
+    let cache = second.cache.unwrap();
+    assert_eq!((cache.vision.hits, cache.vision.misses), (1, 1));
+    assert_eq!(cache.prefix.hits, 1);
+
+    // The same conversation on a fresh engine: nothing cached, the same tokens.
+    let cold = EngineAssistant::load(&tiny(), None).unwrap();
+    let history = session.history();
+    assert_eq!(history.len(), 2);
+    let images = [shot.image.as_ref()];
+    let req = AskRequest { images: &images, history: &history[..1], question: "Which window has the focus?", max_tokens: DEFAULT_MAX_TOKENS };
+    let fresh = cold.ask(&req, &mut |_| Flow::Continue).unwrap();
+    assert_eq!((fresh.timings.vision_cache_hits, fresh.timings.cached_prompt_tokens), (0, 0));
+    assert_eq!(fresh.timings.prompt_tokens, t.prompt_tokens);
+    assert_eq!(fresh.token_ids, second.token_ids, "cached and cold runs give the same tokens");
+    assert_eq!(fresh.text, second.text);
+}
+
+#[test]
+fn flow_stop_ends_the_answer_early_and_the_next_answer_is_unaffected() {
+    let a = EngineAssistant::load(&tiny(), None).unwrap();
+    let shot = screenshot();
+    let images = [shot.image.as_ref()];
+    let req = AskRequest { images: &images, history: &[], question: "Describe the screen.", max_tokens: 48 };
+
+    let mut pieces = Vec::new();
+    let stopped = a
+        .ask(&req, &mut |p| {
+            pieces.push(p.to_string());
+            if pieces.len() == 2 { Flow::Stop } else { Flow::Continue }
+        })
+        .unwrap();
+    assert!(stopped.cancelled);
+    assert_eq!(pieces.len(), 2, "no piece after Stop");
+    // Each of these tokens releases text, so Stop on the second piece means two tokens.
+    assert_eq!(stopped.token_ids.len(), 2, "stopped within one decode step");
+    assert_eq!(stopped.text, pieces.concat());
+
+    let full = a.ask(&req, &mut |_| Flow::Continue).unwrap();
+    assert!(!full.cancelled);
+    assert!(
+        full.token_ids.len() > stopped.token_ids.len() + 2,
+        "stopped after {} of {} tokens",
+        stopped.token_ids.len(),
+        full.token_ids.len()
+    );
+    assert!(full.token_ids.starts_with(&stopped.token_ids), "a stopped answer is a prefix of the full one");
+    assert_eq!(full.timings.vision_cache_hits, 1);
+
+    // The full answer after a cancelled one equals a cold engine's.
+    let cold = EngineAssistant::load(&tiny(), None).unwrap().ask(&req, &mut |_| Flow::Continue).unwrap();
+    assert_eq!(cold.token_ids, full.token_ids);
+}
