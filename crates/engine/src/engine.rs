@@ -1,7 +1,8 @@
 //! The synchronous engine: owns the model, the tokenizer and both caches, turns a
 //! [`ValidRequest`] into a prefilled [`Sequence`] (images through the vision cache, the prompt
-//! through the prefix cache) and advances sequences one token at a time. The async service
-//! drives it from one thread; tests and benchmarks may drive it directly.
+//! through the prefix cache) and advances sequences one token at a time, alone or several in
+//! one batched model pass. The async service drives it from one thread; tests and benchmarks
+//! may drive it directly.
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,8 +11,8 @@ use screenpilot_model::generate::Sampler;
 use screenpilot_model::preprocess::{decode_image, load_image, preprocess};
 use screenpilot_model::prompt::{render, Message, Part};
 use screenpilot_model::{
-    DType, Device, GridThw, LogitsFor, ModelFolder, PreprocessConfig, PreprocessedImage, PromptInput, Qwen3Vl,
-    Tokenizer, VisionOutput,
+    DType, Device, GridThw, KvCache, LogitsFor, ModelFolder, PreprocessConfig, PreprocessedImage, PromptInput,
+    Qwen3Vl, Tokenizer, VisionOutput,
 };
 use serde::Serialize;
 
@@ -31,7 +32,7 @@ pub struct EngineConfig {
     pub prefix_cache_bytes: usize,
     /// Requests waiting for the worker; more are refused with [`EngineError::Busy`].
     pub queue_capacity: usize,
-    /// Sequences decoded together (round-robin, one token each per round).
+    /// Sequences decoded together: one token each per round, in one batched model pass.
     pub max_batch: usize,
     pub limits: RequestLimits,
     /// Keep every step's logits in [`Completion::step_logits`] (for exactness tests).
@@ -215,8 +216,59 @@ impl Engine {
     /// Chooses the next token of `seq` and, unless the answer ends, computes the logits after
     /// it. Returns the token (None when the step ended the answer without one to show).
     pub fn step(&mut self, seq: &mut Sequence) -> Result<Option<TokenEvent>> {
+        let (event, feed) = self.choose(seq)?;
+        if let Some(id) = feed {
+            seq.logits = self.model.decode_step(id, &mut seq.kv)?;
+            seq.keys.push(u64::from(id));
+        }
+        Ok(event)
+    }
+
+    /// [`Engine::step`] for several sequences at once: each chooses its next token with its own
+    /// sampler and stop rules, then every one that goes on is fed to the model in one batched
+    /// pass. Results are in the order of `seqs`. A failed batched pass changes no cache; the
+    /// sequences are then fed one at a time, so an error stays with the sequence that causes it.
+    pub fn step_batch(&mut self, seqs: &mut [&mut Sequence]) -> Vec<Result<Option<TokenEvent>>> {
+        let mut results = Vec::with_capacity(seqs.len());
+        let mut feed: Vec<(usize, u32)> = Vec::new();
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            results.push(self.choose(seq).map(|(event, id)| {
+                feed.extend(id.map(|id| (i, id)));
+                event
+            }));
+        }
+        if feed.is_empty() {
+            return results;
+        }
+        let tokens: Vec<u32> = feed.iter().map(|&(_, id)| id).collect();
+        let mut caches: Vec<&mut KvCache> = seqs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| feed.iter().any(|f| f.0 == *i))
+            .map(|(_, s)| &mut s.kv)
+            .collect();
+        let batched = self.model.decode_batch(&tokens, &mut caches);
+        for (row, &(i, id)) in feed.iter().enumerate() {
+            let logits = match &batched {
+                Ok(all) => all.get(row).map_err(EngineError::from),
+                Err(_) => self.model.decode_step(id, &mut seqs[i].kv).map_err(EngineError::from),
+            };
+            match logits {
+                Ok(l) => {
+                    seqs[i].logits = l;
+                    seqs[i].keys.push(u64::from(id));
+                }
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        results
+    }
+
+    /// Picks the next token of `seq` from its logits and releases its text. Returns the token
+    /// event and, unless the answer ended, the id to feed to the model next.
+    fn choose(&mut self, seq: &mut Sequence) -> Result<(Option<TokenEvent>, Option<u32>)> {
         if seq.finish.is_some() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let raw: Vec<f32> = seq.logits.to_dtype(DType::F32)?.to_vec1()?;
         let id = seq.sampler.pick(&raw, &[]);
@@ -231,20 +283,20 @@ impl Engine {
         if self.tok.is_end(id) && !seq.options.ignore_eos {
             seq.finish = Some(FinishReason::Stop);
             let text = seq.flush_text();
-            return Ok((!text.is_empty()).then_some(TokenEvent { id, text }));
+            return Ok(((!text.is_empty()).then_some(TokenEvent { id, text }), None));
         }
         let piece = seq.decoder.push(&self.tok, id)?;
         let (mut text, stopped) = seq.push_text(&piece);
+        let mut feed = None;
         if stopped {
             seq.finish = Some(FinishReason::StopString);
         } else if seq.ids.len() >= seq.options.max_tokens {
             seq.finish = Some(FinishReason::Length);
             text.push_str(&seq.flush_text());
         } else {
-            seq.logits = self.model.decode_step(id, &mut seq.kv)?;
-            seq.keys.push(u64::from(id));
+            feed = Some(id);
         }
-        Ok(Some(TokenEvent { id, text }))
+        Ok((Some(TokenEvent { id, text }), feed))
     }
 
     /// Ends a sequence: its KV goes to the prefix cache; reports its timings to `on_event`.

@@ -1,12 +1,12 @@
 //! The async service: [`EngineHandle`] (cheap to clone) puts requests on a bounded queue and
 //! refuses them at once with [`EngineError::Busy`] when it is full. One worker thread owns the
 //! [`Engine`] (the model is not shared across threads) and runs continuous batching: between
-//! rounds it admits a queued request (prefill), and each round advances every active sequence
-//! by one token, round-robin (sequences are interleaved step by step, each with its own
-//! forward pass: there are no batched matmuls across sequences). A request whose subscribers
-//! all went away is stopped before its next step. Identical requests that arrive while the first is still queued share one
-//! computation: every subscriber receives every event (once it runs, a repeat is a new job,
-//! made cheap by the caches).
+//! rounds it admits a queued request (its prefill runs then), and each round advances every
+//! active sequence by one token in one batched model pass (each with its own sampler, stop
+//! strings and timings); finished sequences leave the batch after the round. A request whose
+//! subscribers all went away is stopped before its next round. Identical requests that arrive
+//! while the first is still queued share one computation: every subscriber receives every event
+//! (once it runs, a repeat is a new job, made cheap by the caches).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -39,8 +39,13 @@ pub struct EngineStats {
     pub finished: u64,
     pub cancelled: u64,
     pub failed: u64,
-    /// Decode steps run over all sequences.
+    /// Tokens generated over all sequences.
     pub decode_steps: u64,
+    /// Rounds of decoding: each gives every active sequence one token in one batched model
+    /// pass (so `decode_steps / decode_rounds` is the mean batch size).
+    pub decode_rounds: u64,
+    /// Time the worker spent in those rounds (sampling included, prefills not), in ms.
+    pub decode_ms: f64,
     /// Requests queued or running now, and the most there ever were.
     pub in_flight: usize,
     pub peak_in_flight: usize,
@@ -106,6 +111,12 @@ pub struct EventStream {
 impl EventStream {
     pub async fn next(&mut self) -> Option<Event> {
         self.rx.recv().await
+    }
+
+    /// Waits for the next event on this (non-async) thread; None when the stream ended. Must
+    /// not be called from inside an async runtime.
+    pub fn blocking_next(&mut self) -> Option<Event> {
+        self.rx.blocking_recv()
     }
 
     /// An event already delivered, without waiting.
@@ -308,16 +319,25 @@ impl Worker {
         }
     }
 
-    /// One token for every active sequence, then the finished ones are retired.
+    /// One token for every active sequence, all fed to the model in one batched pass; then the
+    /// finished ones are retired. A request nobody listens to any more is cancelled first.
     fn round(&mut self) {
-        let mut steps = 0;
+        let start = Instant::now();
         for a in &mut self.active {
             if a.job.abandoned() {
                 a.seq.cancel();
-                continue;
             }
-            let engine = &mut self.engine;
-            match guard(|| engine.step(&mut a.seq)) {
+        }
+        let live: Vec<usize> = (0..self.active.len()).filter(|&i| self.active[i].seq.finished().is_none()).collect();
+        let engine = &mut self.engine;
+        let mut seqs: Vec<&mut Sequence> =
+            self.active.iter_mut().map(|a| &mut a.seq).filter(|s| s.finished().is_none()).collect();
+        // A panic (a bug) inside the batched step fails every sequence of the batch.
+        let results = guard(|| Ok(engine.step_batch(&mut seqs))).unwrap_or_else(|e| vec![Err(e); live.len()]);
+        let mut steps = 0;
+        for (&i, result) in live.iter().zip(results) {
+            let a = &mut self.active[i];
+            match result {
                 Ok(Some(tok)) => {
                     steps += 1;
                     if !a.job.broadcast(&Event::Token(tok)) {
@@ -331,13 +351,18 @@ impl Worker {
                 }
             }
         }
+        let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+        self.state.update(|s| {
+            s.decode_steps += steps;
+            s.decode_rounds += 1;
+            s.decode_ms += elapsed;
+        });
         let (done, running): (Vec<Active>, Vec<Active>) =
             std::mem::take(&mut self.active).into_iter().partition(|a| a.failed || a.seq.finished().is_some());
         self.active = running;
         for a in done {
             self.retire(a);
         }
-        self.state.update(|s| s.decode_steps += steps);
     }
 
     fn retire(&mut self, a: Active) {

@@ -1,6 +1,6 @@
 //! The async service: event order, refusal when the queue is full, cancellation by dropping the
-//! stream, coalescing of identical requests, round-robin decoding of concurrent requests, and
-//! errors delivered as events.
+//! stream, coalescing of identical requests, batched decoding of concurrent requests (the same
+//! tokens as each alone), and errors delivered as events.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,6 +17,10 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 fn handle(queue_capacity: usize, max_batch: usize) -> EngineHandle {
     EngineHandle::spawn(engine(EngineConfig { queue_capacity, max_batch, ..Default::default() })).unwrap()
+}
+
+fn handle_with(cfg: EngineConfig) -> EngineHandle {
+    EngineHandle::spawn(engine(cfg)).unwrap()
 }
 
 fn ask(h: &EngineHandle, question: &str, max_tokens: usize) -> ValidRequest {
@@ -136,4 +140,41 @@ async fn images_through_the_service_hit_the_vision_cache_the_second_time() {
     assert_eq!((first.vision_cache_hits, second.vision_cache_hits), (0, 1));
     assert!(second.cached_prompt_tokens > 12 && second.prefill_tokens < first.prefill_tokens);
     assert_eq!(h.stats().caches.vision.hits, 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_decoded_in_batches_give_each_ones_tokens_alone() {
+    // Caches off: every request prefills from scratch, alone or not; only batching differs.
+    let h = handle_with(EngineConfig { queue_capacity: 8, max_batch: 4, ..EngineConfig::default().without_caches() });
+    let (a, b) = (image(1, 64, 48), image(2, 96, 64));
+    let mut reqs = vec![
+        request(vec![user(vec![img(&a), text("What is this?")])], 7),
+        request(vec![user(vec![text("Say something long, please.")])], 12),
+        request(vec![user(vec![text("Count.")])], 5),
+        request(vec![user(vec![img(&b), text("Where?")])], 9),
+        request(vec![user(vec![text("A fifth one waits for a free slot in the batch.")])], 6),
+    ];
+    (reqs[2].options.temperature, reqs[2].options.top_p, reqs[2].options.seed) = (0.8, 0.9, 7);
+    (reqs[3].options.temperature, reqs[3].options.seed) = (1.0, 3);
+    reqs[4].options.stop = vec!["e".into()];
+    let reqs: Vec<ValidRequest> = reqs.into_iter().map(|r| h.validate(r).unwrap()).collect();
+    let mut alone = Vec::new();
+    for r in &reqs {
+        alone.push(drain(h.submit(r.clone()).unwrap()).await);
+    }
+    let before = h.stats();
+    let streams: Vec<EventStream> = reqs.iter().map(|r| h.submit(r.clone()).unwrap()).collect();
+    let mut together = Vec::new();
+    for s in streams {
+        together.push(drain(s).await);
+    }
+    for (i, (x, y)) in alone.iter().zip(&together).enumerate() {
+        assert!(!token_ids(x).is_empty(), "request {i} generated tokens");
+        assert_eq!(token_ids(x), token_ids(y), "request {i}: tokens alone vs together");
+        assert_eq!(finish(x), finish(y), "request {i}: finish reason");
+    }
+    let after = h.stats();
+    let (steps, rounds) = (after.decode_steps - before.decode_steps, after.decode_rounds - before.decode_rounds);
+    assert!(steps as f64 / rounds as f64 > 1.5, "decoded in batches: {steps} tokens in {rounds} rounds");
+    assert!(after.decode_ms > before.decode_ms);
 }
