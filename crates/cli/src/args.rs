@@ -139,9 +139,15 @@ pub struct BenchArgs {
     /// Measured repetitions (after one warm-up).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
-    /// Concurrent sequences.
+    /// Concurrent requests: above 1, after the single runs, this many requests of the workload
+    /// (distinct question text) go through the engine at once, decoded in batches, and one at
+    /// a time, and both are reported.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// tokenizer.json for --batch (default: the model folder's, or with --shape
+    /// tests/fixtures/tokenizer/tokenizer.json under the current folder).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json_out: Option<PathBuf>,

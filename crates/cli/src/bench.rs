@@ -1,7 +1,9 @@
 //! `screenpilot bench`: the speed workload (one image + text, then greedy tokens) on random
 //! weights at a named shape or on a real model folder. Reports preprocessing, vision, prefill,
 //! time to first token, decode tokens/s (median and spread over repetitions), peak GPU memory,
-//! and a second question on the same image that reuses the cached prefix.
+//! and a second question on the same image that reuses the cached prefix. With `--batch N` it
+//! then measures N such requests through the engine, batched and one at a time
+//! ([`crate::bench_batch`]).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,10 +13,11 @@ use screenpilot_model::config::named_shape;
 use screenpilot_model::generate::argmax;
 use screenpilot_model::profile;
 use screenpilot_model::preprocess::preprocess;
-use screenpilot_model::{Device, GridThw, LogitsFor, PreprocessConfig, PromptInput, Qwen3Vl, Tensor};
+use screenpilot_model::{Device, GridThw, LogitsFor, PreprocessConfig, PromptInput, Qwen3Vl, Tensor, Tokenizer};
 use serde_json::json;
 
 use crate::args::{BenchArgs, ModelArgs};
+use crate::bench_batch::{self, BatchWorkload};
 use crate::load::{device, dtype, load};
 
 const IM_START: u32 = 151644;
@@ -149,31 +152,49 @@ fn one_run(
     Ok(r)
 }
 
-fn stats(xs: &[f64]) -> serde_json::Value {
+pub(crate) fn stats(xs: &[f64]) -> serde_json::Value {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let med = if v.is_empty() { f64::NAN } else { v[v.len() / 2] };
     json!({"median": med, "min": v.first(), "max": v.last(), "n": v.len()})
 }
 
-pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    if a.batch != 1 {
-        bail!("--batch {} : batched decoding arrives with the engine; only --batch 1 is measured now", a.batch);
+/// Where `--batch` finds a tokenizer for random weights when `--tokenizer` is not given (the
+/// repository's copy, relative to the current folder).
+const DEFAULT_TOKENIZER: &str = "tests/fixtures/tokenizer/tokenizer.json";
+
+/// The tokenizer for `--batch`: `--tokenizer`, else the model folder's, else the repository's.
+fn batch_tokenizer(a: &BenchArgs, folder_tok: Option<Tokenizer>) -> anyhow::Result<Tokenizer> {
+    let path = match (&a.tokenizer, folder_tok) {
+        (None, Some(t)) => return Ok(t),
+        (Some(p), _) => p.clone(),
+        (None, None) => std::path::PathBuf::from(DEFAULT_TOKENIZER),
+    };
+    if !path.is_file() {
+        bail!("--batch needs a tokenizer: {} is missing (give --tokenizer FILE)", path.display());
     }
-    let (model, label) = match (&a.model, &a.shape) {
+    Ok(Tokenizer::from_file(&path)?)
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let (model, label, folder_tok) = match (&a.model, &a.shape) {
         (Some(_), Some(_)) => bail!("give either --model or --shape, not both"),
         (Some(dir), None) => {
             let l = load(&ModelArgs { model: dir.clone(), runtime: a.runtime.clone() })?;
-            (l.model, l.folder.dir.display().to_string())
+            (l.model, l.folder.dir.display().to_string(), Some(l.tok))
         }
         (None, shape) => {
             let shape = shape.as_deref().unwrap_or("2b");
             let cfg = named_shape(shape).with_context(|| format!("unknown shape {shape:?} (2b, 4b, 8b)"))?;
             let dev = device(a.runtime.device)?;
             let dt = dtype(a.runtime.dtype, &dev);
-            (Qwen3Vl::random(&cfg, dt, &dev)?, format!("random {shape}"))
+            (Qwen3Vl::random(&cfg, dt, &dev)?, format!("random {shape}"), None)
         }
     };
+    let tok = if a.batch > 1 { Some(batch_tokenizer(&a, folder_tok)?) } else { None };
     let dev = model.device().clone();
     let mut pcfg = PreprocessConfig::default();
     pcfg.max_image_tokens = a.runtime.max_image_tokens;
@@ -208,7 +229,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let col = |f: fn(&Run) -> f64| stats(&runs.iter().map(f).collect::<Vec<_>>());
     let pre = preprocess(&img, &pcfg)?;
     let prompt_tokens = w.prefix.len() + pre.grid.num_tokens(model.merge_size()) + 1 + w.question.len();
-    let report = json!({
+    let mut report = json!({
         "model": label, "device": format!("{:?}", dev), "dtype": format!("{:?}", model.dtype()),
         "image": [a.image_size, a.image_size], "visual_tokens": pre.grid.num_tokens(model.merge_size()),
         "prompt_tokens": prompt_tokens, "new_tokens": w.new_tokens, "followup_tokens": w.followup.len(),
@@ -220,7 +241,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "peak_gpu_mem_gib": peak.map(|p| p as f64 / (1u64 << 30) as f64),
         "gpu_mem_before_gib": base_mem.map(|p| p as f64 / (1u64 << 30) as f64),
     });
+    if let Some(tok) = tok {
+        let bw = BatchWorkload {
+            requests: a.batch,
+            image: &img,
+            system_tokens: a.system_tokens,
+            text_tokens: a.text_tokens,
+            new_tokens: w.new_tokens,
+            reps: a.reps,
+        };
+        report["batch"] = bench_batch::run(model, tok, pcfg, &bw)?;
+    }
     print_table(&report)?;
+    if report.get("batch").is_some() {
+        bench_batch::print_table(&report["batch"])?;
+    }
     if let Some(path) = &a.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("{}", path.display()))?;
     }

@@ -4,6 +4,7 @@
 mod args;
 mod ask;
 mod bench;
+mod bench_batch;
 mod ground;
 mod load;
 mod serve;
