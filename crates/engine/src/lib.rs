@@ -6,9 +6,10 @@
 //!   images agree on a prefix.
 //! - [`engine`]: the synchronous core that owns the model and both caches.
 //! - [`service`]: the async handle ([`EngineHandle`]) — a bounded queue, one worker thread,
-//!   continuous (round-robin) batching, cancellation and coalescing of identical requests.
+//!   continuous batching (every active sequence decoded in one batched model pass per round),
+//!   cancellation and coalescing of identical requests.
 //! - [`server`]: an OpenAI-compatible HTTP API (axum).
-//! - [`bench`]: measuring a second question on the same image.
+//! - [`bench`]: measuring a second question on the same image, and batched throughput.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
