@@ -8,7 +8,7 @@
 
 pub mod config;
 pub mod error;
-mod flash;
+mod kernels;
 pub mod generate;
 pub mod loader;
 pub mod model;

@@ -1,11 +1,14 @@
 //! The text decoder: RMSNorm, QK-norm GQA attention with interleaved MRoPE, SwiGLU MLP,
 //! DeepStack injection after the first layers, and the KV cache the engine owns.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
 
 use crate::config::TextParams;
 use crate::error::{ModelError, Result};
+use crate::kernels;
 use crate::profile::scope;
 use crate::rope::Positions;
 use crate::vision::softmax_f32;
@@ -48,12 +51,56 @@ fn fused_linear(vb: &VarBuilder, parts: &[(&str, usize)], in_dim: usize, bias: b
 
 /// Keys and values of one sequence, per layer, plus what decoding needs to continue it.
 /// Owned by the caller (the engine) and passed as `&mut`; the weights stay shared.
+///
+/// Each layer's keys and values live in buffers with room to spare, (b, kv_heads, capacity,
+/// head_dim), written in place as tokens arrive (no concatenation per step); the buffers grow by
+/// half when full. Clones share the buffers (the engine's prefix cache keeps clones): a cache
+/// about to write into a buffer that another clone still holds copies it first (copy on write),
+/// so no clone ever sees another's tokens.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
     len: usize,
     /// MRoPE offset of the next token: its position is `len + rope_delta` on all three axes.
     pub rope_delta: i64,
+}
+
+/// One layer: its buffers (maybe shared with clones) and how many of their tokens are ours.
+#[derive(Debug, Clone)]
+struct LayerKv {
+    buf: Arc<KvBuffers>,
+    filled: usize,
+}
+
+/// (b, kv_heads, capacity, head_dim) keys and values.
+#[derive(Debug)]
+struct KvBuffers {
+    k: Tensor,
+    v: Tensor,
+}
+
+impl KvBuffers {
+    fn capacity(&self) -> usize {
+        self.k.dim(2).unwrap_or(0)
+    }
+
+    /// Zeroed buffers shaped like `like` (b, kv_heads, _, head_dim) with room for `cap` tokens,
+    /// holding a copy of the first `keep` tokens of `from`.
+    fn with_capacity(like: &Tensor, cap: usize, from: Option<&KvBuffers>, keep: usize) -> Result<Self> {
+        let (b, h, _, d) = like.dims4()?;
+        let k = Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?;
+        let v = Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?;
+        if let (Some(old), true) = (from, keep > 0) {
+            k.slice_set(&old.k.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
+            v.slice_set(&old.v.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
+        }
+        Ok(Self { k, v })
+    }
+}
+
+/// Room for `needed` tokens and then some: half again, at least 256 more, in steps of 256.
+fn grown_capacity(needed: usize, current: usize) -> usize {
+    needed.max(current + current / 2).saturating_add(256).next_multiple_of(256)
 }
 
 impl KvCache {
@@ -77,38 +124,64 @@ impl KvCache {
         self.rope_delta = 0;
     }
 
-    /// Keeps the first `len` tokens (for reusing a shared prefix).
+    /// Keeps the first `len` tokens (for reusing a shared prefix). Buffers stay; later tokens
+    /// are overwritten (after a copy, if a clone shares the buffers).
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         if len >= self.len {
             return Ok(());
         }
-        for l in self.layers.iter_mut().flatten() {
-            *l = (l.0.narrow(2, 0, len)?, l.1.narrow(2, 0, len)?);
-        }
+        self.forget_after(len);
         self.len = len;
         Ok(())
     }
 
-    /// Bytes held on the device.
+    /// Marks every layer as holding at most `len` tokens (the data stays until overwritten).
+    fn forget_after(&mut self, len: usize) {
+        for slot in self.layers.iter_mut() {
+            if len == 0 {
+                *slot = None;
+            } else if let Some(l) = slot {
+                l.filled = l.filled.min(len);
+            }
+        }
+    }
+
+    /// Bytes held on the device (the buffers' capacity, shared ones counted in full).
     pub fn bytes(&self) -> usize {
         self.layers
             .iter()
             .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .map(|l| (l.buf.k.elem_count() + l.buf.v.elem_count()) * l.buf.k.dtype().size_in_bytes())
             .sum()
     }
 
+    /// Writes `k`, `v` (b, kv_heads, s, head_dim) after the layer's tokens; returns views of all
+    /// of its keys and values so far.
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let slot = self
             .layers
             .get_mut(layer)
             .ok_or_else(|| ModelError::Input(format!("KV cache has no layer {layer}")))?;
-        let kv = match slot.take() {
-            None => (k.clone(), v.clone()),
-            Some((pk, pv)) => (Tensor::cat(&[&pk, k], 2)?, Tensor::cat(&[&pv, v], 2)?),
+        let filled = slot.as_ref().map_or(0, |l| l.filled);
+        let needed = filled + k.dim(2)?;
+        let fits = slot.as_ref().is_some_and(|l| l.buf.capacity() >= needed && l.buf.k.dims()[..2] == k.dims()[..2]);
+        // Never write into buffers a clone still holds: copy them first.
+        let unique = slot.as_mut().is_some_and(|l| Arc::get_mut(&mut l.buf).is_some());
+        let l = match slot {
+            Some(l) if fits && unique => l,
+            _ => {
+                let old = slot.as_ref().map(|l| l.buf.as_ref());
+                let current = old.map_or(0, KvBuffers::capacity);
+                // A copy for sharing's sake keeps the capacity; a full buffer grows.
+                let cap = if fits { current } else { grown_capacity(needed, current) };
+                let buf = Arc::new(KvBuffers::with_capacity(k, cap, old, filled)?);
+                slot.insert(LayerKv { buf, filled })
+            }
         };
-        *slot = Some(kv.clone());
-        Ok(kv)
+        l.buf.k.slice_set(&k.contiguous()?, 2, filled)?;
+        l.buf.v.slice_set(&v.contiguous()?, 2, filled)?;
+        l.filled = needed;
+        Ok((l.buf.k.narrow(2, 0, needed)?, l.buf.v.narrow(2, 0, needed)?))
     }
 }
 
@@ -118,7 +191,19 @@ impl KvCache {
 pub(crate) struct RopeTables {
     cos: Tensor,
     sin: Tensor,
+    /// (seq, head_dim) = [cos | sin], for the fused QK-norm + rope kernel (CUDA bf16 only).
+    cos_sin: Option<Tensor>,
     mask: Option<Tensor>,
+}
+
+impl RopeTables {
+    fn new(cos: Tensor, sin: Tensor) -> Result<Self> {
+        let cos_sin = match (cos.device(), cos.dtype()) {
+            (Device::Cuda(_), DType::BF16) => Some(Tensor::cat(&[&cos, &sin], D::Minus1)?),
+            _ => None,
+        };
+        Ok(Self { cos, sin, cos_sin, mask: None })
+    }
 }
 
 /// Interleaved multi-axis rotary embedding: frequency i follows the h axis when i % 3 == 1 and
@@ -168,11 +253,10 @@ impl MRope {
             cos.extend_from_slice(&c);
             sin.extend_from_slice(&s);
         }
-        Ok(RopeTables {
-            cos: Tensor::from_vec(cos, (n, half), dev)?.to_dtype(dtype)?,
-            sin: Tensor::from_vec(sin, (n, half), dev)?.to_dtype(dtype)?,
-            mask: None,
-        })
+        RopeTables::new(
+            Tensor::from_vec(cos, (n, half), dev)?.to_dtype(dtype)?,
+            Tensor::from_vec(sin, (n, half), dev)?.to_dtype(dtype)?,
+        )
     }
 }
 
@@ -209,22 +293,30 @@ impl Attention {
     }
 
     /// The projections of `xs` (b, s, hidden) as heads: q (b, heads, s, head_dim) and k
-    /// (b, kv_heads, s, head_dim) QK-normed and rotated, v (b, kv_heads, s, head_dim).
+    /// (b, kv_heads, s, head_dim) QK-normed and rotated, v (b, kv_heads, s, head_dim) (on the
+    /// fused path a strided view into the projection, copied once into the KV cache).
     fn qkv_heads(&self, xs: &Tensor, rope: &RopeTables) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
         let qkv = scope("text.qkv_proj", dev, || self.qkv.forward(xs))?;
-        let (nq, nkv) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
-        let q = qkv.narrow(D::Minus1, 0, nq)?;
-        let k = qkv.narrow(D::Minus1, nq, nkv)?;
-        let v = qkv.narrow(D::Minus1, nq + nkv, nkv)?;
+        // (b, s, heads + 2 kv_heads, head_dim): q, k and v heads are views of it.
+        let qkv = qkv.reshape((b, s, self.heads + 2 * self.kv_heads, self.head_dim))?;
+        let q = qkv.narrow(2, 0, self.heads)?;
+        let k = qkv.narrow(2, self.heads, self.kv_heads)?;
+        let v = qkv.narrow(2, self.heads + self.kv_heads, self.kv_heads)?;
+        if let Some(table) = &rope.cos_sin {
+            let fused = scope("text.norm_rope", dev, || {
+                let q = kernels::norm_rope(&q, &self.q_norm.weight, table, self.q_norm.eps as f32)?;
+                let k = kernels::norm_rope(&k, &self.k_norm.weight, table, self.k_norm.eps as f32)?;
+                Ok::<_, ModelError>(q.zip(k))
+            })?;
+            if let Some((q, k)) = fused {
+                return Ok((q, k, v.transpose(1, 2)?));
+            }
+        }
         let (q, k) = scope("text.qk_norm", dev, || {
-            Ok::<_, ModelError>((
-                self.q_norm.forward(&q.reshape((b, s, self.heads, self.head_dim))?)?,
-                self.k_norm.forward(&k.reshape((b, s, self.kv_heads, self.head_dim))?)?,
-            ))
+            Ok::<_, ModelError>((self.q_norm.forward(&q)?, self.k_norm.forward(&k)?))
         })?;
-        let v = v.reshape((b, s, self.kv_heads, self.head_dim))?;
         scope("text.rope", dev, || {
             Ok::<_, ModelError>((
                 rotate(&q.transpose(1, 2)?.contiguous()?, rope)?,
@@ -240,12 +332,14 @@ impl Attention {
         let (q, k, v) = self.qkv_heads(xs, rope)?;
         let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
         let scale = (self.head_dim as f64).powf(-0.5);
-        if s > 1 {
-            let fused = scope("text.flash_attn", dev, || crate::flash::attention(&q, &k, &v, scale as f32, true))?;
-            if let Some(out) = fused {
-                let out = out.reshape((b, s, self.heads * self.head_dim))?;
-                return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
-            }
+        let fused = if s > 1 {
+            scope("text.flash_attn", dev, || kernels::attention(&q, &k, &v, scale as f32, true))?
+        } else {
+            scope("text.decode_attn", dev, || kernels::decode_attention(&q, &k, &v, scale as f32))?
+        };
+        if let Some(out) = fused {
+            let out = out.reshape((b, s, self.heads * self.head_dim))?;
+            return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
         }
         // Grouped-query attention without copying keys: the `rep` query heads that share a key
         // head become `rep * s` rows of one matmul against it (head h uses key head h / rep).
@@ -310,10 +404,13 @@ impl DecoderLayer {
     fn mlp_residual(&self, xs: &Tensor) -> Result<Tensor> {
         let dev = xs.device();
         let h = scope("text.norm", dev, || self.ln2.forward(xs))?;
-        let h = scope("text.gate_up", dev, || {
-            let gu = self.gate_up.forward(&h)?;
-            let n = self.intermediate;
-            gu.narrow(D::Minus1, 0, n)?.silu()? * gu.narrow(D::Minus1, n, n)?
+        let gu = scope("text.gate_up", dev, || self.gate_up.forward(&h))?;
+        let h = scope("text.swiglu", dev, || match kernels::swiglu(&gu)? {
+            Some(h) => Ok(h),
+            None => {
+                let n = self.intermediate;
+                Ok::<_, ModelError>((gu.narrow(D::Minus1, 0, n)?.silu()? * gu.narrow(D::Minus1, n, n)?)?)
+            }
         })?;
         Ok((xs + scope("text.down", dev, || self.down.forward(&h))?)?)
     }
@@ -409,6 +506,62 @@ impl TextModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::IndexOp;
+
+    fn tokens(from: usize, n: usize) -> (Tensor, Tensor) {
+        let k = Tensor::arange(from as f32, (from + n) as f32, &Device::Cpu).unwrap().reshape((1, 1, n, 1)).unwrap();
+        let k = k.broadcast_as((1, 2, n, 4)).unwrap().contiguous().unwrap();
+        (k.clone(), (k * -1.0).unwrap())
+    }
+
+    fn keys(c: &mut KvCache, layer: usize) -> Vec<f32> {
+        let l = c.layers[layer].as_ref().unwrap();
+        let (k, v) = (l.buf.k.narrow(2, 0, l.filled).unwrap(), l.buf.v.narrow(2, 0, l.filled).unwrap());
+        let ks: Vec<f32> = k.i((0, 1, .., 0)).unwrap().to_vec1().unwrap();
+        let vs: Vec<f32> = v.i((0, 0, .., 3)).unwrap().to_vec1().unwrap();
+        assert_eq!(ks.iter().map(|x| -x).collect::<Vec<_>>(), vs);
+        ks
+    }
+
+    #[test]
+    fn kv_cache_grows_in_place_and_keeps_every_token() {
+        let mut c = KvCache::new(1);
+        let mut expect = Vec::new();
+        for (from, n) in [(0, 5), (5, 1), (6, 300), (306, 1), (307, 500)] {
+            let (k, v) = tokens(from, n);
+            let (ak, _) = c.append(0, &k, &v).unwrap();
+            expect.extend((from..from + n).map(|x| x as f32));
+            assert_eq!(ak.dim(2).unwrap(), expect.len());
+        }
+        assert_eq!(keys(&mut c, 0), expect);
+        let cap = c.layers[0].as_ref().unwrap().buf.capacity();
+        assert!(cap >= 807 && cap % 256 == 0, "capacity {cap}");
+        assert_eq!(c.bytes(), 2 * 2 * cap * 4 * 4);
+    }
+
+    #[test]
+    fn kv_cache_clones_never_see_each_others_tokens() {
+        let mut a = KvCache::new(1);
+        let (k, v) = tokens(0, 10);
+        a.append(0, &k, &v).unwrap();
+        a.len = 10;
+        // A prefix-cache style clone, truncated and continued with other tokens.
+        let mut b = a.clone();
+        b.truncate(4).unwrap();
+        let (k, v) = tokens(100, 3);
+        b.append(0, &k, &v).unwrap();
+        assert_eq!(keys(&mut b, 0), [0., 1., 2., 3., 100., 101., 102.]);
+        assert_eq!(keys(&mut a, 0), (0..10).map(|x| x as f32).collect::<Vec<_>>());
+        // The original continues too, and the clone is unaffected.
+        let (k, v) = tokens(50, 1);
+        a.append(0, &k, &v).unwrap();
+        assert_eq!(keys(&mut b, 0), [0., 1., 2., 3., 100., 101., 102.]);
+        // Truncating to nothing drops the buffers; bytes follow.
+        let before = a.bytes();
+        a.truncate(0).unwrap();
+        assert!(before > 0);
+        assert_eq!(a.bytes(), 0);
+    }
 
     #[test]
     fn causal_mask_lets_each_token_see_the_past_and_itself() {

@@ -168,7 +168,7 @@ impl VisionAttention {
         for &(start, len) in ctx.chunks {
             let part = |t: &Tensor| t.narrow(1, start, len)?.unsqueeze(0);
             let out = scope("vision.flash_attn", dev, || {
-                crate::flash::attention(&part(q)?, &part(k)?, &part(v)?, scale as f32, false)
+                crate::kernels::attention(&part(q)?, &part(k)?, &part(v)?, scale as f32, false)
             })?;
             let Some(out) = out else { return Ok(None) };
             outs.push(out.reshape((len, ()))?);

@@ -17,15 +17,7 @@ impl KvCache {
     /// Drops keys and values past `len` in every layer: what a pass that failed midway
     /// appended before `len` was advanced.
     fn rollback(&mut self) -> Result<()> {
-        let len = self.len;
-        for slot in self.layers.iter_mut() {
-            match slot {
-                Some((k, v)) if k.dim(2)? > len => {
-                    *slot = if len == 0 { None } else { Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)) };
-                }
-                _ => {}
-            }
-        }
+        self.forget_after(self.len);
         Ok(())
     }
 }
@@ -37,7 +29,7 @@ impl MRope {
         let v = starts.to_vec();
         let t = self.tables(&Positions { axes: [v.clone(), v.clone(), v] }, dtype, dev)?;
         let shape = (starts.len(), 1, t.cos.dim(1)?);
-        Ok(RopeTables { cos: t.cos.reshape(shape)?, sin: t.sin.reshape(shape)?, mask: None })
+        RopeTables::new(t.cos.reshape(shape)?, t.sin.reshape(shape)?)
     }
 }
 
@@ -46,6 +38,10 @@ impl Attention {
     /// k, v (1, kv_heads, len, head_dim). The `rep` query heads sharing a key head are the rows of
     /// one matmul (no key copies); no mask, the token sees everything before it.
     fn attend_one(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let scale = (self.head_dim as f64).powf(-0.5);
+        if let Some(out) = crate::kernels::decode_attention(q, k, v, scale as f32)? {
+            return Ok(out.reshape((1, self.heads, 1, self.head_dim))?);
+        }
         let rep = self.heads / self.kv_heads;
         let q = q.reshape((1, self.kv_heads, rep, self.head_dim))?;
         let w = (q.matmul(&k.t()?)? * (self.head_dim as f64).powf(-0.5))?;
@@ -146,7 +142,7 @@ mod tests {
         c.len = 3;
         c.append(0, &kv(1), &kv(1)).unwrap();
         c.rollback().unwrap();
-        let lens: Vec<usize> = c.layers.iter().flatten().map(|(k, v)| k.dim(2).unwrap().min(v.dim(2).unwrap())).collect();
+        let lens: Vec<usize> = c.layers.iter().flatten().map(|l| l.filled).collect();
         assert_eq!(lens, [3, 3]);
         let mut empty = KvCache::new(1);
         empty.append(0, &kv(1), &kv(1)).unwrap();

@@ -1,0 +1,191 @@
+// Small fused kernels for the text decoder on CUDA (bf16), each replacing a chain of candle ops
+// while rounding where that chain (and the reference) rounds:
+//   sp_norm_rope   QK-norm (RMSNorm over head_dim, f32 statistics) + rotary embedding + the
+//                  (b, s, heads, d) -> (b, heads, s, d) transpose, read in place from the qkv output
+//   sp_swiglu      silu(gate) * up on the stacked gate_up output
+//   sp_decode_attn attention of one new token per sequence over its cached keys (grouped-query
+//                  heads share each key load), f32 scores and softmax, split over 16 warps
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float sp_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+__device__ __forceinline__ float sp_warp_sum(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+__device__ __forceinline__ float sp_warp_max(float x) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+
+// grid (s, heads, b), block d/2 threads (d <= 256). x: (b, s, heads, d) with strides x_bs, x_rs,
+// x_hs; w: (d); cs: (s, d) = [cos | sin] of each position's d/2 frequencies, plus cs_bs per batch
+// row (0 when all rows share the table); out: (b, heads, s, d).
+// Each thread owns the pair (i, i + d/2) that rotary embedding mixes.
+extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, const bf16 *cs, bf16 *out, int s,
+                                             int heads, int d, float eps, long long x_bs, long long x_rs,
+                                             long long x_hs, long long cs_bs) {
+    __shared__ float partial[8];
+    const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z, i = threadIdx.x, half = d / 2;
+    const bf16 *row = x + b * x_bs + t * x_rs + h * x_hs;
+    const float x1 = __bfloat162float(row[i]), x2 = __bfloat162float(row[i + half]);
+    float ss = sp_warp_sum(x1 * x1 + x2 * x2);
+    if (i % 32 == 0) partial[i / 32] = ss;
+    __syncthreads();
+    ss = 0.f;
+    for (int k = 0; k < (half + 31) / 32; ++k) ss += partial[k];
+    const float scale = rsqrtf(ss / d + eps);
+    // RMSNorm rounds once (candle's fused kernel), rope rounds each product and the sum (bf16 ops).
+    const float n1 = sp_round(scale * x1 * __bfloat162float(w[i]));
+    const float n2 = sp_round(scale * x2 * __bfloat162float(w[i + half]));
+    const bf16 *tab = cs + b * cs_bs + (long long)t * d;
+    const float c = __bfloat162float(tab[i]), sn = __bfloat162float(tab[half + i]);
+    bf16 *o = out + (((long long)b * heads + h) * s + t) * d;
+    o[i] = __float2bfloat16_rn(sp_round(n1 * c) - sp_round(n2 * sn));
+    o[i + half] = __float2bfloat16_rn(sp_round(n1 * sn) + sp_round(n2 * c));
+}
+
+// gu: (rows, 2n) = [gate | up] per row; out: (rows, n) = round(round(silu(gate)) * up).
+extern "C" __global__ void sp_swiglu_bf16(const bf16 *gu, bf16 *out, int rows, int n) {
+    const long long total = (long long)rows * n;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const long long r = idx / n, c = idx % n;
+        const float g = __bfloat162float(gu[r * 2 * n + c]);
+        const float u = __bfloat162float(gu[r * 2 * n + n + c]);
+        out[idx] = __float2bfloat16_rn(sp_round(g / (1.0f + expf(-g))) * u);
+    }
+}
+
+// E consecutive bf16 (E = 2 or 4, 4- or 8-byte aligned) as floats, in one load.
+template <int E>
+__device__ __forceinline__ void sp_load_row(const bf16 *p, float *f) {
+    if constexpr (E == 4) {
+        const uint2 raw = *reinterpret_cast<const uint2 *>(p);
+        const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162 *>(&raw.x);
+        const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162 *>(&raw.y);
+        f[0] = __low2float(a); f[1] = __high2float(a); f[2] = __low2float(b); f[3] = __high2float(b);
+    } else {
+        const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162 *>(p);
+        f[0] = __low2float(a); f[1] = __high2float(a);
+    }
+}
+
+#define SP_DEC_WARPS 16
+#define SP_DEC_UNROLL 8
+
+// grid (kv_heads, b), block 32 * SP_DEC_WARPS. q: (b, heads, 1, D) contiguous; k, v: (b, kv_heads,
+// len, D) with strides (bs, hs, rs); out: (b, heads * D). The REP query heads of a key head are
+// handled together so each key and value row is read once. Each lane holds D/32 dims.
+template <int D, int REP>
+__device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale,
+                               long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs,
+                               long long v_rs) {
+    constexpr int E = D / 32;  // dims per lane: 4 for D = 128
+    __shared__ float sm_m[SP_DEC_WARPS][REP], sm_l[SP_DEC_WARPS][REP];
+    __shared__ float sm_acc[SP_DEC_WARPS][REP][D];
+    const int kvh = blockIdx.x, b = blockIdx.y, heads = gridDim.x * REP;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const float sl2 = scale * 1.4426950408889634f;
+    k += b * k_bs + kvh * k_hs + lane * E;
+    v += b * v_bs + kvh * v_hs + lane * E;
+
+    float qr[REP][E], acc[REP][E], m[REP], l[REP];
+#pragma unroll
+    for (int r = 0; r < REP; ++r) {
+        const bf16 *qp = q + ((long long)b * heads + kvh * REP + r) * D + lane * E;
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+            qr[r][e] = __bfloat162float(qp[e]) * sl2;
+            acc[r][e] = 0.f;
+        }
+        m[r] = -INFINITY;
+        l[r] = 0.f;
+    }
+
+    for (int base = warp * SP_DEC_UNROLL; base < len; base += SP_DEC_WARPS * SP_DEC_UNROLL) {
+        float kf[SP_DEC_UNROLL][E], vf[SP_DEC_UNROLL][E];
+#pragma unroll
+        for (int u = 0; u < SP_DEC_UNROLL; ++u) {
+            const int j = base + u;
+            if (j < len) {
+                sp_load_row<E>(k + j * k_rs, kf[u]);
+                sp_load_row<E>(v + j * v_rs, vf[u]);
+            } else {
+#pragma unroll
+                for (int e = 0; e < E; ++e) kf[u][e] = vf[u][e] = 0.f;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < REP; ++r) {
+            float sc[SP_DEC_UNROLL];
+            float tile_max = -INFINITY;
+#pragma unroll
+            for (int u = 0; u < SP_DEC_UNROLL; ++u) {
+                float dot = 0.f;
+#pragma unroll
+                for (int e = 0; e < E; ++e) dot += qr[r][e] * kf[u][e];
+                dot = sp_warp_sum(dot);
+                sc[u] = base + u < len ? dot : -INFINITY;
+                tile_max = fmaxf(tile_max, sc[u]);
+            }
+            const float m_new = fmaxf(m[r], tile_max);
+            const float alpha = exp2f(m[r] - m_new);  // m_new is finite: key `base` < len exists
+            m[r] = m_new;
+            l[r] *= alpha;
+#pragma unroll
+            for (int e = 0; e < E; ++e) acc[r][e] *= alpha;
+#pragma unroll
+            for (int u = 0; u < SP_DEC_UNROLL; ++u) {
+                const float p = exp2f(sc[u] - m_new);
+                l[r] += p;
+#pragma unroll
+                for (int e = 0; e < E; ++e) acc[r][e] += p * vf[u][e];
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < REP; ++r) {
+        if (lane == 0) {
+            sm_m[warp][r] = m[r];
+            sm_l[warp][r] = l[r];
+        }
+#pragma unroll
+        for (int e = 0; e < E; ++e) sm_acc[warp][r][lane * E + e] = acc[r][e];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < REP * D; idx += blockDim.x) {
+        const int r = idx / D, c = idx % D;
+        float mx = -INFINITY;
+        for (int w = 0; w < SP_DEC_WARPS; ++w) mx = fmaxf(mx, sm_m[w][r]);
+        float num = 0.f, den = 0.f;
+        for (int w = 0; w < SP_DEC_WARPS; ++w) {
+            if (sm_m[w][r] == -INFINITY) continue;  // a warp that saw no key
+            const float f = exp2f(sm_m[w][r] - mx);
+            num += sm_acc[w][r][c] * f;
+            den += sm_l[w][r] * f;
+        }
+        out[((long long)b * heads + kvh * REP + r) * D + c] = __float2bfloat16_rn(num / den);
+    }
+}
+
+#define SP_DECODE_ENTRY(D, REP)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_bf16_d##D##_r##REP(          \
+        const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale, long long k_bs,           \
+        long long k_hs, long long k_rs, long long v_bs, long long v_hs, long long v_rs) {                        \
+        sp_decode_attn<D, REP>(q, k, v, out, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs);                   \
+    }
+
+SP_DECODE_ENTRY(128, 1)
+SP_DECODE_ENTRY(128, 2)
+SP_DECODE_ENTRY(128, 4)
+SP_DECODE_ENTRY(64, 1)
+SP_DECODE_ENTRY(64, 2)
+SP_DECODE_ENTRY(64, 4)
