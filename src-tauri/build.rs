@@ -17,8 +17,15 @@ fn main() {
     for p in ["src", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json"] {
         println!("cargo:rerun-if-changed={}", ui.join(p).display());
     }
-    if !ui.join("node_modules").is_dir() {
+    // `npm ci` when node_modules is missing or was installed from another package-lock.json
+    // (a copy of the lock it was installed from is kept next to it).
+    let lock = std::fs::read(ui.join("package-lock.json")).unwrap_or_default();
+    let stamp = ui.join("node_modules/.screenpilot-package-lock.json");
+    if std::fs::read(&stamp).ok().as_deref() != Some(lock.as_slice()) {
         npm(&["ci", "--no-audit", "--no-fund"], &ui);
+        if let Err(e) = std::fs::write(&stamp, &lock) {
+            println!("cargo:warning=cannot write {}: {e}", stamp.display());
+        }
     }
     npm(&["run", "build"], &ui);
     tauri_build::build();

@@ -75,6 +75,8 @@ fn hotkeys(app: &tauri::App) -> Result<(), Box<dyn std::error::Error>> {
 /// Builds and runs the app.
 pub fn run() {
     let result = tauri::Builder::default()
+        // The model-folder picker; the capability grants only `dialog:allow-open`.
+        .plugin(tauri_plugin_dialog::init())
         .setup(|app| {
             let state = build_state(app)?;
             app.manage(state);

@@ -1,10 +1,12 @@
 //! End-to-end in the real webview: tauri-driver + WebKitWebDriver drive the debug app
 //! binary on the X display ($DISPLAY, e.g. Xvfb started by scripts/test.sh). Loads the tiny
-//! model, captures the screen, asks (streamed answer), injects known model output through the
-//! debug-only command to check the grounding overlay, rejects a proposed click (the pointer
-//! must not move) and accepts one (the pointer must land where the model pointed, read back
-//! with xdotool), and checks the audit log. Needs tauri-driver (installed here if missing),
-//! WebKitWebDriver (Debian: webkit2gtk-driver) and xdotool.
+//! model, captures the screen, asks (streamed answer) and asks a follow-up (the capture's vision
+//! features come from the cache), injects known model output through the debug-only command to
+//! check the grounding overlay, rejects a proposed click (the pointer must not move) and accepts
+//! one (the pointer must land where the model pointed, read back with xdotool), checks the audit
+//! log and the HTML panel, and chooses the model folder in the native folder picker.
+//! Needs tauri-driver (installed here if missing), WebKitWebDriver (Debian: webkit2gtk-driver)
+//! and xdotool.
 
 #[path = "support/webdriver.rs"]
 mod webdriver;
@@ -87,6 +89,7 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     assert!(std::env::var("DISPLAY").is_ok(), "needs an X display (scripts/test.sh starts Xvfb)");
     let tmp = std::env::temp_dir().join(format!("sp-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
+    let tiny = repo().join("tests/fixtures/tiny");
     let (port, native) = (free_port(), free_port());
     let child = Command::new(tauri_driver())
         .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
@@ -115,7 +118,6 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     assert!(err.as_str().unwrap().contains("not a usable model folder"), "{err}");
 
     // Load the tiny model.
-    let tiny = repo().join("tests/fixtures/tiny");
     s.type_into("#model-path", tiny.to_str().unwrap()).unwrap();
     s.click("#load").unwrap();
     let info = s.wait_for("document.getElementById('model-info').dataset.loaded === 'yes' && document.getElementById('model-info').textContent", LONG).unwrap();
@@ -235,6 +237,47 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     assert_eq!(diff[0], json!(false), "difference view hidden: {diff}");
     assert!(diff[1].as_u64().unwrap() > 100, "difference image empty: {diff}");
 
+    // Browse…: the native folder picker (tauri-plugin-dialog) opens at the typed folder; the
+    // folder chosen in it replaces the path and is loaded.
+    s.type_into("#model-path", tiny.parent().unwrap().to_str().unwrap()).unwrap();
+    s.exec("document.getElementById('model-info').textContent = ''", json!([])).unwrap();
+    s.click("#browse").unwrap();
+    choose_folder_in_gtk_dialog("Model folder", "tiny");
+    let info = s.wait_for("document.getElementById('model-info').textContent.startsWith('tiny ') && document.getElementById('model-info').textContent", LONG).unwrap();
+    assert!(info.as_str().unwrap().contains("cpu · f32"), "{info}");
+    let picked = s.exec("return document.getElementById('model-path').value", json!([])).unwrap();
+    assert_eq!(Path::new(picked.as_str().unwrap()), tiny.as_path());
+
     s.close().unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Waits for the GTK file chooser titled `title`, types `name` (relative to the folder it
+/// shows) into its location field and accepts it. xdotool focuses the dialog explicitly, as
+/// there is no window manager.
+fn choose_folder_in_gtk_dialog(title: &str, name: &str) {
+    let find = || {
+        let out = Command::new("xdotool").args(["search", "--onlyvisible", "--name", &format!("^{title}$")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string)
+    };
+    let start = Instant::now();
+    let window = loop {
+        if let Some(id) = find() {
+            break id;
+        }
+        assert!(start.elapsed() < SHORT, "no '{title}' dialog appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let xdo = |args: &[&str]| assert!(Command::new("xdotool").args(args).status().unwrap().success(), "xdotool {args:?}");
+    xdo(&["windowfocus", "--sync", &window]);
+    xdo(&["key", "--clearmodifiers", "ctrl+l"]);
+    xdo(&["type", "--delay", "20", name]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Drop a selected inline completion (e.g. a trailing "/", which would open the folder).
+    xdo(&["key", "Delete", "Return"]);
+    let start = Instant::now();
+    while find().is_some() {
+        assert!(start.elapsed() < SHORT, "the '{title}' dialog did not accept {name}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -1,6 +1,7 @@
 // ScreenPilot UI: plain TypeScript over the app's Tauri commands (see src-tauri/src/commands).
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
+import { open } from "@tauri-apps/plugin-dialog";
 import "./style.css";
 
 type Geometry = { image_width: number; image_height: number; origin_x: number; origin_y: number; scale_x: number; scale_y: number; monitor: string; scale_factor: number };
@@ -20,7 +21,7 @@ type CmdError = { kind: string; message: string };
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const el = {
-  modelPath: $<HTMLInputElement>("model-path"), load: $<HTMLButtonElement>("load"), modelInfo: $("model-info"),
+  modelPath: $<HTMLInputElement>("model-path"), browse: $<HTMLButtonElement>("browse"), load: $<HTMLButtonElement>("load"), modelInfo: $("model-info"),
   repo: $<HTMLInputElement>("repo"), download: $<HTMLButtonElement>("download"), downloadCancel: $<HTMLButtonElement>("download-cancel"),
   progress: $<HTMLProgressElement>("download-progress"), downloadStatus: $("download-status"),
   monitor: $<HTMLSelectElement>("monitor"), capture: $<HTMLButtonElement>("capture"), window: $<HTMLSelectElement>("window"),
@@ -54,6 +55,16 @@ async function loadModel(path: string) {
   clearError();
   el.modelInfo.textContent = "loading…";
   try { showModel(await invoke<ModelInfo>("model_open", { path })); } catch (e) { showModel(null); showError(e); }
+}
+
+// The native folder picker (tauri-plugin-dialog; the capability grants only dialog:allow-open).
+// The chosen folder goes into the path field and is loaded; typing a path works as before.
+async function browse() {
+  clearError();
+  try {
+    const dir = await open({ directory: true, multiple: false, title: "Model folder", defaultPath: el.modelPath.value.trim() || undefined });
+    if (typeof dir === "string") { el.modelPath.value = dir; await loadModel(dir); }
+  } catch (e) { showError(e); }
 }
 
 async function download() {
@@ -259,6 +270,7 @@ el.toHtml.onclick = async () => {
   } catch (e) { el.pageScore.textContent = ""; showError(e); }
 };
 
+el.browse.onclick = browse;
 el.load.onclick = () => loadModel(el.modelPath.value.trim());
 el.download.onclick = download;
 el.downloadCancel.onclick = () => invoke("model_download_cancel");
