@@ -5,11 +5,16 @@
 //! check the grounding overlay, rejects a proposed click (the pointer must not move) and accepts
 //! one (the pointer must land where the model pointed, read back with xdotool), checks the audit
 //! log and the HTML panel, and chooses the model folder in the native folder picker.
+//! Downloads the tiny model from a loopback hub (the app reads $HF_ENDPOINT) with progress,
+//! cancels the download and resumes it.
 //! Needs tauri-driver (installed here if missing), WebKitWebDriver (Debian: webkit2gtk-driver)
 //! and xdotool.
 
 #[path = "support/webdriver.rs"]
 mod webdriver;
+// The loopback hub of the desktop crate's download test.
+#[path = "../../crates/desktop/tests/support/hub.rs"]
+mod hub;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use screenpilot_desktop::download::CHUNK_BYTES;
 use serde_json::json;
 use webdriver::Session;
 
@@ -90,11 +96,14 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     let tmp = std::env::temp_dir().join(format!("sp-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let tiny = repo().join("tests/fixtures/tiny");
+    // Downloads go to this hub (the app reads $HF_ENDPOINT); weights past 2 MiB wait for the gate.
+    let hub = hub::HubServer::start(&tiny, Some(2 * CHUNK_BYTES as u64));
     let (port, native) = (free_port(), free_port());
     let child = Command::new(tauri_driver())
         .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
         .env("XDG_CONFIG_HOME", tmp.join("config"))
         .env("XDG_DATA_HOME", tmp.join("data"))
+        .env("HF_ENDPOINT", &hub.url)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(std::env::temp_dir().join(format!("sp-e2e-{}-driver.log", std::process::id()))).unwrap())
         .process_group(0)
@@ -248,6 +257,8 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     let picked = s.exec("return document.getElementById('model-path').value", json!([])).unwrap();
     assert_eq!(Path::new(picked.as_str().unwrap()), tiny.as_path());
 
+    download_through_the_ui(&s, &hub, &tiny, &tmp.join("data/dev.screenpilot.app/models"));
+
     s.close().unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
 }
@@ -280,4 +291,44 @@ fn choose_folder_in_gtk_dialog(title: &str, name: &str) {
         assert!(start.elapsed() < SHORT, "the '{title}' dialog did not accept {name}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+const PROGRESS: &str = "document.getElementById('download-progress').value";
+
+/// Downloads the tiny model from the loopback hub through the UI: the progress bar moves while
+/// the weights are held at the gate, Cancel stops the download, Download resumes it from the
+/// committed offset, and the downloaded folder is loaded. `cache` is the app's models folder.
+fn download_through_the_ui(s: &Session, hub: &hub::HubServer, tiny: &Path, cache: &Path) {
+    let big_size = std::fs::metadata(tiny.join(hub::BIG)).unwrap().len();
+    s.type_into("#repo", hub::REPO).unwrap();
+    s.click("#download").unwrap();
+    assert!(hub.wait_blocked(LONG), "the download never reached the gate");
+    let deadline = Instant::now() + SHORT;
+    while hub::committed(cache, big_size) != Some(2 * CHUNK_BYTES as u64) {
+        assert!(Instant::now() < deadline, "the app never committed the first two chunks in {}", cache.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = s.wait_for(&format!("{PROGRESS} > 0 && document.getElementById('download-status').textContent"), SHORT).unwrap();
+    assert!(status.as_str().unwrap().contains(hub::BIG), "{status}");
+    let moved = s.exec(&format!("return {PROGRESS}"), json!([])).unwrap().as_f64().unwrap();
+    assert!(moved > 0.0 && moved < 1.0, "progress while held at the gate: {moved}");
+
+    s.click("#download-cancel").unwrap();
+    s.wait_for("document.getElementById('error').textContent === 'cancelled' && document.getElementById('download-cancel').disabled", SHORT).unwrap();
+    let before = hub.requests().len();
+
+    hub.open_gate();
+    s.click("#download").unwrap();
+    let info = s
+        .wait_for(
+            &format!("document.getElementById('download-status').textContent === 'downloaded' && document.getElementById('model-info').dataset.loaded === 'yes' && document.getElementById('model-info').textContent.startsWith('{}') && document.getElementById('model-info').textContent", hub::REPO),
+            LONG,
+        )
+        .unwrap();
+    assert!(info.as_str().unwrap().contains("cpu · f32"), "{info}");
+    assert_eq!(s.exec(&format!("return {PROGRESS}"), json!([])).unwrap(), json!(1), "the progress bar ends full");
+    let path = s.exec("return document.getElementById('model-path').value", json!([])).unwrap();
+    assert!(Path::new(path.as_str().unwrap()).starts_with(cache), "{path}");
+    let resumed: Vec<_> = hub.requests()[before..].iter().filter(|(f, a, b)| f == hub::BIG && !(*a == 0 && *b == 0)).map(|r| r.1).collect();
+    assert_eq!(resumed.iter().min(), Some(&(2 * CHUNK_BYTES as u64)), "resumed at the committed offset: {resumed:?}");
 }

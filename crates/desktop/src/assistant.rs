@@ -110,6 +110,20 @@ pub fn validate_folder(dir: &Path) -> Result<ModelFolder> {
     ModelFolder::open(dir).map_err(|e| DesktopError::BadModel(e.to_string()))
 }
 
+/// What the UI calls the model in `dir`: `org/name` for a hub download
+/// (`…/models--org--name/snapshots/<commit>`), else the folder's name.
+pub fn model_name(dir: &Path) -> String {
+    let hub_repo = dir
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("models--"))
+        .map(|n| n.replacen("--", "/", 1));
+    hub_repo.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+}
+
 pub(crate) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
@@ -140,5 +154,18 @@ impl Assistant for ScriptedAssistant {
         let total_ms = ms(t0);
         let timings = AskTimings { total_ms, ttft_ms: total_ms, ..AskTimings::default() };
         Ok(AskOutcome { text, cancelled, timings, token_ids: Vec::new(), cache: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_snapshots_are_named_by_their_repo_and_other_folders_by_their_name() {
+        assert_eq!(model_name(Path::new("/c/models--Qwen--Qwen3-VL-2B-Instruct/snapshots/0123abc")), "Qwen/Qwen3-VL-2B-Instruct");
+        assert_eq!(model_name(Path::new("/home/me/models/qwen3-vl-2b")), "qwen3-vl-2b");
+        assert_eq!(model_name(Path::new("/x/snapshots/abc")), "abc");
+        assert_eq!(model_name(Path::new("/")), "");
     }
 }

@@ -3,6 +3,7 @@
 //! hf-hub's tokio API, into a hub-style cache (`models--org--name/snapshots/<commit>/`).
 //! Progress is reported per chunk; [`CancelToken`] stops a download, and the next call resumes
 //! it from the last complete chunk (hf-hub keeps a `.sync.part` file with a committed length).
+//! Files of the commit already in the cache are not fetched again.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -187,6 +188,10 @@ async fn fetch_all(req: &DownloadRequest, sink: Arc<dyn Fn(DownloadProgress) + S
     if !files.iter().any(|f| f.ends_with(".safetensors")) || !files.iter().any(|f| f == "config.json") {
         return Err(DesktopError::Download(format!("{} has no config.json or *.safetensors", req.repo)));
     }
+    // Files of this commit already in the cache are not fetched again (hf-hub's download would).
+    let snapshot = (!info.sha.is_empty() && info.sha.chars().all(|c| c.is_ascii_alphanumeric())).then(|| {
+        req.cache_dir.join(Repo::model(req.repo.clone()).folder_name()).join("snapshots").join(&info.sha)
+    });
     let mut folder: Option<PathBuf> = None;
     for (i, file) in files.iter().enumerate() {
         let reporter = Reporter {
@@ -197,7 +202,16 @@ async fn fetch_all(req: &DownloadRequest, sink: Arc<dyn Fn(DownloadProgress) + S
             files: files.len(),
             sink: Arc::clone(&sink),
         };
-        let path = repo.download_with_progress(file, reporter.clone()).await.map_err(dl_err)?;
+        let path = match snapshot.as_ref().map(|s| s.join(file)).filter(|p| p.exists()) {
+            Some(cached) => {
+                // hf-hub links a snapshot file only once its blob is complete.
+                let size = std::fs::metadata(&cached).map_err(|e| DesktopError::io(&cached, e))?.len();
+                reporter.total.store(size, Ordering::SeqCst);
+                reporter.done.store(size, Ordering::SeqCst);
+                cached
+            }
+            None => repo.download_with_progress(file, reporter.clone()).await.map_err(dl_err)?,
+        };
         reporter.report();
         folder = path.parent().map(Path::to_path_buf);
     }

@@ -21,7 +21,7 @@ use screenpilot_engine::{
 use screenpilot_model::generate::Flow;
 use screenpilot_model::{DType, Device, Qwen3Vl, Tokenizer};
 
-use crate::assistant::{ms, validate_folder, AskOutcome, AskRequest, AskTimings, Assistant, ModelInfo};
+use crate::assistant::{ms, model_name, validate_folder, AskOutcome, AskRequest, AskTimings, Assistant, ModelInfo};
 use crate::error::{DesktopError, Result};
 
 /// Qwen3-VL through the engine, on the best device this build supports. Answers are greedy
@@ -83,7 +83,7 @@ impl EngineAssistant {
         }
         let parameters = folder.parameter_count().map_err(bad_model)?;
         let info = ModelInfo {
-            name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            name: model_name(dir),
             path: dir.display().to_string(),
             device: device_name(&device).into(),
             dtype: format!("{dtype:?}").to_lowercase(),
