@@ -12,6 +12,8 @@ APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates
   # X11 test display, pointer/keyboard checks, capture (xcap needs pipewire headers and clang for bindgen)
   xvfb xauth xdotool imagemagick
+  # a window manager for the window-capture test (xcap lists windows through it; the test starts it)
+  openbox
   libxcb1-dev libxrandr-dev libdbus-1-dev libgbm-dev libegl-dev libwayland-dev
   libpipewire-0.3-dev libspa-0.2-dev clang libclang-dev libxkbcommon-dev
   # the desktop app (Tauri 2 on WebKitGTK) and its end-to-end test driver

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 if [ -z "${DISPLAY:-}" ]; then
   display=":$((90 + RANDOM % 9))"
   # -noreset: without it Xvfb resets when its last client leaves and captures fail intermittently.
+  # No window manager: the input tests rely on exact window placement and focus following the
+  # pointer; the window-capture test (crates/desktop/tests/window_capture.rs) starts openbox itself.
   Xvfb "$display" -screen 0 1920x1080x24 -nolisten tcp -noreset >/dev/null 2>&1 &
   xvfb_pid=$!
   trap 'kill $xvfb_pid 2>/dev/null || true' EXIT

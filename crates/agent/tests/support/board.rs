@@ -1,5 +1,6 @@
-//! Test helper: an X11 window (x11rb) with coloured "buttons" (child windows) at known
-//! screen places; records every button press with the button's name and root position.
+//! Test helper: an X11 window (x11rb) titled [`TITLE`] with coloured "buttons" (child windows)
+//! at known screen places; records every button press with the button's name and root position.
+//! Also used by crates/desktop/tests/window_capture.rs.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,8 +9,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{ConnectionExt, CreateWindowAux, EventMask, WindowClass};
+use x11rb::protocol::xproto::{AtomEnum, ConnectionExt, CreateWindowAux, EventMask, PropMode, WindowClass};
 use x11rb::protocol::Event;
+use x11rb::wrapper::ConnectionExt as _;
 use x11rb::COPY_DEPTH_FROM_PARENT;
 
 /// A button: name, colour (0xRRGGBB) and rectangle in root (screen) coordinates.
@@ -38,6 +40,9 @@ pub struct Click {
     pub root_y: i16,
 }
 
+/// The board window's title (WM_NAME), so window pickers list it.
+pub const TITLE: &str = "ScreenPilot test board";
+
 /// The board window's position and size on screen.
 pub const BOARD: (i16, i16, u16, u16) = (200, 150, 900, 600);
 
@@ -51,6 +56,8 @@ pub const BUTTONS: [ButtonSpec; 4] = [
 
 /// A running board; dropping it closes the window.
 pub struct Board {
+    /// The board's X window id.
+    pub window: u32,
     pub clicks: Arc<Mutex<Vec<Click>>>,
     quit: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -65,6 +72,10 @@ impl Board {
         let board = conn.generate_id()?;
         let aux = CreateWindowAux::new().background_pixel(0x808080).event_mask(EventMask::STRUCTURE_NOTIFY);
         conn.create_window(COPY_DEPTH_FROM_PARENT, board, screen.root, bx, by, bw, bh, 0, WindowClass::INPUT_OUTPUT, 0, &aux)?;
+        conn.change_property8(PropMode::REPLACE, board, AtomEnum::WM_NAME, AtomEnum::STRING, TITLE.as_bytes())?;
+        let net_wm_name = conn.intern_atom(false, b"_NET_WM_NAME")?.reply()?.atom;
+        let utf8 = conn.intern_atom(false, b"UTF8_STRING")?.reply()?.atom;
+        conn.change_property8(PropMode::REPLACE, board, net_wm_name, utf8, TITLE.as_bytes())?;
         let mut ids = Vec::new();
         for b in BUTTONS {
             let id = conn.generate_id()?;
@@ -88,7 +99,7 @@ impl Board {
         let (c2, q2) = (clicks.clone(), quit.clone());
         let thread = std::thread::spawn(move || event_loop(conn, ids, c2, q2));
         std::thread::sleep(Duration::from_millis(100));
-        Ok(Board { clicks, quit, thread: Some(thread) })
+        Ok(Board { window: board, clicks, quit, thread: Some(thread) })
     }
 
     /// Presses recorded so far.
