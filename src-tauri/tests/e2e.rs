@@ -96,8 +96,10 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     let tmp = std::env::temp_dir().join(format!("sp-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let tiny = repo().join("tests/fixtures/tiny");
-    // Downloads go to this hub (the app reads $HF_ENDPOINT); weights past 2 MiB wait for the gate.
-    let hub = hub::HubServer::start(&tiny, Some(2 * CHUNK_BYTES as u64));
+    // Downloads go to this hub (the app reads $HF_ENDPOINT); the last chunk of the weights
+    // waits for the gate.
+    let gate = hub::last_chunk_gate(&tiny, CHUNK_BYTES as u64);
+    let hub = hub::HubServer::start(&tiny, Some(gate));
     let (port, native) = (free_port(), free_port());
     let child = Command::new(tauri_driver())
         .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
@@ -257,7 +259,7 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     let picked = s.exec("return document.getElementById('model-path').value", json!([])).unwrap();
     assert_eq!(Path::new(picked.as_str().unwrap()), tiny.as_path());
 
-    download_through_the_ui(&s, &hub, &tiny, &tmp.join("data/dev.screenpilot.app/models"));
+    download_through_the_ui(&s, &hub, gate, &tiny, &tmp.join("data/dev.screenpilot.app/models"));
 
     s.close().unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
@@ -296,16 +298,17 @@ fn choose_folder_in_gtk_dialog(title: &str, name: &str) {
 const PROGRESS: &str = "document.getElementById('download-progress').value";
 
 /// Downloads the tiny model from the loopback hub through the UI: the progress bar moves while
-/// the weights are held at the gate, Cancel stops the download, Download resumes it from the
-/// committed offset, and the downloaded folder is loaded. `cache` is the app's models folder.
-fn download_through_the_ui(s: &Session, hub: &hub::HubServer, tiny: &Path, cache: &Path) {
+/// the last chunk of the weights is held at `gate`, Cancel stops the download, Download resumes
+/// it from the committed offset, and the downloaded folder is loaded. `cache` is the app's
+/// models folder.
+fn download_through_the_ui(s: &Session, hub: &hub::HubServer, gate: u64, tiny: &Path, cache: &Path) {
     let big_size = std::fs::metadata(tiny.join(hub::BIG)).unwrap().len();
     s.type_into("#repo", hub::REPO).unwrap();
     s.click("#download").unwrap();
     assert!(hub.wait_blocked(LONG), "the download never reached the gate");
     let deadline = Instant::now() + SHORT;
-    while hub::committed(cache, big_size) != Some(2 * CHUNK_BYTES as u64) {
-        assert!(Instant::now() < deadline, "the app never committed the first two chunks in {}", cache.display());
+    while hub::committed(cache, big_size) != Some(gate) {
+        assert!(Instant::now() < deadline, "the app never committed the chunks before the gate in {}", cache.display());
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = s.wait_for(&format!("{PROGRESS} > 0 && document.getElementById('download-status').textContent"), SHORT).unwrap();
@@ -330,5 +333,5 @@ fn download_through_the_ui(s: &Session, hub: &hub::HubServer, tiny: &Path, cache
     let path = s.exec("return document.getElementById('model-path').value", json!([])).unwrap();
     assert!(Path::new(path.as_str().unwrap()).starts_with(cache), "{path}");
     let resumed: Vec<_> = hub.requests()[before..].iter().filter(|(f, a, b)| f == hub::BIG && !(*a == 0 && *b == 0)).map(|r| r.1).collect();
-    assert_eq!(resumed.iter().min(), Some(&(2 * CHUNK_BYTES as u64)), "resumed at the committed offset: {resumed:?}");
+    assert_eq!(resumed.iter().min(), Some(&gate), "resumed at the committed offset: {resumed:?}");
 }

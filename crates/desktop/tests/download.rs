@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hub::{committed, sha, HubServer, BIG, REPO};
+use hub::{committed, last_chunk_gate, sha, HubServer, BIG, REPO};
 use screenpilot_desktop::download::{download, CancelToken, DownloadProgress, DownloadRequest, CHUNK_BYTES};
 use screenpilot_desktop::DesktopError;
 
@@ -21,20 +21,20 @@ fn fixture() -> PathBuf {
 #[test]
 fn downloads_cancels_and_resumes_from_a_local_hub() {
     let big_size = std::fs::metadata(fixture().join(BIG)).unwrap().len();
-    assert!(big_size > 3 * CHUNK_BYTES as u64, "the fixture must span several chunks");
-    let server = HubServer::start(&fixture(), Some(2 * CHUNK_BYTES as u64));
+    let gate = last_chunk_gate(&fixture(), CHUNK_BYTES as u64);
+    let server = HubServer::start(&fixture(), Some(gate));
     let cache = std::env::temp_dir().join(format!("sp-download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let req = DownloadRequest { endpoint: server.url.clone(), repo: REPO.into(), revision: "main".into(), cache_dir: cache.clone(), parallel: 16 };
 
-    // Run 1: blocks at the third chunk of the weights; cancel once two chunks are committed.
+    // Run 1: blocks at the last chunk of the weights; cancel once the others are committed.
     let token = CancelToken::new();
     let (r1, t1) = (req.clone(), token.clone());
     let first = std::thread::spawn(move || download(&r1, &t1, Arc::new(|_| {})));
-    assert!(server.wait_blocked(Duration::from_secs(120)), "the download never reached the third chunk");
+    assert!(server.wait_blocked(Duration::from_secs(120)), "the download never reached the last chunk");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while committed(&cache, big_size) != Some(2 * CHUNK_BYTES as u64) {
-        assert!(Instant::now() < deadline, "hf-hub never committed the first two chunks");
+    while committed(&cache, big_size) != Some(gate) {
+        assert!(Instant::now() < deadline, "hf-hub never committed the chunks before the last");
         std::thread::yield_now();
     }
     token.cancel();
@@ -49,7 +49,7 @@ fn downloads_cancels_and_resumes_from_a_local_hub() {
 
     let requests = server.requests()[requests_before..].to_vec();
     let big_data: Vec<_> = requests.iter().filter(|(f, a, b)| f == BIG && !(*a == 0 && *b == 0)).collect();
-    assert_eq!(big_data.iter().map(|r| r.1).min(), Some(2 * CHUNK_BYTES as u64), "resumed at the committed offset: {requests:?}");
+    assert_eq!(big_data.iter().map(|r| r.1).min(), Some(gate), "resumed at the committed offset: {requests:?}");
     let last = seen.lock().unwrap().iter().filter(|p| p.file == BIG).last().cloned().unwrap();
     assert_eq!((last.bytes, last.total), (big_size, big_size), "progress reaches the end");
     for f in ["config.json", "tokenizer.json", BIG] {

@@ -141,6 +141,16 @@ fn serve(files: &HashMap<String, Vec<u8>>, state: &(Mutex<State>, Condvar), mut 
     s.write_all(body)
 }
 
+/// The start of the last `chunk`-byte chunk of [`BIG`] in `folder`: a gate there holds back
+/// only that chunk, so every other chunk completes whatever order the downloader's parallel
+/// chunk tasks take their permits in (with a gate further forward, held chunks can take every
+/// permit and starve the ones before them), and the committed length reaches the gate.
+pub fn last_chunk_gate(folder: &Path, chunk: u64) -> u64 {
+    let size = std::fs::metadata(folder.join(BIG)).unwrap().len();
+    assert!(size > 3 * chunk, "{BIG} must span several chunks");
+    (size - 1) / chunk * chunk
+}
+
 /// The length hf-hub has committed in its part file for a download of [`REPO`] into the
 /// hub-style cache `cache` (the last 8 bytes of `<blob>.sync.part`), if that file is there.
 pub fn committed(cache: &Path, size: u64) -> Option<u64> {
