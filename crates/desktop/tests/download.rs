@@ -50,7 +50,7 @@ fn downloads_cancels_and_resumes_from_a_local_hub() {
     let requests = server.requests()[requests_before..].to_vec();
     let big_data: Vec<_> = requests.iter().filter(|(f, a, b)| f == BIG && !(*a == 0 && *b == 0)).collect();
     assert_eq!(big_data.iter().map(|r| r.1).min(), Some(gate), "resumed at the committed offset: {requests:?}");
-    let last = seen.lock().unwrap().iter().filter(|p| p.file == BIG).last().cloned().unwrap();
+    let last = seen.lock().unwrap().iter().rfind(|p| p.file == BIG).cloned().unwrap();
     assert_eq!((last.bytes, last.total), (big_size, big_size), "progress reaches the end");
     for f in ["config.json", "tokenizer.json", BIG] {
         assert_eq!(sha(&std::fs::read(dir.join(f)).unwrap()), sha(&std::fs::read(fixture().join(f)).unwrap()), "{f}");
