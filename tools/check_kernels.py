@@ -27,11 +27,35 @@ KERNELS = os.path.join(ROOT, "crates", "model", "kernels")
 LAUNCHER = r"""
 #include "%s/flash_attn.cu"
 #include "%s/fused.cu"
-extern "C" int norm_rope(const void *x, const void *w, const void *cs, void *o, int b, int seq,
+static float *scratch_o, *scratch_ml;  // split partials, allocated once (64 MB + 4 MB)
+static void ensure_scratch() {
+    if (!scratch_o) {
+        cudaMalloc(&scratch_o, 64 << 20);
+        cudaMalloc(&scratch_ml, 4 << 20);
+    }
+}
+static void combine(void *o, int rows, int splits, int d) {
+    sp_attn_combine<<<rows, d>>>(scratch_o, scratch_ml, (__nv_bfloat16 *)o, splits, d);
+}
+extern "C" int norm_rope(const void *x, const void *w, int w_split, const void *cs, void *o, int b, int seq,
                          int heads, int d, float eps, long long x_bs, long long x_rs, long long x_hs,
                          long long cs_bs) {
-    sp_norm_rope_bf16<<<dim3(seq, heads, b), d / 2>>>((const bf16 *)x, (const bf16 *)w, (const bf16 *)cs,
+    sp_norm_rope_bf16<<<dim3(seq, heads, b), d / 2>>>((const bf16 *)x, (const bf16 *)w, w_split, (const bf16 *)cs,
         (bf16 *)o, seq, heads, d, eps, x_bs, x_rs, x_hs, cs_bs);
+    return (int)cudaGetLastError();
+}
+extern "C" int add_rmsnorm(const void *x, const void *y, const void *w, void *o, int rows, int n, float eps) {
+    sp_add_rmsnorm_bf16<<<rows, 256>>>((const bf16 *)x, (const bf16 *)y, (const bf16 *)w, (bf16 *)o, rows, n, eps);
+    return (int)cudaGetLastError();
+}
+extern "C" int bias_act(const void *x, const void *b, void *o, int rows, int n, int act) {
+    sp_bias_act_bf16<<<1024, 256>>>((const bf16 *)x, (const bf16 *)b, (bf16 *)o, rows, n, act);
+    return (int)cudaGetLastError();
+}
+extern "C" int vision_rope(const void *qkv, const void *c, const void *s, void *o, int seq, int heads, int d,
+                           float q_scale) {
+    sp_vision_rope_bf16<<<dim3(seq, 2 * heads), d / 2>>>((const bf16 *)qkv, (const float *)c, (const float *)s,
+        (bf16 *)o, seq, heads, d, q_scale);
     return (int)cudaGetLastError();
 }
 extern "C" int swiglu(const void *gu, void *o, int rows, int n) {
@@ -40,28 +64,42 @@ extern "C" int swiglu(const void *gu, void *o, int rows, int n) {
 }
 extern "C" int decode_attn(const void *q, const void *k, const void *v, void *o, int b, int kv_heads, int rep,
                            int len, float scale, long long k_bs, long long k_hs, long long k_rs, long long v_bs,
-                           long long v_hs, long long v_rs, int iters) {
-    dim3 grid(kv_heads, b), block(32 * SP_DEC_WARPS);
+                           long long v_hs, long long v_rs, int splits, int iters) {
+    ensure_scratch();
+    const int step = 8 * SP_DEC_WARPS;
+    int chunk = ((len + splits - 1) / splits + step - 1) / step * step;
+    splits = (len + chunk - 1) / chunk;
+    dim3 grid(kv_heads, splits, b), block(32 * SP_DEC_WARPS);
     typedef const bf16 *P;
-    for (int it = 0; it < iters; ++it)
-    if (rep == 1) sp_decode_attn_bf16_d128_r1<<<grid, block>>>((P)q, (P)k, (P)v, (bf16 *)o, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs);
-    else if (rep == 2) sp_decode_attn_bf16_d128_r2<<<grid, block>>>((P)q, (P)k, (P)v, (bf16 *)o, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs);
-    else sp_decode_attn_bf16_d128_r4<<<grid, block>>>((P)q, (P)k, (P)v, (bf16 *)o, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs);
+    for (int it = 0; it < iters; ++it) {
+        if (rep == 1) sp_decode_attn_bf16_d128_r1<<<grid, block>>>((P)q, (P)k, (P)v, (bf16 *)o, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, chunk, scratch_o, scratch_ml);
+        else if (rep == 2) sp_decode_attn_bf16_d128_r2<<<grid, block>>>((P)q, (P)k, (P)v, (bf16 *)o, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, chunk, scratch_o, scratch_ml);
+        else sp_decode_attn_bf16_d128_r4<<<grid, block>>>((P)q, (P)k, (P)v, (bf16 *)o, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, chunk, scratch_o, scratch_ml);
+        if (splits > 1) combine(o, b * kv_heads * rep, splits, 128);
+    }
     return (int)cudaGetLastError();
 }
 extern "C" int launch(int d, const void *q, const void *k, const void *v, void *o, int b, int sq, int skv,
                       int heads, int kv_heads, int causal, int past, float scale, long long q_bs,
                       long long q_hs, long long q_rs, long long k_bs, long long k_hs, long long k_rs,
                       long long v_bs, long long v_hs, long long v_rs, long long o_bs, long long o_rs,
-                      long long o_hs) {
-    dim3 grid((sq + SP_BLOCK_M - 1) / SP_BLOCK_M, heads, b), block(SP_WARPS * 32);
+                      long long o_hs, int splits, int iters) {
+    ensure_scratch();
+    int chunk = ((skv + splits - 1) / splits + 63) / 64 * 64;
+    splits = (skv + chunk - 1) / chunk;
+    dim3 grid((sq + SP_BLOCK_M - 1) / SP_BLOCK_M, heads, b * splits), block(SP_WARPS * 32);
     typedef const __nv_bfloat16 *P;
-    if (d == 64)
-        sp_flash_attn_bf16_d64<<<grid, block>>>((P)q, (P)k, (P)v, (__nv_bfloat16 *)o, sq, skv, heads, kv_heads,
-            causal, past, scale, q_bs, q_hs, q_rs, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs);
-    else
-        sp_flash_attn_bf16_d128<<<grid, block>>>((P)q, (P)k, (P)v, (__nv_bfloat16 *)o, sq, skv, heads, kv_heads,
-            causal, past, scale, q_bs, q_hs, q_rs, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs);
+    for (int it = 0; it < iters; ++it) {
+        if (d == 64)
+            sp_flash_attn_bf16_d64<<<grid, block>>>((P)q, (P)k, (P)v, (__nv_bfloat16 *)o, sq, skv, heads, kv_heads,
+                causal, past, scale, q_bs, q_hs, q_rs, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs,
+                splits, chunk, scratch_o, scratch_ml);
+        else
+            sp_flash_attn_bf16_d128<<<grid, block>>>((P)q, (P)k, (P)v, (__nv_bfloat16 *)o, sq, skv, heads, kv_heads,
+                causal, past, scale, q_bs, q_hs, q_rs, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs,
+                splits, chunk, scratch_o, scratch_ml);
+        if (splits > 1) combine(o, b * sq * heads, splits, d);
+    }
     return (int)cudaGetLastError();
 }
 """
@@ -83,7 +121,7 @@ def build():
     return ctypes.CDLL(lib)
 
 
-def run(lib, q, k, v, causal, past, scale):
+def run(lib, q, k, v, causal, past, scale, splits=1, iters=1):
     """q (b, h, sq, d), k/v (b, hkv, skv, d), any strides with a contiguous last dim."""
     b, h, sq, d = q.shape
     hkv, skv = k.shape[1], k.shape[2]
@@ -92,7 +130,8 @@ def run(lib, q, k, v, causal, past, scale):
     rc = lib.launch(d, ctypes.c_void_p(q.data_ptr()), ctypes.c_void_p(k.data_ptr()), ctypes.c_void_p(v.data_ptr()),
                     ctypes.c_void_p(o.data_ptr()), b, sq, skv, h, hkv, int(causal), past, ctypes.c_float(scale),
                     L(q.stride(0)), L(q.stride(1)), L(q.stride(2)), L(k.stride(0)), L(k.stride(1)), L(k.stride(2)),
-                    L(v.stride(0)), L(v.stride(1)), L(v.stride(2)), L(o.stride(0)), L(o.stride(1)), L(o.stride(2)))
+                    L(v.stride(0)), L(v.stride(1)), L(v.stride(2)), L(o.stride(0)), L(o.stride(1)), L(o.stride(2)),
+                    splits, iters)
     assert rc == 0, f"launch failed: {rc}"
     return o
 
@@ -128,28 +167,32 @@ def main():
     dev = "cuda"
     bad = 0
     cases = [
-        # name, b, h, hkv, sq, skv, d, causal
-        ("vision 4096", 1, 16, 16, 4096, 4096, 64, False),
-        ("vision odd 1000", 1, 16, 16, 1000, 1000, 64, False),
-        ("vision tiny 4", 1, 2, 2, 4, 4, 64, False),
-        ("prefill 1546", 1, 16, 8, 1546, 1546, 128, True),
-        ("follow-up 30 after 1546", 1, 16, 8, 30, 1576, 128, True),
-        ("prefill odd 77, batch 2", 2, 4, 2, 77, 77, 128, True),
-        ("causal 1 row", 1, 16, 8, 1, 300, 128, True),
+        # name, b, h, hkv, sq, skv, d, causal, key splits
+        ("vision 4096", 1, 16, 16, 4096, 4096, 64, False, 1),
+        ("vision odd 1000", 1, 16, 16, 1000, 1000, 64, False, 1),
+        ("vision tiny 4", 1, 2, 2, 4, 4, 64, False, 1),
+        ("prefill 1546", 1, 16, 8, 1546, 1546, 128, True, 1),
+        ("follow-up 30 after 1546", 1, 16, 8, 30, 1576, 128, True, 1),
+        ("same, 13 key splits", 1, 16, 8, 30, 1576, 128, True, 13),
+        ("prefill odd 77, batch 2", 2, 4, 2, 77, 77, 128, True, 1),
+        ("odd 77, batch 2, 3 splits", 2, 4, 2, 77, 200, 128, True, 3),
+        ("causal 1 row", 1, 16, 8, 1, 300, 128, True, 1),
     ]
-    for name, b, h, hkv, sq, skv, d, causal in cases:
+    for name, b, h, hkv, sq, skv, d, causal, splits in cases:
         q = torch.randn(b, h, sq, d, device=dev, dtype=torch.bfloat16)
         k = torch.randn(b, hkv, skv, d, device=dev, dtype=torch.bfloat16)
         v = torch.randn(b, hkv, skv, d, device=dev, dtype=torch.bfloat16)
         past = skv - sq
         scale = d ** -0.5
-        out = run(lib, q, k, v, causal, past, scale).float()
+        out = run(lib, q, k, v, causal, past, scale, splits).float()
         ref = reference(q, k, v, causal, past, scale)
         err = (out - ref).abs().max().item()
         # Output magnitude ~1; bf16 P and output rounding give errors around 1e-2 at worst.
         ok = err < 2e-2 and torch.isfinite(out).all().item()
         bad += not ok
         line = f"{name:28s} max|err| {err:.2e} {'ok' if ok else 'FAIL'}"
+        if sq < 1000 and skv >= 1000:
+            line += f"   {timed(lambda: run(lib, q, k, v, causal, past, scale, splits, 100), 5) * 10:.1f} us"
         if sq >= 1000:
             ours = timed(lambda: run(lib, q, k, v, causal, past, scale))
             kr = k.repeat_interleave(h // hkv, 1)
@@ -185,16 +228,18 @@ def bf(x):
 
 def check_fused(lib):
     dev, bad, L, ptr = "cuda", 0, ctypes.c_longlong, lambda t: ctypes.c_void_p(t.data_ptr())
-    # QK-norm + rope, reading q heads in place from a (b, s, (16 + 2 * 8) * 128) qkv output.
-    for b, seq, heads, d, shared in [(1, 1546, 16, 128, True), (1, 1, 16, 128, True), (3, 1, 8, 128, False)]:
-        qkv = torch.randn(b, seq, (heads + 16) * d, device=dev, dtype=torch.bfloat16) * 3
+    # QK-norm + rope, reading q and k heads (16 + 8, weights split at 16) in place from a
+    # (b, s, (16 + 2 * 8) * 128) qkv output.
+    for b, seq, heads, d, shared in [(1, 1546, 24, 128, True), (1, 1, 24, 128, True), (3, 1, 24, 128, False)]:
+        qkv = torch.randn(b, seq, (heads + 8) * d, device=dev, dtype=torch.bfloat16) * 3
         x = qkv[..., : heads * d].view(b, seq, heads, d)
-        w = (torch.rand(d, device=dev) + 0.5).to(torch.bfloat16)
+        w2 = (torch.rand(2, d, device=dev) + 0.5).to(torch.bfloat16)
+        w = torch.cat([w2[0:1].expand(16, d), w2[1:2].expand(heads - 16, d)])  # per head
         cs = torch.rand(b if not shared else 1, seq, d // 2, device=dev) * 6.28
         cos, sin = cs.cos().to(torch.bfloat16).contiguous(), cs.sin().to(torch.bfloat16).contiguous()
         out = torch.empty(b, heads, seq, d, device=dev, dtype=torch.bfloat16)
         table = torch.cat([cos, sin], -1).contiguous()
-        rc = lib.norm_rope(ptr(x), ptr(w), ptr(table), ptr(out), b, seq, heads, d, ctypes.c_float(1e-6),
+        rc = lib.norm_rope(ptr(x), ptr(w2), 16, ptr(table), ptr(out), b, seq, heads, d, ctypes.c_float(1e-6),
                            L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0 if shared else seq * d))
         assert rc == 0
         xf = x.float()
@@ -211,6 +256,50 @@ def check_fused(lib):
         ok = diff.max().item() <= 2 ** -6 * n.abs().max().item() and frac < 1e-3
         bad += not ok
         print(f"{'norm_rope b%d s%d' % (b, seq):28s} differing {frac:.1e}, max {diff.max().item():.1e} {'ok' if ok else 'FAIL'}")
+    for rows, n in [(1, 2048), (1546, 2048), (3, 100)]:
+        x = torch.randn(rows, n, device=dev, dtype=torch.bfloat16) * 2
+        y = torch.randn(rows, n, device=dev, dtype=torch.bfloat16)
+        w = (torch.rand(n, device=dev) + 0.5).to(torch.bfloat16)
+        out = torch.empty(2, rows, n, device=dev, dtype=torch.bfloat16)
+        assert lib.add_rmsnorm(ptr(x), ptr(y), ptr(w), ptr(out), rows, n, ctypes.c_float(1e-6)) == 0
+        sm = x + y
+        sf = sm.float()
+        ref = (sf * torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()).to(torch.bfloat16)
+        same_sum = torch.equal(out[0], sm)
+        frac = (out[1] != ref).float().mean().item()
+        ok = same_sum and frac < 1e-3 and (out[1].float() - ref.float()).abs().max().item() <= 2 ** -6 * ref.float().abs().max().item()
+        bad += not ok
+        print(f"{'add_rmsnorm %dx%d' % (rows, n):28s} sum {'identical' if same_sum else 'DIFFERS'}, norm differing {frac:.1e} {'ok' if ok else 'FAIL'}")
+    # Bias + activation after a matmul: torch adds in bf16 and runs GELU in f32 (one rounding).
+    for act, name in [(0, "none"), (1, "gelu tanh"), (2, "gelu erf")]:
+        x = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16) * 2
+        bias = torch.randn(4096, device=dev, dtype=torch.bfloat16)
+        out = torch.empty_like(x)
+        assert lib.bias_act(ptr(x), ptr(bias), ptr(out), 4096, 4096, act) == 0
+        ref = x + bias
+        ref = {0: ref, 1: F.gelu(ref, approximate="tanh"), 2: F.gelu(ref)}[act]
+        frac = (out != ref).float().mean().item()
+        ok = frac < 1e-3 and (out.float() - ref.float()).abs().max().item() <= 2 ** -6 * ref.float().abs().max().item()
+        bad += not ok
+        print(f"{'bias + ' + name:28s} differing {frac:.1e} {'ok' if ok else 'FAIL'}")
+    # Vision rope from the fused qkv output, f32 tables, q scaled by 1/8.
+    seq, heads, d = 4096, 16, 64
+    qkv = torch.randn(seq, 3, heads, d, device=dev, dtype=torch.bfloat16)
+    ang = torch.rand(seq, d // 2, device=dev) * 40
+    cos, sin = ang.cos().contiguous(), ang.sin().contiguous()
+    out = torch.empty(2, heads, seq, d, device=dev, dtype=torch.bfloat16)
+    assert lib.vision_rope(ptr(qkv), ptr(cos), ptr(sin), ptr(out), seq, heads, d, ctypes.c_float(0.125)) == 0
+    c2, s2 = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+    refs = []
+    for part, sc in [(0, 0.125), (1, 1.0)]:
+        x = qkv[:, part].transpose(0, 1).float()
+        rot = torch.cat([-x[..., d // 2:], x[..., : d // 2]], -1)
+        refs.append(((x * c2 + rot * s2) * sc).to(torch.bfloat16))
+    ref = torch.stack(refs)
+    frac = (out != ref).float().mean().item()
+    ok = frac < 1e-3 and (out.float() - ref.float()).abs().max().item() < 0.05
+    bad += not ok
+    print(f"{'vision rope 4096x16x64':28s} differing {frac:.1e} {'ok' if ok else 'FAIL'}")
     for rows, n in [(1, 6144), (1546, 6144), (7, 5)]:
         gu = torch.randn(rows, 2 * n, device=dev, dtype=torch.bfloat16) * 4
         out = torch.empty(rows, n, device=dev, dtype=torch.bfloat16)
@@ -220,7 +309,8 @@ def check_fused(lib):
         bad += not same
         print(f"{'swiglu %dx%d' % (rows, n):28s} {'bit-identical ok' if same else 'FAIL: differs from torch'}")
     # Decode attention over strided cache views (capacity > length), 1..4 query heads per key head.
-    for b, hkv, rep, length in [(1, 8, 2, 1547), (1, 8, 2, 1), (2, 8, 4, 300), (1, 2, 1, 77)]:
+    for b, hkv, rep, length, splits in [(1, 8, 2, 1547, 1), (1, 8, 2, 1547, 25), (1, 8, 2, 1, 1), (2, 8, 4, 300, 5),
+                                        (1, 2, 1, 77, 2)]:
         cap = length + 100
         kbuf = torch.randn(b, hkv, cap, 128, device=dev, dtype=torch.bfloat16)
         vbuf = torch.randn(b, hkv, cap, 128, device=dev, dtype=torch.bfloat16)
@@ -229,13 +319,14 @@ def check_fused(lib):
         out = torch.empty(b, hkv * rep * 128, device=dev, dtype=torch.bfloat16)
         call = lambda iters=1: lib.decode_attn(ptr(q), ptr(k), ptr(v), ptr(out), b, hkv, rep, length,
                                                ctypes.c_float(128 ** -0.5), L(k.stride(0)), L(k.stride(1)),
-                                               L(k.stride(2)), L(v.stride(0)), L(v.stride(1)), L(v.stride(2)), iters)
+                                               L(k.stride(2)), L(v.stride(0)), L(v.stride(1)), L(v.stride(2)), splits,
+                                               iters)
         assert call() == 0
         ref = reference(q, k, v, False, 0, 128 ** -0.5).reshape(b, -1)
         err = (out.float() - ref).abs().max().item()
         ok = err < 1e-2
         bad += not ok
-        line = f"{'decode b%d kv%d rep%d len%d' % (b, hkv, rep, length):28s} max|err| {err:.2e} {'ok' if ok else 'FAIL'}"
+        line = f"{'decode b%d kv%d rep%d len%d /%d' % (b, hkv, rep, length, splits):28s} max|err| {err:.2e} {'ok' if ok else 'FAIL'}"
         if length > 1000:
             # Launched 100 times from C: Python's call overhead would dominate a single launch.
             line += f"   {timed(lambda: call(100), 5) * 10:.1f} us"

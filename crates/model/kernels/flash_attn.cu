@@ -8,6 +8,12 @@
 //   q: (batch, heads, sq, D)      k, v: (batch, kv_heads, skv, D)      o: (batch, sq, heads, D)
 // Query row i (0-based) may see key j when j < skv and, if causal, j <= i + past.
 // Tensor cores: mma.sync m16n8k16 bf16 -> f32 (sm_80 and newer).
+//
+// Split keys: when there are few query blocks (a short follow-up question over a long cache),
+// grid.z = batch * splits and split s handles keys [s * chunk, (s + 1) * chunk); each writes its
+// unnormalised output with its running max and sum to part_o / part_ml, and sp_attn_combine
+// merges the splits. The decode kernel (fused.cu) uses the same partial layout: output row r =
+// (b * sq + i) * heads + h, part_o[r][split][d], part_ml[r][split] = {max (log2 units), sum}.
 
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -55,12 +61,13 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
                               int skv, int heads, int kv_heads, int causal, int past, float scale,
                               long long q_bs, long long q_hs, long long q_rs, long long k_bs, long long k_hs,
                               long long k_rs, long long v_bs, long long v_hs, long long v_rs, long long o_bs,
-                              long long o_rs, long long o_hs) {
+                              long long o_rs, long long o_hs, int splits, int chunk, float *part_o,
+                              float *part_ml) {
     __shared__ __align__(16) __nv_bfloat16 ks[SP_BLOCK_N][D + 8];
     __shared__ __align__(16) __nv_bfloat16 vs[SP_BLOCK_N][D + 8];
 
     const int m0 = blockIdx.x * SP_BLOCK_M;
-    const int h = blockIdx.y, b = blockIdx.z;
+    const int h = blockIdx.y, b = blockIdx.z / splits, split = blockIdx.z % splits;
     const int kvh = h / (heads / kv_heads);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, tig = lane % 4;
@@ -91,7 +98,8 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
 
     int kv_end = skv;
     if (causal) kv_end = min(skv, min(m0 + SP_BLOCK_M, sq) - 1 + past + 1);
-    for (int n0 = 0; n0 < kv_end; n0 += SP_BLOCK_N) {
+    kv_end = min(kv_end, (split + 1) * chunk);
+    for (int n0 = split * chunk; n0 < kv_end; n0 += SP_BLOCK_N) {
         __syncthreads();
         sp_load_tile<D>(ks, k, k_rs, n0, skv);
         sp_load_tile<D>(vs, v, v_rs, n0, skv);
@@ -177,8 +185,29 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
         float t = sum[r];
         t += __shfl_xor_sync(0xffffffffu, t, 1);
         t += __shfl_xor_sync(0xffffffffu, t, 2);
-        sum[r] = t > 0.f ? 1.f / t : 0.f;
+        sum[r] = t;
     }
+    if (splits > 1) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = r == 0 ? row0 : row1;
+            if (row >= sq) continue;
+            const long long pr = ((long long)(b * sq + row) * heads + h) * splits + split;
+            if (tig == 0) {
+                part_ml[pr * 2] = mx[r];
+                part_ml[pr * 2 + 1] = sum[r];
+            }
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                const int c = n * 8 + tig * 2;
+                part_o[pr * D + c] = acc[n][2 * r];
+                part_o[pr * D + c + 1] = acc[n][2 * r + 1];
+            }
+        }
+        return;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) sum[r] = sum[r] > 0.f ? 1.f / sum[r] : 0.f;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
         const int c = n * 8 + tig * 2;
@@ -194,10 +223,29 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
         const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, int sq,       \
         int skv, int heads, int kv_heads, int causal, int past, float scale, long long q_bs, long long q_hs,     \
         long long q_rs, long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs,         \
-        long long v_rs, long long o_bs, long long o_rs, long long o_hs) {                                       \
+        long long v_rs, long long o_bs, long long o_rs, long long o_hs, int splits, int chunk, float *part_o,   \
+        float *part_ml) {                                                                                       \
         sp_flash_attn<D>(q, k, v, o, sq, skv, heads, kv_heads, causal, past, scale, q_bs, q_hs, q_rs, k_bs,     \
-                         k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs);                                       \
+                         k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs, splits, chunk, part_o, part_ml);       \
     }
 
 SP_FLASH_ENTRY(64)
 SP_FLASH_ENTRY(128)
+
+// Merges the key splits of each output row: grid (rows), block d threads; out (rows, d) bf16.
+extern "C" __global__ void sp_attn_combine(const float *part_o, const float *part_ml, __nv_bfloat16 *out,
+                                           int splits, int d) {
+    const long long row = blockIdx.x;
+    const int c = threadIdx.x;
+    const float *ml = part_ml + row * splits * 2;
+    float mx = -INFINITY;
+    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ml[2 * s]);
+    float num = 0.f, den = 0.f;
+    for (int s = 0; s < splits; ++s) {
+        if (ml[2 * s] == -INFINITY) continue;  // a split with no visible key
+        const float f = exp2f(ml[2 * s] - mx);
+        num += part_o[(row * splits + s) * d + c] * f;
+        den += ml[2 * s + 1] * f;
+    }
+    out[row * d + c] = __float2bfloat16_rn(den > 0.f ? num / den : 0.f);
+}

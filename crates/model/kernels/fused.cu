@@ -2,9 +2,10 @@
 // while rounding where that chain (and the reference) rounds:
 //   sp_norm_rope   QK-norm (RMSNorm over head_dim, f32 statistics) + rotary embedding + the
 //                  (b, s, heads, d) -> (b, heads, s, d) transpose, read in place from the qkv output
+//   sp_add_rmsnorm residual add + the RMSNorm that follows it
 //   sp_swiglu      silu(gate) * up on the stacked gate_up output
 //   sp_decode_attn attention of one new token per sequence over its cached keys (grouped-query
-//                  heads share each key load), f32 scores and softmax, split over 16 warps
+//                  heads share each key load), f32 scores and softmax, keys split over blocks
 #include <cuda_bf16.h>
 #include <stdint.h>
 
@@ -25,11 +26,12 @@ __device__ __forceinline__ float sp_warp_max(float x) {
 }
 
 // grid (s, heads, b), block d/2 threads (d <= 256). x: (b, s, heads, d) with strides x_bs, x_rs,
-// x_hs; w: (d); cs: (s, d) = [cos | sin] of each position's d/2 frequencies, plus cs_bs per batch
-// row (0 when all rows share the table); out: (b, heads, s, d).
+// x_hs; w: (d) for heads < w_split, the next d values for the others (q and k heads of one qkv
+// output in one launch); cs: (s, d) = [cos | sin] of each position's d/2 frequencies, plus cs_bs
+// per batch row (0 when all rows share the table); out: (b, heads, s, d).
 // Each thread owns the pair (i, i + d/2) that rotary embedding mixes.
-extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, const bf16 *cs, bf16 *out, int s,
-                                             int heads, int d, float eps, long long x_bs, long long x_rs,
+extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w_split, const bf16 *cs, bf16 *out,
+                                             int s, int heads, int d, float eps, long long x_bs, long long x_rs,
                                              long long x_hs, long long cs_bs) {
     __shared__ float partial[8];
     const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z, i = threadIdx.x, half = d / 2;
@@ -41,6 +43,7 @@ extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, const
     ss = 0.f;
     for (int k = 0; k < (half + 31) / 32; ++k) ss += partial[k];
     const float scale = rsqrtf(ss / d + eps);
+    if (h >= w_split) w += d;
     // RMSNorm rounds once (candle's fused kernel), rope rounds each product and the sum (bf16 ops).
     const float n1 = sp_round(scale * x1 * __bfloat162float(w[i]));
     const float n2 = sp_round(scale * x2 * __bfloat162float(w[i + half]));
@@ -49,6 +52,31 @@ extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, const
     bf16 *o = out + (((long long)b * heads + h) * s + t) * d;
     o[i] = __float2bfloat16_rn(sp_round(n1 * c) - sp_round(n2 * sn));
     o[i + half] = __float2bfloat16_rn(sp_round(n1 * sn) + sp_round(n2 * c));
+}
+
+// grid (rows), block 256. out[0] = x + y (rounded like a bf16 add), out[1] = RMSNorm of that sum
+// with weight w (f32 statistics, one rounding, like candle's rmsnorm): the residual add and the
+// next norm in one pass. x, y, out[i]: (rows, n) contiguous.
+extern "C" __global__ void sp_add_rmsnorm_bf16(const bf16 *x, const bf16 *y, const bf16 *w, bf16 *out, int rows,
+                                               int n, float eps) {
+    __shared__ float partial[32];
+    const long long r = blockIdx.x;
+    const bf16 *xr = x + r * n, *yr = y + r * n;
+    bf16 *sum = out + r * n, *normed = out + (long long)rows * n + r * n;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < n; c += blockDim.x) {
+        const float v = sp_round(__bfloat162float(xr[c]) + __bfloat162float(yr[c]));
+        sum[c] = __float2bfloat16_rn(v);
+        ss += v * v;
+    }
+    ss = sp_warp_sum(ss);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+    __syncthreads();
+    ss = 0.f;
+    for (int k = 0; k < (int)(blockDim.x + 31) / 32; ++k) ss += partial[k];
+    const float scale = rsqrtf(ss / n + eps);
+    for (int c = threadIdx.x; c < n; c += blockDim.x)
+        normed[c] = __float2bfloat16_rn(scale * __bfloat162float(sum[c]) * __bfloat162float(w[c]));
 }
 
 // gu: (rows, 2n) = [gate | up] per row; out: (rows, n) = round(round(silu(gate)) * up).
@@ -77,21 +105,26 @@ __device__ __forceinline__ void sp_load_row(const bf16 *p, float *f) {
     }
 }
 
-#define SP_DEC_WARPS 16
+#define SP_DEC_WARPS 4
 #define SP_DEC_UNROLL 8
 
-// grid (kv_heads, b), block 32 * SP_DEC_WARPS. q: (b, heads, 1, D) contiguous; k, v: (b, kv_heads,
-// len, D) with strides (bs, hs, rs); out: (b, heads * D). The REP query heads of a key head are
-// handled together so each key and value row is read once. Each lane holds D/32 dims.
+// grid (kv_heads, splits, b), block 32 * SP_DEC_WARPS. q: (b, heads, 1, D) contiguous; k, v: (b,
+// kv_heads, len, D) with strides (bs, hs, rs); out: (b, heads * D). The REP query heads of a key
+// head are handled together so each key and value row is read once; each lane holds D/32 dims.
+// Split s handles keys [s * chunk, (s + 1) * chunk): with one split the block writes `out`, else
+// its partial result in flash_attn.cu's layout for sp_attn_combine (spreading a long cache over
+// many SMs is what makes this fast: one block per key head would leave most of the GPU idle).
 template <int D, int REP>
 __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale,
                                long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs,
-                               long long v_rs) {
+                               long long v_rs, int chunk, float *part_o, float *part_ml) {
     constexpr int E = D / 32;  // dims per lane: 4 for D = 128
     __shared__ float sm_m[SP_DEC_WARPS][REP], sm_l[SP_DEC_WARPS][REP];
     __shared__ float sm_acc[SP_DEC_WARPS][REP][D];
-    const int kvh = blockIdx.x, b = blockIdx.y, heads = gridDim.x * REP;
+    const int kvh = blockIdx.x, split = blockIdx.y, splits = gridDim.y, b = blockIdx.z;
+    const int heads = gridDim.x * REP;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int j_end = min(len, (split + 1) * chunk);
     const float sl2 = scale * 1.4426950408889634f;
     k += b * k_bs + kvh * k_hs + lane * E;
     v += b * v_bs + kvh * v_hs + lane * E;
@@ -109,12 +142,12 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
         l[r] = 0.f;
     }
 
-    for (int base = warp * SP_DEC_UNROLL; base < len; base += SP_DEC_WARPS * SP_DEC_UNROLL) {
+    for (int base = split * chunk + warp * SP_DEC_UNROLL; base < j_end; base += SP_DEC_WARPS * SP_DEC_UNROLL) {
         float kf[SP_DEC_UNROLL][E], vf[SP_DEC_UNROLL][E];
 #pragma unroll
         for (int u = 0; u < SP_DEC_UNROLL; ++u) {
             const int j = base + u;
-            if (j < len) {
+            if (j < j_end) {
                 sp_load_row<E>(k + j * k_rs, kf[u]);
                 sp_load_row<E>(v + j * v_rs, vf[u]);
             } else {
@@ -132,11 +165,11 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
 #pragma unroll
                 for (int e = 0; e < E; ++e) dot += qr[r][e] * kf[u][e];
                 dot = sp_warp_sum(dot);
-                sc[u] = base + u < len ? dot : -INFINITY;
+                sc[u] = base + u < j_end ? dot : -INFINITY;
                 tile_max = fmaxf(tile_max, sc[u]);
             }
             const float m_new = fmaxf(m[r], tile_max);
-            const float alpha = exp2f(m[r] - m_new);  // m_new is finite: key `base` < len exists
+            const float alpha = exp2f(m[r] - m_new);  // m_new is finite: key `base` < j_end exists
             m[r] = m_new;
             l[r] *= alpha;
 #pragma unroll
@@ -172,15 +205,27 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
             num += sm_acc[w][r][c] * f;
             den += sm_l[w][r] * f;
         }
-        out[((long long)b * heads + kvh * REP + r) * D + c] = __float2bfloat16_rn(num / den);
+        const long long row = (long long)b * heads + kvh * REP + r;
+        if (splits == 1) {
+            out[row * D + c] = __float2bfloat16_rn(num / den);
+        } else {
+            const long long pr = row * splits + split;
+            part_o[pr * D + c] = num;
+            if (c == 0) {
+                part_ml[pr * 2] = mx;
+                part_ml[pr * 2 + 1] = den;
+            }
+        }
     }
 }
 
 #define SP_DECODE_ENTRY(D, REP)                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_bf16_d##D##_r##REP(          \
         const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale, long long k_bs,           \
-        long long k_hs, long long k_rs, long long v_bs, long long v_hs, long long v_rs) {                        \
-        sp_decode_attn<D, REP>(q, k, v, out, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs);                   \
+        long long k_hs, long long k_rs, long long v_bs, long long v_hs, long long v_rs, int chunk,               \
+        float *part_o, float *part_ml) {                                                                         \
+        sp_decode_attn<D, REP>(q, k, v, out, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, chunk, part_o,     \
+                               part_ml);                                                                         \
     }
 
 SP_DECODE_ENTRY(128, 1)
@@ -189,3 +234,39 @@ SP_DECODE_ENTRY(128, 4)
 SP_DECODE_ENTRY(64, 1)
 SP_DECODE_ENTRY(64, 2)
 SP_DECODE_ENTRY(64, 4)
+
+// ---- vision tower ----
+
+// out = act(round(x + bias)) per row of (rows, n), act computed in f32 and rounded once like the
+// reference's bf16 activations: 0 none, 1 tanh-approximated GELU, 2 erf GELU. Replaces the
+// broadcast bias add (slow in candle for wide rows) and the activation kernel after a matmul.
+extern "C" __global__ void sp_bias_act_bf16(const bf16 *x, const bf16 *bias, bf16 *out, int rows, int n, int act) {
+    const long long total = (long long)rows * n;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)gridDim.x * blockDim.x) {
+        float v = sp_round(__bfloat162float(x[idx]) + __bfloat162float(bias[idx % n]));
+        if (act == 1) {
+            const float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+            v = 0.5f * v * (1.f + tanhf(inner));
+        } else if (act == 2) {
+            v = 0.5f * v * (1.f + erff(v * 0.7071067811865476f));
+        }
+        out[idx] = __float2bfloat16_rn(v);
+    }
+}
+
+// Rotary embedding of the vision tower's q and k, read from the fused qkv output (seq, 3, heads,
+// d), computed in f32 with f32 tables cos/sin (seq, d/2) like the reference, q then multiplied by
+// q_scale (a power of two: exact), written as out (2, heads, seq, d) = [q, k]. grid (seq, 2 heads),
+// block d/2.
+extern "C" __global__ void sp_vision_rope_bf16(const bf16 *qkv, const float *cos, const float *sin, bf16 *out,
+                                               int seq, int heads, int d, float q_scale) {
+    const int t = blockIdx.x, part = blockIdx.y / heads, h = blockIdx.y % heads, i = threadIdx.x, half = d / 2;
+    const bf16 *x = qkv + ((long long)t * 3 + part) * heads * d + (long long)h * d;
+    const float x1 = __bfloat162float(x[i]), x2 = __bfloat162float(x[i + half]);
+    const float c = cos[(long long)t * half + i], s = sin[(long long)t * half + i];
+    const float scale = part == 0 ? q_scale : 1.f;
+    bf16 *o = out + (((long long)part * heads + h) * seq + t) * d;
+    o[i] = __float2bfloat16_rn((x1 * c - x2 * s) * scale);
+    o[i + half] = __float2bfloat16_rn((x1 * s + x2 * c) * scale);
+}

@@ -4,7 +4,9 @@
 //!   tower and causal prefill; scores stay in registers (f32).
 //! - [`decode_attention`]: one new token per sequence over its cached keys.
 //! - [`norm_rope`]: QK-norm + rotary embedding + head transpose in one pass.
+//! - [`add_rms_norm`]: residual add + the RMSNorm after it.
 //! - [`swiglu`]: silu(gate) * up.
+//! - [`bias_act`], [`vision_rope`]: a linear layer's bias + activation; the vision tower's rope.
 //!
 //! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs,
 //! or turned off by `SCREENPILOT_FUSED`); the caller then runs the plain candle ops, which are what the
@@ -26,16 +28,43 @@ pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -
     imp::decode_attention(q, k, v, scale)
 }
 
-/// RMSNorm over the last axis of `x` (b, s, heads, d) with `weight` (d), then rotary embedding
-/// with `cos_sin` ((s, d) or (b, s, d): cos then sin of the d/2 frequencies), returned as
+/// RMSNorm over the last axis of `x` (b, s, heads, d) with `weights` (2, d) (row 0 for heads
+/// below `split`, row 1 for the rest: q and k heads at once), then rotary embedding with
+/// `cos_sin` ((s, d) or (b, s, d): cos then sin of the d/2 frequencies), returned as
 /// (b, heads, s, d). Rounds like RmsNorm + rope do.
-pub(crate) fn norm_rope(x: &Tensor, weight: &Tensor, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
-    imp::norm_rope(x, weight, cos_sin, eps)
+pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    imp::norm_rope(x, weights, split, cos_sin, eps)
+}
+
+/// `x + y` and the RMSNorm of it with `weight`, as (2, ..) = [sum, normed]; `x`, `y` (.., n).
+pub(crate) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    imp::add_rms_norm(x, y, weight, eps)
 }
 
 /// `silu(gate) * up` for `gate_up` (.., 2n) = [gate | up]: (.., n).
 pub(crate) fn swiglu(gate_up: &Tensor) -> Result<Option<Tensor>> {
     imp::swiglu(gate_up)
+}
+
+/// The activation [`bias_act`] applies after the bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Act {
+    None = 0,
+    GeluTanh = 1,
+    GeluErf = 2,
+}
+
+/// `act(x + bias)` for `x` (.., n) and `bias` (n): a linear layer's bias and activation in one
+/// pass after its matmul.
+pub(crate) fn bias_act(x: &Tensor, bias: &Tensor, act: Act) -> Result<Option<Tensor>> {
+    imp::bias_act(x, bias, act)
+}
+
+/// Rotary embedding of the vision tower's q and k read from its qkv output (seq, 3 * heads * d),
+/// in f32 with tables `cos`, `sin` (seq, d / 2) (f32), q multiplied by `q_scale`: (2, heads, seq,
+/// d) = [q, k].
+pub(crate) fn vision_rope(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Result<Option<Tensor>> {
+    imp::vision_rope(qkv, cos, sin, heads, q_scale)
 }
 
 /// Whether the CUDA kernels may be used, to measure them against candle's ops:
@@ -60,10 +89,19 @@ mod imp {
     pub(super) fn decode_attention(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
+    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn add_rms_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn swiglu(_: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn bias_act(_: &Tensor, _: &Tensor, _: Act) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn vision_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
 }
@@ -72,16 +110,16 @@ mod imp {
 mod imp {
     use super::*;
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::WrapErr;
-    use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Shape};
+    use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape};
     use half::bf16;
 
     const FLASH_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
     const FUSED_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
     const BLOCK_M: usize = 64;
     /// Warps of the decode attention kernel (SP_DEC_WARPS).
-    const DECODE_WARPS: u32 = 16;
+    const DECODE_WARPS: u32 = 4;
 
     // (candle does not export the type of a loaded function, hence macros.)
     macro_rules! flash {
@@ -107,6 +145,55 @@ mod imp {
                 flash!(dev, "sp_flash_attn_bf16_d64").is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
             });
         ok.then(|| dev.clone())
+    }
+
+    /// How many key splits give the GPU enough blocks: `base` blocks without splitting, `keys`
+    /// keys, splits of at least `min_keys` in multiples of `step`. Returns (splits, chunk).
+    fn key_splits(base: usize, keys: usize, min_keys: usize, step: usize) -> (usize, usize) {
+        const TARGET_BLOCKS: usize = 264; // two waves of an H100's 132 SMs
+        let want = TARGET_BLOCKS.div_ceil(base.max(1)).min(keys.div_ceil(min_keys)).max(1);
+        let chunk = keys.div_ceil(want).next_multiple_of(step);
+        (keys.div_ceil(chunk).max(1), chunk)
+    }
+
+    /// Scratch for split results and the launch that merges them into `out` (rows, d).
+    struct Partials {
+        o: CudaSlice<f32>,
+        ml: CudaSlice<f32>,
+    }
+
+    impl Partials {
+        fn new(dev: &CudaDevice, rows: usize, splits: usize, d: usize) -> candle_core::Result<Option<Self>> {
+            if splits == 1 {
+                return Ok(None);
+            }
+            // SAFETY: every element is written by the attention kernel before the merge reads it.
+            Ok(Some(Self { o: unsafe { dev.alloc::<f32>(rows * splits * d)? }, ml: unsafe { dev.alloc::<f32>(rows * splits * 2)? } }))
+        }
+
+        fn combine(&self, dev: &CudaDevice, out: &CudaSlice<bf16>, rows: usize, splits: usize, d: usize) -> candle_core::Result<()> {
+            let func = flash!(dev, "sp_attn_combine")?;
+            let (splits, d_i) = (splits as i32, d as i32);
+            let mut lb = func.builder();
+            lb.arg(&self.o).arg(&self.ml).arg(out).arg(&splits).arg(&d_i);
+            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (d as u32, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature.
+            unsafe { lb.launch(cfg) }.w()?;
+            Ok(())
+        }
+    }
+
+    /// Pushes the partial buffers, or two null pointers when there is a single split.
+    fn push_partials<'a>(lb: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>, p: &'a Option<Partials>) {
+        static NULL: u64 = 0;
+        match p {
+            Some(p) => {
+                lb.arg(&p.o).arg(&p.ml);
+            }
+            None => {
+                lb.arg(&NULL).arg(&NULL);
+            }
+        }
     }
 
     /// Vectorised loads need the last dim contiguous and rows starting on multiples of 8 elements.
@@ -175,15 +262,24 @@ mod imp {
             let (sq_i, skv_i, h_i, hkv_i) = (sq as i32, skv as i32, h as i32, hkv as i32);
             let causal = i32::from(self.causal);
             let past = (skv as i64 - sq as i64).max(0) as i32;
+            let m_blocks = sq.div_ceil(BLOCK_M);
+            let (splits, chunk) = key_splits(m_blocks * h * b, skv, 128, 64);
+            let partials = Partials::new(&dev, b * sq * h, splits, d)?;
+            let (splits_i, chunk_i) = (splits as i32, chunk as i32);
             let mut lb = func.builder();
             lb.arg(&q).arg(&k).arg(&v).arg(&out);
             lb.arg(&sq_i).arg(&skv_i).arg(&h_i).arg(&hkv_i).arg(&causal).arg(&past).arg(&self.scale);
             for x in qst.iter().chain(kst.iter()).chain(vst.iter()).chain(ost.iter()) {
                 lb.arg(x);
             }
-            let cfg = LaunchConfig { grid_dim: (sq.div_ceil(BLOCK_M) as u32, h as u32, b as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            lb.arg(&splits_i).arg(&chunk_i);
+            push_partials(&mut lb, &partials);
+            let cfg = LaunchConfig { grid_dim: (m_blocks as u32, h as u32, (b * splits) as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; shapes and layouts were checked.
             unsafe { lb.launch(cfg) }.w()?;
+            if let Some(p) = &partials {
+                p.combine(&dev, &out, b * sq * h, splits, d)?;
+            }
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, sq, h, d))))
         }
     }
@@ -224,23 +320,32 @@ mod imp {
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<bf16>(b * h * d)? };
             let len_i = len as i32;
+            // Keys per warp step: DECODE_WARPS warps x 8 keys.
+            let (splits, chunk) = key_splits(hkv * b, len, 64, 8 * DECODE_WARPS as usize);
+            let partials = Partials::new(&dev, b * h, splits, d)?;
+            let chunk_i = chunk as i32;
             let mut lb = func.builder();
             lb.arg(&q).arg(&k).arg(&v).arg(&out).arg(&len_i).arg(&self.scale);
             let (kst, vst) = (strides3(kl), strides3(vl));
             for x in kst.iter().chain(vst.iter()) {
                 lb.arg(x);
             }
-            let cfg = LaunchConfig { grid_dim: (hkv as u32, b as u32, 1), block_dim: (32 * DECODE_WARPS, 1, 1), shared_mem_bytes: 0 };
+            lb.arg(&chunk_i);
+            push_partials(&mut lb, &partials);
+            let cfg = LaunchConfig { grid_dim: (hkv as u32, splits as u32, b as u32), block_dim: (32 * DECODE_WARPS, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; shapes and layouts were checked.
             unsafe { lb.launch(cfg) }.w()?;
+            if let Some(p) = &partials {
+                p.combine(&dev, &out, b * h, splits, d)?;
+            }
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, 1, h * d))))
         }
     }
 
     // ---- QK-norm + rope ----
 
-    pub(super) fn norm_rope(x: &Tensor, weight: &Tensor, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
-        if device_for(x, false).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weight.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
+    pub(super) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+        if device_for(x, false).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
             return Ok(None);
         }
         let (b, s, _, d) = x.dims4()?;
@@ -249,15 +354,16 @@ mod imp {
             [cb, rs, cd] => *cb == b && *rs == s && *cd == d,
             _ => false,
         };
-        if !rows_ok || d % 64 != 0 || d > 512 || weight.dims() != [d] {
+        if !rows_ok || d % 64 != 0 || d > 512 || weights.dims() != [2, d] {
             return Ok(None);
         }
-        let (weight, cos_sin) = (weight.contiguous()?, cos_sin.contiguous()?);
-        Ok(Some(x.apply_op3_no_bwd(&weight, &cos_sin, &NormRope { eps })?))
+        let (weights, cos_sin) = (weights.contiguous()?, cos_sin.contiguous()?);
+        Ok(Some(x.apply_op3_no_bwd(&weights, &cos_sin, &NormRope { eps, split: split as i32 })?))
     }
 
     struct NormRope {
         eps: f32,
+        split: i32,
     }
 
     impl CustomOp3 for NormRope {
@@ -278,12 +384,54 @@ mod imp {
             let cs_bs = if cl.dims().len() == 3 { (s * d) as i64 } else { 0 };
             let (s_i, h_i, d_i) = (s as i32, h as i32, d as i32);
             let mut lb = func.builder();
-            lb.arg(&x).arg(&w).arg(&c).arg(&out).arg(&s_i).arg(&h_i).arg(&d_i).arg(&self.eps);
+            lb.arg(&x).arg(&w).arg(&self.split).arg(&c).arg(&out).arg(&s_i).arg(&h_i).arg(&d_i).arg(&self.eps);
             lb.arg(&x_bs).arg(&x_rs).arg(&x_hs).arg(&cs_bs);
             let cfg = LaunchConfig { grid_dim: (s as u32, h as u32, b as u32), block_dim: (d as u32 / 2, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; shapes were checked.
             unsafe { lb.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, h, s, d))))
+        }
+    }
+
+    // ---- residual add + RMSNorm ----
+
+    pub(super) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+        let n = x.dim(candle_core::D::Minus1)?;
+        if device_for(x, false).is_none() || y.dims() != x.dims() || y.dtype() != DType::BF16 || weight.dtype() != DType::BF16 || weight.dims() != [n] {
+            return Ok(None);
+        }
+        let (x, y, w) = (x.contiguous()?, y.contiguous()?, weight.contiguous()?);
+        Ok(Some(x.apply_op3_no_bwd(&y, &w, &AddRmsNorm { eps })?))
+    }
+
+    struct AddRmsNorm {
+        eps: f32,
+    }
+
+    impl CustomOp3 for AddRmsNorm {
+        fn name(&self) -> &'static str {
+            "screenpilot-add-rmsnorm"
+        }
+
+        cpu_unsupported!();
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ys: &CudaStorage, yl: &Layout, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = xs.device().clone();
+            let n = xl.dims().last().copied().unwrap_or(1);
+            let rows = xl.shape().elem_count() / n.max(1);
+            let (x, y, w) = (view(xs, xl)?, view(ys, yl)?, view(ws, wl)?);
+            let func = fused!(&dev, "sp_add_rmsnorm_bf16")?;
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(2 * rows * n)? };
+            let (rows_i, n_i) = (rows as i32, n as i32);
+            let mut lb = func.builder();
+            lb.arg(&x).arg(&y).arg(&w).arg(&out).arg(&rows_i).arg(&n_i).arg(&self.eps);
+            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; x, y, w are contiguous.
+            unsafe { lb.launch(cfg) }.w()?;
+            let mut dims = vec![2];
+            dims.extend_from_slice(xl.dims());
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
         }
     }
 
@@ -327,6 +475,93 @@ mod imp {
             // SAFETY: the arguments match the kernel's signature.
             unsafe { lb.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
+        }
+    }
+
+    // ---- vision: bias + activation, rope ----
+
+    pub(super) fn bias_act(x: &Tensor, bias: &Tensor, act: Act) -> Result<Option<Tensor>> {
+        let n = x.dim(candle_core::D::Minus1)?;
+        if device_for(x, false).is_none() || bias.dtype() != DType::BF16 || bias.dims() != [n] {
+            return Ok(None);
+        }
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { act })?))
+    }
+
+    struct BiasAct {
+        act: Act,
+    }
+
+    impl CustomOp2 for BiasAct {
+        fn name(&self) -> &'static str {
+            "screenpilot-bias-act"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("{} is CUDA-only", self.name())
+        }
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, bs: &CudaStorage, bl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = xs.device().clone();
+            let n = xl.dims().last().copied().unwrap_or(1);
+            let total = xl.shape().elem_count();
+            let (x, b) = (view(xs, xl)?, view(bs, bl)?);
+            let func = fused!(&dev, "sp_bias_act_bf16")?;
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(total)? };
+            let (rows_i, n_i, act) = ((total / n.max(1)) as i32, n as i32, self.act as i32);
+            let mut lb = func.builder();
+            lb.arg(&x).arg(&b).arg(&out).arg(&rows_i).arg(&n_i).arg(&act);
+            let blocks = total.div_ceil(256).clamp(1, 8192) as u32;
+            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; inputs are contiguous.
+            unsafe { lb.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
+        }
+    }
+
+    pub(super) fn vision_rope(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Result<Option<Tensor>> {
+        if device_for(qkv, false).is_none() || cos.dtype() != DType::F32 || sin.dtype() != DType::F32 || qkv.rank() != 2 {
+            return Ok(None);
+        }
+        let (seq, width) = qkv.dims2()?;
+        let d = width / (3 * heads.max(1));
+        if heads == 0 || width != 3 * heads * d || d % 2 != 0 || d > 1024 || cos.dims() != [seq, d / 2] || sin.dims() != cos.dims() {
+            return Ok(None);
+        }
+        let op = VisionRope { heads, q_scale };
+        Ok(Some(qkv.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &op)?))
+    }
+
+    struct VisionRope {
+        heads: usize,
+        q_scale: f32,
+    }
+
+    impl CustomOp3 for VisionRope {
+        fn name(&self) -> &'static str {
+            "screenpilot-vision-rope"
+        }
+
+        cpu_unsupported!();
+
+        fn cuda_fwd(&self, qs: &CudaStorage, ql: &Layout, cs: &CudaStorage, cl: &Layout, ss: &CudaStorage, sl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = qs.device().clone();
+            let (seq, width) = ql.shape().dims2()?;
+            let d = width / (3 * self.heads);
+            let qkv = view(qs, ql)?;
+            let cos = cs.as_cuda_slice::<f32>()?.slice(cl.start_offset()..);
+            let sin = ss.as_cuda_slice::<f32>()?.slice(sl.start_offset()..);
+            let func = fused!(&dev, "sp_vision_rope_bf16")?;
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(2 * seq * width / 3)? };
+            let (seq_i, h_i, d_i) = (seq as i32, self.heads as i32, d as i32);
+            let mut lb = func.builder();
+            lb.arg(&qkv).arg(&cos).arg(&sin).arg(&out).arg(&seq_i).arg(&h_i).arg(&d_i).arg(&self.q_scale);
+            let cfg = LaunchConfig { grid_dim: (seq as u32, 2 * self.heads as u32, 1), block_dim: (d as u32 / 2, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; inputs are contiguous.
+            unsafe { lb.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((2, self.heads, seq, d))))
         }
     }
 }

@@ -272,6 +272,8 @@ struct Attention {
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
+    /// q_norm's and k_norm's weights stacked (2, head_dim), for the fused kernel.
+    qk_norm_weights: Tensor,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -281,11 +283,14 @@ impl Attention {
     fn new(p: &TextParams, vb: VarBuilder) -> Result<Self> {
         let (h, hd, kv) = (p.hidden_size, p.head_dim, p.num_kv_heads);
         let b = p.attention_bias;
+        let q_norm = RmsNorm::new(hd, p.rms_norm_eps, vb.pp("q_norm"))?;
+        let k_norm = RmsNorm::new(hd, p.rms_norm_eps, vb.pp("k_norm"))?;
         Ok(Self {
             qkv: fused_linear(&vb, &[("q_proj", p.num_heads * hd), ("k_proj", kv * hd), ("v_proj", kv * hd)], h, b)?,
             o_proj: linear_b(p.num_heads * hd, h, b, vb.pp("o_proj"))?,
-            q_norm: RmsNorm::new(hd, p.rms_norm_eps, vb.pp("q_norm"))?,
-            k_norm: RmsNorm::new(hd, p.rms_norm_eps, vb.pp("k_norm"))?,
+            qk_norm_weights: Tensor::stack(&[&q_norm.weight, &k_norm.weight], 0)?,
+            q_norm,
+            k_norm,
             heads: p.num_heads,
             kv_heads: kv,
             head_dim: hd,
@@ -305,12 +310,13 @@ impl Attention {
         let k = qkv.narrow(2, self.heads, self.kv_heads)?;
         let v = qkv.narrow(2, self.heads + self.kv_heads, self.kv_heads)?;
         if let Some(table) = &rope.cos_sin {
+            // q and k heads in one launch (both norms use the same eps).
+            let qk = qkv.narrow(2, 0, self.heads + self.kv_heads)?;
             let fused = scope("text.norm_rope", dev, || {
-                let q = kernels::norm_rope(&q, &self.q_norm.weight, table, self.q_norm.eps as f32)?;
-                let k = kernels::norm_rope(&k, &self.k_norm.weight, table, self.k_norm.eps as f32)?;
-                Ok::<_, ModelError>(q.zip(k))
+                kernels::norm_rope(&qk, &self.qk_norm_weights, self.heads, table, self.q_norm.eps as f32)
             })?;
-            if let Some((q, k)) = fused {
+            if let Some(qk) = fused {
+                let (q, k) = (qk.narrow(1, 0, self.heads)?, qk.narrow(1, self.heads, self.kv_heads)?);
                 return Ok((q, k, v.transpose(1, 2)?));
             }
         }
@@ -396,14 +402,23 @@ impl DecoderLayer {
 
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
         let n1 = scope("text.norm", xs.device(), || self.ln1.forward(xs))?;
-        let xs = (xs + self.attn.forward(&n1, rope, cache, layer)?)?;
-        self.mlp_residual(&xs)
+        let attn = self.attn.forward(&n1, rope, cache, layer)?;
+        self.mlp_residual(xs, &attn)
     }
 
-    /// The second half of the layer: `xs + down(silu(gate) * up)` of the normed `xs`.
-    fn mlp_residual(&self, xs: &Tensor) -> Result<Tensor> {
-        let dev = xs.device();
-        let h = scope("text.norm", dev, || self.ln2.forward(xs))?;
+    /// The second half of the layer: with `xs = residual + attn`, `xs + down(silu(gate) * up)`
+    /// of the normed `xs` (the add and the norm are one kernel on CUDA).
+    fn mlp_residual(&self, residual: &Tensor, attn: &Tensor) -> Result<Tensor> {
+        let dev = residual.device();
+        let (xs, h) = scope("text.add_norm", dev, || {
+            if let Some(both) = kernels::add_rms_norm(residual, attn, &self.ln2.weight, self.ln2.eps as f32)? {
+                return Ok::<_, ModelError>((both.get(0)?, both.get(1)?));
+            }
+            let xs = (residual + attn)?;
+            let h = self.ln2.forward(&xs)?;
+            Ok((xs, h))
+        })?;
+        let xs = &xs;
         let gu = scope("text.gate_up", dev, || self.gate_up.forward(&h))?;
         let h = scope("text.swiglu", dev, || match kernels::swiglu(&gu)? {
             Some(h) => Ok(h),

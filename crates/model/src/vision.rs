@@ -2,11 +2,14 @@
 //! attention blocks, the final 2x2 merger and the DeepStack mergers. It returns the merged
 //! embeddings and the DeepStack features as separate values so the engine can cache them.
 
+use std::sync::Mutex;
+
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
 
 use crate::config::VisionConfig;
 use crate::error::{ModelError, Result};
+use crate::kernels::{self, Act};
 use crate::preprocess::GridThw;
 use crate::profile::scope;
 
@@ -50,6 +53,26 @@ fn ln(dim: usize, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
     layer_norm(dim, LayerNormConfig { eps: 1e-6, ..Default::default() }, vb)
 }
 
+/// `act(lin(x))` for a 2-D `x`: on CUDA bf16 the bias and activation run as one kernel after
+/// the matmul (candle's broadcast add is slow on wide rows), else candle's ops (`Linear::forward`
+/// then the activation).
+fn linear_act(lin: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
+    let Some(bias) = lin.bias() else { return Ok(apply_act(lin.forward(x)?, act)?) };
+    let mm = x.matmul(&lin.weight().t()?)?;
+    if let Some(out) = kernels::bias_act(&mm, bias, act)? {
+        return Ok(out);
+    }
+    Ok(apply_act(mm.broadcast_add(bias)?, act)?)
+}
+
+fn apply_act(x: Tensor, act: Act) -> candle_core::Result<Tensor> {
+    match act {
+        Act::None => Ok(x),
+        Act::GeluTanh => x.gelu(),
+        Act::GeluErf => x.gelu_erf(),
+    }
+}
+
 struct PatchMerger {
     norm: LayerNorm,
     fc1: Linear,
@@ -78,7 +101,7 @@ impl PatchMerger {
             self.norm.forward(xs)?.reshape(((), self.merged_dim))?
         };
         // nn.GELU() in the reference: the exact erf form, not the tanh approximation.
-        Ok(self.fc2.forward(&self.fc1.forward(&xs)?.gelu_erf()?)?)
+        linear_act(&self.fc2, &linear_act(&self.fc1, &xs, Act::GeluErf)?, Act::None)
     }
 }
 
@@ -130,16 +153,21 @@ impl VisionAttention {
     fn forward(&self, xs: &Tensor, ctx: &VisionCtx) -> Result<Tensor> {
         let seq = xs.dim(0)?;
         let dev = xs.device();
-        let qkv = scope("vision.qkv", dev, || self.qkv.forward(xs))?.reshape((seq, 3, self.num_heads, self.head_dim))?;
+        let qkv2 = scope("vision.qkv", dev, || linear_act(&self.qkv, xs, Act::None))?;
+        let qkv = qkv2.reshape((seq, 3, self.num_heads, self.head_dim))?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let q_scale = exact_q_scale(scale);
         // (heads, seq, head_dim) views; rope makes q and k contiguous.
         let part = |i| qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1);
         let (q, k) = scope("vision.rope", dev, || {
-            Ok::<_, candle_core::Error>((apply_rope(&part(0)?, ctx.cos, ctx.sin, q_scale)?, apply_rope(&part(1)?, ctx.cos, ctx.sin, None)?))
+            let fused = kernels::vision_rope(&qkv2, ctx.cos, ctx.sin, self.num_heads, q_scale.unwrap_or(1.0) as f32)?;
+            if let Some(qk) = fused {
+                return Ok::<_, ModelError>((qk.get(0)?, qk.get(1)?));
+            }
+            Ok((apply_rope(&part(0)?, ctx.cos, ctx.sin, q_scale)?, apply_rope(&part(1)?, ctx.cos, ctx.sin, None)?))
         })?;
         if let Some(out) = self.fused_attention(&q, &k, &part(2)?, ctx, q_scale.map_or(scale, |_| 1.0))? {
-            return Ok(scope("vision.proj", dev, || self.proj.forward(&out))?);
+            return scope("vision.proj", dev, || linear_act(&self.proj, &out, Act::None));
         }
         let v = scope("vision.transpose", dev, || part(2)?.contiguous())?;
         let mut outs = Vec::with_capacity(ctx.chunks.len());
@@ -155,7 +183,7 @@ impl VisionAttention {
             outs.push(scope("vision.attn_v", dev, || w.matmul(&v))?);
         }
         let out = scope("vision.attn_out", dev, || Tensor::cat(&outs, 1)?.transpose(0, 1)?.reshape((seq, ())))?;
-        Ok(scope("vision.proj", dev, || self.proj.forward(&out))?)
+        scope("vision.proj", dev, || linear_act(&self.proj, &out, Act::None))
     }
 }
 
@@ -168,7 +196,7 @@ impl VisionAttention {
         for &(start, len) in ctx.chunks {
             let part = |t: &Tensor| t.narrow(1, start, len)?.unsqueeze(0);
             let out = scope("vision.flash_attn", dev, || {
-                crate::kernels::attention(&part(q)?, &part(k)?, &part(v)?, scale as f32, false)
+                kernels::attention(&part(q)?, &part(k)?, &part(v)?, scale as f32, false)
             })?;
             let Some(out) = out else { return Ok(None) };
             outs.push(out.reshape((len, ()))?);
@@ -212,9 +240,9 @@ impl VisionBlock {
         let n1 = scope("vision.norm", dev, || self.norm1.forward(xs))?;
         let xs = (xs + self.attn.forward(&n1, ctx)?)?;
         let n2 = scope("vision.norm", dev, || self.norm2.forward(&xs))?;
-        let h = scope("vision.fc1", dev, || self.fc1.forward(&n2))?;
-        let h = scope("vision.gelu", dev, || if self.tanh_gelu { h.gelu() } else { h.gelu_erf() })?;
-        Ok((&xs + scope("vision.fc2", dev, || self.fc2.forward(&h))?)?)
+        let act = if self.tanh_gelu { Act::GeluTanh } else { Act::GeluErf };
+        let h = scope("vision.fc1_gelu", dev, || linear_act(&self.fc1, &n2, act))?;
+        Ok((&xs + scope("vision.fc2", dev, || linear_act(&self.fc2, &h, Act::None))?)?)
     }
 }
 
@@ -228,6 +256,8 @@ pub struct VisionModel {
     deepstack_mergers: Vec<PatchMerger>,
     cfg: VisionConfig,
     rope_theta: f64,
+    /// The rotary tables of the last grids seen (screens repeat their size).
+    rotary_memo: Mutex<Option<(Vec<GridThw>, Tensor, Tensor)>>,
 }
 
 impl VisionModel {
@@ -254,6 +284,7 @@ impl VisionModel {
             deepstack_mergers,
             cfg: cfg.clone(),
             rope_theta: cfg.rope_theta(),
+            rotary_memo: Mutex::new(None),
         })
     }
 
@@ -283,10 +314,14 @@ impl VisionModel {
         let dev = self.device();
         let dtype = self.dtype();
         let xs = scope("vision.patch_embed", dev, || {
-            pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?.broadcast_add(&self.patch_embed_b)
+            let mm = pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?;
+            match kernels::bias_act(&mm, &self.patch_embed_b, Act::None)? {
+                Some(xs) => Ok::<_, ModelError>(xs),
+                None => Ok(mm.broadcast_add(&self.patch_embed_b)?),
+            }
         })?;
         let xs = (xs + scope("vision.pos_embed", dev, || self.position_embeddings(grids))?)?;
-        let (cos, sin) = scope("vision.rotary_tables", dev, || self.rotary(grids, dev))?;
+        let (cos, sin) = scope("vision.rotary_tables", dev, || self.rotary_memoized(grids, dev))?;
         let mut chunks = Vec::new();
         let mut start = 0;
         for g in grids {
@@ -337,6 +372,19 @@ impl VisionModel {
         let wts = Tensor::from_vec(wts, (n, 4, 1), dev)?.to_dtype(self.dtype())?;
         let gathered = self.pos_embed.index_select(&idx, 0)?.reshape((n, 4, ()))?;
         Ok(gathered.broadcast_mul(&wts)?.sum(1)?)
+    }
+
+    /// [`Self::rotary`], reusing the tables of the previous call for the same grids.
+    fn rotary_memoized(&self, grids: &[GridThw], dev: &Device) -> Result<(Tensor, Tensor)> {
+        let mut memo = self.rotary_memo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, cos, sin)) = memo.as_ref() {
+            if g.as_slice() == grids {
+                return Ok((cos.clone(), sin.clone()));
+            }
+        }
+        let (cos, sin) = self.rotary(grids, dev)?;
+        *memo = Some((grids.to_vec(), cos.clone(), sin.clone()));
+        Ok((cos, sin))
     }
 
     /// cos/sin of the 2-D rotary embedding, first half of each row (the second repeats it):

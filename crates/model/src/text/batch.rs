@@ -83,8 +83,8 @@ impl DecoderLayer {
         layer: usize,
     ) -> Result<Tensor> {
         let n1 = scope("text.norm", xs.device(), || self.ln1.forward(xs))?;
-        let xs = (xs + self.attn.forward_decode_batch(&n1, rope, caches, layer)?)?;
-        self.mlp_residual(&xs)
+        let attn = self.attn.forward_decode_batch(&n1, rope, caches, layer)?;
+        self.mlp_residual(xs, &attn)
     }
 }
 
