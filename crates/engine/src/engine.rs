@@ -270,11 +270,17 @@ impl Engine {
         if seq.finish.is_some() {
             return Ok((None, None));
         }
-        let raw: Vec<f32> = seq.logits.to_dtype(DType::F32)?.to_vec1()?;
-        let id = seq.sampler.pick(&raw, &[]);
-        if self.cfg.record_logits {
-            seq.step_logits.push(raw);
-        }
+        let id = if seq.sampler.is_greedy() && !self.cfg.record_logits && !seq.logits.device().is_cpu() {
+            // On a GPU the argmax runs there: one number comes back instead of the vocabulary.
+            seq.logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>()?
+        } else {
+            let raw: Vec<f32> = seq.logits.to_dtype(DType::F32)?.to_vec1()?;
+            let id = seq.sampler.pick(&raw, &[]);
+            if self.cfg.record_logits {
+                seq.step_logits.push(raw);
+            }
+            id
+        };
         if seq.ids.is_empty() {
             seq.timings.ttft_ms = ms(seq.submitted);
             seq.decode_start = Some(Instant::now());

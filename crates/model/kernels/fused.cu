@@ -108,31 +108,28 @@ __device__ __forceinline__ void sp_load_row(const bf16 *p, float *f) {
 #define SP_DEC_WARPS 4
 #define SP_DEC_UNROLL 8
 
-// grid (kv_heads, splits, b), block 32 * SP_DEC_WARPS. q: (b, heads, 1, D) contiguous; k, v: (b,
-// kv_heads, len, D) with strides (bs, hs, rs); out: (b, heads * D). The REP query heads of a key
-// head are handled together so each key and value row is read once; each lane holds D/32 dims.
-// Split s handles keys [s * chunk, (s + 1) * chunk): with one split the block writes `out`, else
-// its partial result in flash_attn.cu's layout for sp_attn_combine (spreading a long cache over
-// many SMs is what makes this fast: one block per key head would leave most of the GPU idle).
+// Attention of the REP query heads of one key head (q: REP rows of D, contiguous) over keys
+// [split * chunk, min(len, (split + 1) * chunk)) of k/v (rows of D with strides k_rs, v_rs).
+// Output rows out_row0 .. out_row0 + REP: written to `out` when there is one split, else as
+// partial results (flash_attn.cu's layout) for sp_attn_combine. Block of 32 * SP_DEC_WARPS; each
+// lane holds D/32 dims; each key and value row is read once for all REP heads.
 template <int D, int REP>
-__device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale,
-                               long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs,
-                               long long v_rs, int chunk, float *part_o, float *part_ml) {
+__device__ void sp_decode_core(const bf16 *q, const bf16 *k, const bf16 *v, long long k_rs, long long v_rs,
+                               int len, float scale, int chunk, int split, int splits, long long out_row0,
+                               bf16 *out, float *part_o, float *part_ml) {
     constexpr int E = D / 32;  // dims per lane: 4 for D = 128
     __shared__ float sm_m[SP_DEC_WARPS][REP], sm_l[SP_DEC_WARPS][REP];
     __shared__ float sm_acc[SP_DEC_WARPS][REP][D];
-    const int kvh = blockIdx.x, split = blockIdx.y, splits = gridDim.y, b = blockIdx.z;
-    const int heads = gridDim.x * REP;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int j_end = min(len, (split + 1) * chunk);
     const float sl2 = scale * 1.4426950408889634f;
-    k += b * k_bs + kvh * k_hs + lane * E;
-    v += b * v_bs + kvh * v_hs + lane * E;
+    k += lane * E;
+    v += lane * E;
 
     float qr[REP][E], acc[REP][E], m[REP], l[REP];
 #pragma unroll
     for (int r = 0; r < REP; ++r) {
-        const bf16 *qp = q + ((long long)b * heads + kvh * REP + r) * D + lane * E;
+        const bf16 *qp = q + r * D + lane * E;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
             qr[r][e] = __bfloat162float(qp[e]) * sl2;
@@ -141,7 +138,6 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
         m[r] = -INFINITY;
         l[r] = 0.f;
     }
-
     for (int base = split * chunk + warp * SP_DEC_UNROLL; base < j_end; base += SP_DEC_WARPS * SP_DEC_UNROLL) {
         float kf[SP_DEC_UNROLL][E], vf[SP_DEC_UNROLL][E];
 #pragma unroll
@@ -205,7 +201,7 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
             num += sm_acc[w][r][c] * f;
             den += sm_l[w][r] * f;
         }
-        const long long row = (long long)b * heads + kvh * REP + r;
+        const long long row = out_row0 + r;
         if (splits == 1) {
             out[row * D + c] = __float2bfloat16_rn(num / den);
         } else {
@@ -219,6 +215,55 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
     }
 }
 
+
+// grid (kv_heads, splits, b), block 32 * SP_DEC_WARPS. q: (b, heads, 1, D) contiguous; k, v: (b,
+// kv_heads, len, D) with strides (bs, hs, rs); out: (b, heads * D). Split s handles keys
+// [s * chunk, (s + 1) * chunk): spreading a long cache over many SMs is what makes this fast (one
+// block per key head would leave most of the GPU idle).
+template <int D, int REP>
+__device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale,
+                               long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs,
+                               long long v_rs, int chunk, float *part_o, float *part_ml) {
+    const int kvh = blockIdx.x, b = blockIdx.z, heads = gridDim.x * REP;
+    sp_decode_core<D, REP>(q + ((long long)b * heads + kvh * REP) * D, k + b * k_bs + kvh * k_hs,
+                           v + b * v_bs + kvh * v_hs, k_rs, v_rs, len, scale, chunk, blockIdx.y, gridDim.y,
+                           (long long)b * heads + kvh * REP, out, part_o, part_ml);
+}
+
+// Up to SP_MAX_BATCH sequences with separate KV buffers (1, kv_heads, capacity, D) each, passed by
+// value: buffer addresses, head stride (capacity * D) and tokens already held.
+#define SP_MAX_BATCH 16
+struct SpKvTable {
+    unsigned long long k[SP_MAX_BATCH], v[SP_MAX_BATCH];
+    long long head_stride[SP_MAX_BATCH];
+    int filled[SP_MAX_BATCH];
+};
+
+// One decode step of a batch: grid (kv_heads, splits, b). qk: (b, heads + kv_heads, 1, D)
+// contiguous = normed and rotated q and k heads of the new tokens; vnew: their values (strides
+// v_bs, v_hs). The block whose split holds position `filled` first writes the new key and value
+// into the sequence's buffers (it is the only block that reads that row), then every block
+// attends over keys 0..=filled of its sequence.
+template <int D, int REP>
+__device__ void sp_decode_attn_batched(const bf16 *qk, long long qk_bs, const bf16 *vnew, long long v_bs,
+                                       long long v_hs, bf16 *out, float scale, int chunk, float *part_o,
+                                       float *part_ml, const SpKvTable &t) {
+    const int kvh = blockIdx.x, split = blockIdx.y, b = blockIdx.z, heads = gridDim.x * REP;
+    const int pos = t.filled[b];
+    bf16 *kb = reinterpret_cast<bf16 *>(t.k[b]) + kvh * t.head_stride[b];
+    bf16 *vb = reinterpret_cast<bf16 *>(t.v[b]) + kvh * t.head_stride[b];
+    const bf16 *q = qk + b * qk_bs;
+    if (pos >= split * chunk && pos < (split + 1) * chunk) {
+        for (int c = threadIdx.x; c < D; c += blockDim.x) {
+            kb[(long long)pos * D + c] = q[(heads + kvh) * D + c];
+            vb[(long long)pos * D + c] = vnew[b * v_bs + kvh * v_hs + c];
+        }
+        __syncthreads();
+    }
+    sp_decode_core<D, REP>(q + kvh * REP * D, kb, vb, D, D, pos + 1, scale, chunk, split, gridDim.y,
+                           (long long)b * heads + kvh * REP, out, part_o, part_ml);
+}
+
 #define SP_DECODE_ENTRY(D, REP)                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_bf16_d##D##_r##REP(          \
         const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale, long long k_bs,           \
@@ -227,6 +272,17 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
         sp_decode_attn<D, REP>(q, k, v, out, len, scale, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, chunk, part_o,     \
                                part_ml);                                                                         \
     }
+
+#define SP_DECODE_BATCHED_ENTRY(D, REP)                                                                          \
+    extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_batched_bf16_d##D##_r##REP(  \
+        const bf16 *qk, long long qk_bs, const bf16 *vnew, long long v_bs, long long v_hs, bf16 *out,           \
+        float scale, int chunk, float *part_o, float *part_ml, SpKvTable table) {                               \
+        sp_decode_attn_batched<D, REP>(qk, qk_bs, vnew, v_bs, v_hs, out, scale, chunk, part_o, part_ml, table); \
+    }
+
+SP_DECODE_BATCHED_ENTRY(128, 1)
+SP_DECODE_BATCHED_ENTRY(128, 2)
+SP_DECODE_BATCHED_ENTRY(128, 4)
 
 SP_DECODE_ENTRY(128, 1)
 SP_DECODE_ENTRY(128, 2)

@@ -71,6 +71,11 @@ impl Sampler {
     }
 
     /// Chooses the next token from raw logits, given every token seen so far.
+    /// Whether [`Self::pick`] is a plain argmax (temperature 0, no repetition penalty).
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature == 0.0 && self.params.repetition_penalty == 1.0
+    }
+
     pub fn pick(&mut self, logits: &[f32], seen: &[u32]) -> u32 {
         let mut l = logits.to_vec();
         let p = self.params.repetition_penalty as f32;

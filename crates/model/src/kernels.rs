@@ -28,6 +28,26 @@ pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -
     imp::decode_attention(q, k, v, scale)
 }
 
+/// One sequence's KV buffers for [`decode_attention_batched`]: (1, kv_heads, capacity, d) each,
+/// contiguous, holding `filled` tokens; the new token is written at row `filled`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct KvSlot {
+    pub k: Tensor,
+    pub v: Tensor,
+    pub filled: usize,
+}
+
+/// Most sequences one [`decode_attention_batched`] call takes (SP_MAX_BATCH).
+pub(crate) const MAX_BATCH: usize = 16;
+
+/// One decode step for a batch in one launch (plus a merge): `qk` (b, heads + kv_heads, 1, d) =
+/// the new tokens' normed and rotated q and k heads, `v_new` (b, kv_heads, 1, d) their values.
+/// Writes each sequence's new key and value into its buffers at row `filled` and returns the
+/// attention output (b, 1, heads * d). The caller then counts the token as held.
+pub(crate) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], scale: f32) -> Result<Option<Tensor>> {
+    imp::decode_attention_batched(qk, v_new, heads, slots, scale)
+}
+
 /// RMSNorm over the last axis of `x` (b, s, heads, d) with `weights` (2, d) (row 0 for heads
 /// below `split`, row 1 for the rest: q and k heads at once), then rotary embedding with
 /// `cos_sin` ((s, d) or (b, s, d): cos then sin of the d/2 frequencies), returned as
@@ -99,6 +119,9 @@ mod imp {
         Ok(None)
     }
     pub(super) fn bias_act(_: &Tensor, _: &Tensor, _: Act) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn decode_attention_batched(_: &Tensor, _: &Tensor, _: usize, _: &[KvSlot], _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn vision_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
@@ -562,6 +585,106 @@ mod imp {
             // SAFETY: the arguments match the kernel's signature; inputs are contiguous.
             unsafe { lb.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((2, self.heads, seq, d))))
+        }
+    }
+
+    // ---- batched decode attention ----
+
+    /// SpKvTable of fused.cu, passed by value.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct KvTable {
+        k: [u64; MAX_BATCH],
+        v: [u64; MAX_BATCH],
+        head_stride: [i64; MAX_BATCH],
+        filled: [i32; MAX_BATCH],
+    }
+
+    // SAFETY: plain old data with the C layout the kernel expects.
+    unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for KvTable {}
+
+    /// Device address of a contiguous bf16 CUDA tensor's first element.
+    fn address(t: &Tensor) -> Result<u64> {
+        use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+        let (storage, layout) = t.storage_and_layout();
+        let candle_core::Storage::Cuda(cs) = &*storage else {
+            return Err(crate::error::ModelError::Input("KV buffer is not on the GPU".into()));
+        };
+        let slice = cs.as_cuda_slice::<bf16>()?;
+        let (ptr, _sync) = slice.device_ptr(slice.stream());
+        Ok(ptr + (layout.start_offset() * std::mem::size_of::<bf16>()) as u64)
+    }
+
+    pub(super) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], scale: f32) -> Result<Option<Tensor>> {
+        if device_for(qk, false).is_none() || qk.rank() != 4 || v_new.rank() != 4 || !qk.is_contiguous() || v_new.dtype() != DType::BF16 {
+            return Ok(None);
+        }
+        let (b, hq, one, d) = qk.dims4()?;
+        let hkv = hq.saturating_sub(heads);
+        let rep = if hkv == 0 { 0 } else { heads / hkv };
+        if one != 1 || d != 128 || hkv * rep != heads || !matches!(rep, 1 | 2 | 4) || b == 0 || b > MAX_BATCH || slots.len() != b {
+            return Ok(None);
+        }
+        if v_new.dims() != [b, hkv, 1, d] || v_new.stride()[3] != 1 {
+            return Ok(None);
+        }
+        let mut table = KvTable { k: [0; MAX_BATCH], v: [0; MAX_BATCH], head_stride: [0; MAX_BATCH], filled: [0; MAX_BATCH] };
+        for (i, s) in slots.iter().enumerate() {
+            let ok = |t: &Tensor| t.dtype() == DType::BF16 && t.is_contiguous() && t.rank() == 4 && t.dims()[..2] == [1, hkv] && t.dims()[3] == d && t.dims()[2] > s.filled;
+            if !ok(&s.k) || !ok(&s.v) || s.k.dims() != s.v.dims() {
+                return Ok(None);
+            }
+            table.k[i] = address(&s.k)?;
+            table.v[i] = address(&s.v)?;
+            table.head_stride[i] = (s.k.dims()[2] * d) as i64;
+            table.filled[i] = s.filled as i32;
+        }
+        let max_len = slots.iter().map(|s| s.filled + 1).max().unwrap_or(1);
+        let op = DecodeBatched { table, heads, scale, max_len };
+        Ok(Some(qk.apply_op2_no_bwd(v_new, &op)?))
+    }
+
+    struct DecodeBatched {
+        table: KvTable,
+        heads: usize,
+        scale: f32,
+        max_len: usize,
+    }
+
+    impl CustomOp2 for DecodeBatched {
+        fn name(&self) -> &'static str {
+            "screenpilot-decode-attn-batched"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("{} is CUDA-only", self.name())
+        }
+
+        fn cuda_fwd(&self, qs: &CudaStorage, ql: &Layout, vs: &CudaStorage, vl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = qs.device().clone();
+            let (b, hq, _, d) = ql.shape().dims4()?;
+            let hkv = hq - self.heads;
+            let (qk, vnew) = (view(qs, ql)?, view(vs, vl)?);
+            let func = fused!(&dev, &format!("sp_decode_attn_batched_bf16_d{d}_r{}", self.heads / hkv))?;
+            let (splits, chunk) = key_splits(hkv * b, self.max_len, 64, 8 * DECODE_WARPS as usize);
+            let partials = Partials::new(&dev, b * self.heads, splits, d)?;
+            // SAFETY: every element is written by the kernel (or the merge).
+            let out = unsafe { dev.alloc::<bf16>(b * self.heads * d)? };
+            let qk_bs = (hq * d) as i64;
+            let (v_bs, v_hs) = (vl.stride()[0] as i64, vl.stride()[1] as i64);
+            let chunk_i = chunk as i32;
+            let mut lb = func.builder();
+            lb.arg(&qk).arg(&qk_bs).arg(&vnew).arg(&v_bs).arg(&v_hs).arg(&out).arg(&self.scale).arg(&chunk_i);
+            push_partials(&mut lb, &partials);
+            lb.arg(&self.table);
+            let cfg = LaunchConfig { grid_dim: (hkv as u32, splits as u32, b as u32), block_dim: (32 * DECODE_WARPS, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; the table's buffers were checked
+            // to be contiguous with room for row `filled`, and are owned by their caches alone.
+            unsafe { lb.launch(cfg) }.w()?;
+            if let Some(p) = &partials {
+                p.combine(&dev, &out, b * self.heads, splits, d)?;
+            }
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, 1, self.heads * d))))
         }
     }
 }

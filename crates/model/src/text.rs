@@ -155,6 +155,29 @@ impl KvCache {
             .sum()
     }
 
+    /// Makes room for one more token in `layer` (a private buffer with spare capacity, copied
+    /// or grown like [`Self::append`] would) and returns the buffers for a kernel to write row
+    /// `filled` itself; [`Self::commit_one`] then counts the token. `None` for an empty layer.
+    pub(crate) fn reserve_one(&mut self, layer: usize) -> Result<Option<kernels::KvSlot>> {
+        let Some(Some(l)) = self.layers.get(layer) else { return Ok(None) };
+        let (filled, fits) = (l.filled, l.buf.capacity() > l.filled);
+        let shape = l.buf.k.narrow(2, 0, 1)?;
+        let slot = self.layers.get_mut(layer).and_then(Option::as_mut);
+        let Some(l) = slot else { return Ok(None) };
+        if !fits || Arc::get_mut(&mut l.buf).is_none() {
+            let cap = if fits { l.buf.capacity() } else { grown_capacity(filled + 1, l.buf.capacity()) };
+            l.buf = Arc::new(KvBuffers::with_capacity(&shape, cap, Some(&l.buf), filled)?);
+        }
+        Ok(Some(kernels::KvSlot { k: l.buf.k.clone(), v: l.buf.v.clone(), filled }))
+    }
+
+    /// Counts the token a kernel wrote at row `filled` of `layer` (after [`Self::reserve_one`]).
+    pub(crate) fn commit_one(&mut self, layer: usize) {
+        if let Some(Some(l)) = self.layers.get_mut(layer) {
+            l.filled += 1;
+        }
+    }
+
     /// Writes `k`, `v` (b, kv_heads, s, head_dim) after the layer's tokens; returns views of all
     /// of its keys and values so far.
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -266,6 +289,15 @@ fn rotate(xs: &Tensor, t: &RopeTables) -> Result<Tensor> {
     Ok(candle_nn::rotary_emb::rope(&xs.contiguous()?, &t.cos, &t.sin)?)
 }
 
+/// The heads of one qkv projection: q, k rotated and normed; on the fused CUDA path also `qk`,
+/// the contiguous (b, heads + kv_heads, s, head_dim) tensor q and k are views of.
+pub(crate) struct QkvHeads {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    qk: Option<Tensor>,
+}
+
 struct Attention {
     /// q_proj, k_proj and v_proj stacked: one matmul.
     qkv: Linear,
@@ -297,10 +329,16 @@ impl Attention {
         })
     }
 
+    /// [`Self::qkv_parts`] without the fused tensor.
+    fn qkv_heads(&self, xs: &Tensor, rope: &RopeTables) -> Result<(Tensor, Tensor, Tensor)> {
+        let QkvHeads { q, k, v, .. } = self.qkv_parts(xs, rope)?;
+        Ok((q, k, v))
+    }
+
     /// The projections of `xs` (b, s, hidden) as heads: q (b, heads, s, head_dim) and k
     /// (b, kv_heads, s, head_dim) QK-normed and rotated, v (b, kv_heads, s, head_dim) (on the
     /// fused path a strided view into the projection, copied once into the KV cache).
-    fn qkv_heads(&self, xs: &Tensor, rope: &RopeTables) -> Result<(Tensor, Tensor, Tensor)> {
+    fn qkv_parts(&self, xs: &Tensor, rope: &RopeTables) -> Result<QkvHeads> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
         let qkv = scope("text.qkv_proj", dev, || self.qkv.forward(xs))?;
@@ -317,19 +355,20 @@ impl Attention {
             })?;
             if let Some(qk) = fused {
                 let (q, k) = (qk.narrow(1, 0, self.heads)?, qk.narrow(1, self.heads, self.kv_heads)?);
-                return Ok((q, k, v.transpose(1, 2)?));
+                return Ok(QkvHeads { q, k, v: v.transpose(1, 2)?, qk: Some(qk) });
             }
         }
         let (q, k) = scope("text.qk_norm", dev, || {
             Ok::<_, ModelError>((self.q_norm.forward(&q)?, self.k_norm.forward(&k)?))
         })?;
-        scope("text.rope", dev, || {
+        let (q, k, v) = scope("text.rope", dev, || {
             Ok::<_, ModelError>((
                 rotate(&q.transpose(1, 2)?.contiguous()?, rope)?,
                 rotate(&k.transpose(1, 2)?.contiguous()?, rope)?,
                 v.transpose(1, 2)?.contiguous()?,
             ))
-        })
+        })?;
+        Ok(QkvHeads { q, k, v, qk: None })
     }
 
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
@@ -576,6 +615,32 @@ mod tests {
         a.truncate(0).unwrap();
         assert!(before > 0);
         assert_eq!(a.bytes(), 0);
+    }
+
+    #[test]
+    fn reserving_a_row_copies_shared_buffers_and_commit_counts_it() {
+        let mut a = KvCache::new(1);
+        let (k, v) = tokens(0, 3);
+        a.append(0, &k, &v).unwrap();
+        let b = a.clone();
+        let slot = a.reserve_one(0).unwrap().unwrap();
+        assert_eq!(slot.filled, 3);
+        // `a` now has its own buffers: writing row 3 there leaves `b` alone.
+        slot.k.slice_set(&Tensor::full(9f32, (1, 2, 1, 4), &Device::Cpu).unwrap(), 2, 3).unwrap();
+        slot.v.slice_set(&Tensor::full(-9f32, (1, 2, 1, 4), &Device::Cpu).unwrap(), 2, 3).unwrap();
+        a.commit_one(0);
+        assert_eq!(keys(&mut a, 0), [0., 1., 2., 9.]);
+        assert_eq!(keys(&mut b.clone(), 0), [0., 1., 2.]);
+        let row3 = b.layers[0].as_ref().unwrap().buf.k.narrow(2, 3, 1).unwrap();
+        assert_eq!(row3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0f32; 8], "the clone's buffer was written");
+        // A full buffer grows; an empty layer has nothing to reserve.
+        let mut full = KvCache::new(2);
+        let (k, v) = tokens(0, 256);
+        full.append(0, &k, &v).unwrap();
+        let cap = full.layers[0].as_ref().unwrap().buf.capacity();
+        full.layers[0].as_mut().unwrap().filled = cap;
+        assert!(full.reserve_one(0).unwrap().unwrap().k.dim(2).unwrap() > cap);
+        assert!(full.reserve_one(1).unwrap().is_none());
     }
 
     #[test]

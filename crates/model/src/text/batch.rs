@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::{Attention, DecoderLayer, KvCache, MRope, RopeTables, TextModel};
+use super::{Attention, DecoderLayer, KvCache, MRope, QkvHeads, RopeTables, TextModel};
 use crate::error::{ModelError, Result};
 use crate::profile::scope;
 use crate::rope::Positions;
@@ -49,6 +49,27 @@ impl Attention {
         Ok(out.reshape((1, self.heads, 1, self.head_dim))?)
     }
 
+    /// The whole batch's KV writes and attention in one kernel (CUDA): `qk` (b, heads + kv_heads,
+    /// 1, d) is the fused norm+rope output (new queries, then new keys), `v` (b, kv_heads, 1, d).
+    /// `None` (nothing written) where the kernel does not apply.
+    fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize) -> Result<Option<Tensor>> {
+        let b = qk.dim(0)?;
+        if b > crate::kernels::MAX_BATCH {
+            return Ok(None);
+        }
+        let mut slots = Vec::with_capacity(b);
+        for cache in caches.iter_mut() {
+            match cache.reserve_one(layer)? {
+                Some(s) => slots.push(s),
+                None => return Ok(None),
+            }
+        }
+        let scale = (self.head_dim as f64).powf(-0.5) as f32;
+        let Some(out) = crate::kernels::decode_attention_batched(&qk, v, self.heads, &slots, scale)? else { return Ok(None) };
+        caches.iter_mut().for_each(|c| c.commit_one(layer));
+        Ok(Some(out))
+    }
+
     /// `xs` (batch, 1, hidden): row i is the new token of `caches[i]`, appended to it here.
     fn forward_decode_batch(
         &self,
@@ -59,7 +80,12 @@ impl Attention {
     ) -> Result<Tensor> {
         let b = xs.dim(0)?;
         let dev = xs.device();
-        let (q, k, v) = self.qkv_heads(xs, rope)?;
+        let QkvHeads { q, k, v, qk } = self.qkv_parts(xs, rope)?;
+        if let Some(qk) = qk {
+            if let Some(out) = scope("text.decode_attention", dev, || self.attend_batched(&qk, &v, caches, layer))? {
+                return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
+            }
+        }
         let out = scope("text.decode_attention", dev, || {
             let mut outs = Vec::with_capacity(b);
             for (i, cache) in caches.iter_mut().enumerate() {
