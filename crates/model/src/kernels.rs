@@ -165,7 +165,7 @@ mod imp {
         let ok = enabled_by_env(is_flash)
             && t.dtype() == DType::BF16
             && *OK.get_or_init(|| {
-                flash!(dev, "sp_flash_attn_bf16_d64").is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
+                flash!(dev, "sp_flash_attn_bf16_d64_w4_s2").is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
             });
         ok.then(|| dev.clone())
     }
@@ -276,7 +276,9 @@ mod imp {
             let (b, h, sq, d) = ql.shape().dims4()?;
             let (_, hkv, skv, _) = kl.shape().dims4()?;
             let (q, k, v) = (view(qs, ql)?, view(ks, kl)?, view(vs, vl)?);
-            let func = flash!(&dev, &format!("sp_flash_attn_bf16_d{d}"))?;
+            // Head dim 64 double-buffers its key/value tiles; 128 has no shared memory for it.
+            let stages = if d == 64 { 2 } else { 1 };
+            let func = flash!(&dev, &format!("sp_flash_attn_bf16_d{d}_w4_s{stages}"))?;
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<bf16>(b * sq * h * d)? };
             let (qst, kst, vst) = (strides3(ql), strides3(kl), strides3(vl));

@@ -32,6 +32,16 @@ impl RmsNorm {
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps as f32)?)
     }
+
+    /// `(x + y, norm(x + y))`: one kernel on CUDA.
+    pub(crate) fn add_forward(&self, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
+        if let Some(both) = kernels::add_rms_norm(x, y, &self.weight, self.eps as f32)? {
+            return Ok((both.get(0)?, both.get(1)?));
+        }
+        let sum = (x + y)?;
+        let normed = self.forward(&sum)?;
+        Ok((sum, normed))
+    }
 }
 
 /// One matmul for several projections of the same input: the weights `names` (each
@@ -329,12 +339,6 @@ impl Attention {
         })
     }
 
-    /// [`Self::qkv_parts`] without the fused tensor.
-    fn qkv_heads(&self, xs: &Tensor, rope: &RopeTables) -> Result<(Tensor, Tensor, Tensor)> {
-        let QkvHeads { q, k, v, .. } = self.qkv_parts(xs, rope)?;
-        Ok((q, k, v))
-    }
-
     /// The projections of `xs` (b, s, hidden) as heads: q (b, heads, s, head_dim) and k
     /// (b, kv_heads, s, head_dim) QK-normed and rotated, v (b, kv_heads, s, head_dim) (on the
     /// fused path a strided view into the projection, copied once into the KV cache).
@@ -374,7 +378,14 @@ impl Attention {
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
-        let (q, k, v) = self.qkv_heads(xs, rope)?;
+        let QkvHeads { q, k, v, qk } = self.qkv_parts(xs, rope)?;
+        if let (1, Some(qk)) = (s, &qk) {
+            // One new token: the decode kernel writes it into the cache itself.
+            let one = &mut [&mut *cache];
+            if let Some(out) = scope("text.decode_attn", dev, || self.attend_batched(qk, &v, one, layer))? {
+                return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
+            }
+        }
         let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let fused = if s > 1 {
@@ -439,25 +450,19 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
-        let n1 = scope("text.norm", xs.device(), || self.ln1.forward(xs))?;
-        let attn = self.attn.forward(&n1, rope, cache, layer)?;
+    /// The layer on `xs` whose input norm `n1` the caller computed (fused with the previous
+    /// layer's last add); returns the output as `(a, b)` with output = a + b, for the caller to
+    /// add together with the next norm.
+    fn forward(&self, xs: &Tensor, n1: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<(Tensor, Tensor)> {
+        let attn = self.attn.forward(n1, rope, cache, layer)?;
         self.mlp_residual(xs, &attn)
     }
 
-    /// The second half of the layer: with `xs = residual + attn`, `xs + down(silu(gate) * up)`
-    /// of the normed `xs` (the add and the norm are one kernel on CUDA).
-    fn mlp_residual(&self, residual: &Tensor, attn: &Tensor) -> Result<Tensor> {
+    /// The second half of the layer: with `xs = residual + attn`, (`xs`, `down(silu(gate) * up)`
+    /// of the normed `xs`), whose sum is the layer's output.
+    fn mlp_residual(&self, residual: &Tensor, attn: &Tensor) -> Result<(Tensor, Tensor)> {
         let dev = residual.device();
-        let (xs, h) = scope("text.add_norm", dev, || {
-            if let Some(both) = kernels::add_rms_norm(residual, attn, &self.ln2.weight, self.ln2.eps as f32)? {
-                return Ok::<_, ModelError>((both.get(0)?, both.get(1)?));
-            }
-            let xs = (residual + attn)?;
-            let h = self.ln2.forward(&xs)?;
-            Ok((xs, h))
-        })?;
-        let xs = &xs;
+        let (xs, h) = scope("text.add_norm", dev, || self.ln2.add_forward(residual, attn))?;
         let gu = scope("text.gate_up", dev, || self.gate_up.forward(&h))?;
         let h = scope("text.swiglu", dev, || match kernels::swiglu(&gu)? {
             Some(h) => Ok(h),
@@ -466,7 +471,8 @@ impl DecoderLayer {
                 Ok::<_, ModelError>((gu.narrow(D::Minus1, 0, n)?.silu()? * gu.narrow(D::Minus1, n, n)?)?)
             }
         })?;
-        Ok((xs + scope("text.down", dev, || self.down.forward(&h))?)?)
+        let down = scope("text.down", dev, || self.down.forward(&h))?;
+        Ok((xs, down))
     }
 }
 
@@ -537,18 +543,40 @@ impl TextModel {
                 causal_mask(seq, cache.len(), embeds.dtype(), embeds.device())
             })?);
         }
+        let hidden = self.run_layers(embeds, deepstack.as_ref(), |i, layer, xs, n1| layer.forward(xs, n1, &rope, cache, i))?;
+        cache.len += seq;
+        Ok(hidden)
+    }
+
+    /// The decoder layers over `embeds`, `layer_fn(i, layer, xs, ln1(xs))` giving each layer's
+    /// output as a sum of two parts; adds them and applies the next norm (the next layer's input
+    /// norm, after the last layer the final norm) in one step, injecting DeepStack features after
+    /// the first layers. Returns the final-normed hidden states.
+    fn run_layers(
+        &self,
+        embeds: &Tensor,
+        deepstack: Option<&DeepstackInput>,
+        mut layer_fn: impl FnMut(usize, &DecoderLayer, &Tensor, &Tensor) -> Result<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let dev = embeds.device();
+        let first = self.layers.first().map_or(&self.norm, |l| &l.ln1);
         let mut xs = embeds.clone();
+        let mut n1 = scope("text.norm", dev, || first.forward(&xs))?;
         for (i, layer) in self.layers.iter().enumerate() {
-            xs = layer.forward(&xs, &rope, cache, i)?;
-            if let Some(ds) = deepstack.as_ref().and_then(|d| d.features.get(i).map(|f| (d.rows, f))) {
-                let (rows, feat) = ds;
-                xs = scope("text.deepstack", xs.device(), || {
-                    xs.squeeze(0)?.index_add(rows, &feat.to_dtype(xs.dtype())?, 0)?.unsqueeze(0)
-                })?;
+            let (a, b) = layer_fn(i, layer, &xs, &n1)?;
+            let next = self.layers.get(i + 1).map_or(&self.norm, |l| &l.ln1);
+            match deepstack.and_then(|d| d.features.get(i).map(|f| (d.rows, f))) {
+                Some((rows, feat)) => {
+                    let sum = (a + b)?;
+                    xs = scope("text.deepstack", dev, || {
+                        sum.squeeze(0)?.index_add(rows, &feat.to_dtype(sum.dtype())?, 0)?.unsqueeze(0)
+                    })?;
+                    n1 = scope("text.norm", dev, || next.forward(&xs))?;
+                }
+                None => (xs, n1) = scope("text.add_norm", dev, || next.add_forward(&a, &b))?,
             }
         }
-        cache.len += seq;
-        scope("text.norm", xs.device(), || self.norm.forward(&xs))
+        Ok(n1)
     }
 
     /// Logits (f32) for hidden states (.., hidden).

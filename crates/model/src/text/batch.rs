@@ -52,7 +52,7 @@ impl Attention {
     /// The whole batch's KV writes and attention in one kernel (CUDA): `qk` (b, heads + kv_heads,
     /// 1, d) is the fused norm+rope output (new queries, then new keys), `v` (b, kv_heads, 1, d).
     /// `None` (nothing written) where the kernel does not apply.
-    fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize) -> Result<Option<Tensor>> {
+    pub(super) fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize) -> Result<Option<Tensor>> {
         let b = qk.dim(0)?;
         if b > crate::kernels::MAX_BATCH {
             return Ok(None);
@@ -101,15 +101,16 @@ impl Attention {
 }
 
 impl DecoderLayer {
+    /// [`DecoderLayer::forward`] for a batch of single new tokens.
     fn forward_decode_batch(
         &self,
         xs: &Tensor,
+        n1: &Tensor,
         rope: &RopeTables,
         caches: &mut [&mut KvCache],
         layer: usize,
-    ) -> Result<Tensor> {
-        let n1 = scope("text.norm", xs.device(), || self.ln1.forward(xs))?;
-        let attn = self.attn.forward_decode_batch(&n1, rope, caches, layer)?;
+    ) -> Result<(Tensor, Tensor)> {
+        let attn = self.attn.forward_decode_batch(n1, rope, caches, layer)?;
         self.mlp_residual(xs, &attn)
     }
 }
@@ -132,11 +133,7 @@ impl TextModel {
             let rope = scope("text.rope_tables", embeds.device(), || {
                 self.rope.decode_tables(&starts, embeds.dtype(), embeds.device())
             })?;
-            let mut xs = embeds.clone();
-            for (i, layer) in self.layers.iter().enumerate() {
-                xs = layer.forward_decode_batch(&xs, &rope, caches, i)?;
-            }
-            scope("text.norm", xs.device(), || self.norm.forward(&xs))
+            self.run_layers(embeds, None, |i, layer, xs, n1| layer.forward_decode_batch(xs, n1, &rope, caches, i))
         };
         match pass(caches) {
             Ok(hidden) => {
