@@ -94,6 +94,7 @@ extern "C" int launch(int d, const void *q, const void *k, const void *v, void *
         scratch_ml)
     for (int it = 0; it < iters; ++it) {
         if (d == 64) SP_GO(sp_flash_attn_bf16_d64_w4_s2);
+        else if (d == 72) SP_GO(sp_flash_attn_bf16_d72_w4_s2);
         else SP_GO(sp_flash_attn_bf16_d128_w4_s1);
         if (splits > 1) combine(o, b * sq * heads, splits, d);
     }
@@ -168,6 +169,8 @@ def main():
         ("vision 4096", 1, 16, 16, 4096, 4096, 64, False, 1),
         ("vision odd 1000", 1, 16, 16, 1000, 1000, 64, False, 1),
         ("vision tiny 4", 1, 2, 2, 4, 4, 64, False, 1),
+        ("8B vision 4096, head dim 72", 1, 16, 16, 4096, 4096, 72, False, 1),
+        ("head dim 72, odd 77, 2 splits", 1, 2, 2, 77, 200, 72, False, 2),
         ("prefill 1546", 1, 16, 8, 1546, 1546, 128, True, 1),
         ("follow-up 30 after 1546", 1, 16, 8, 30, 1576, 128, True, 1),
         ("same, 13 key splits", 1, 16, 8, 30, 1576, 128, True, 13),

@@ -43,8 +43,8 @@ __device__ __forceinline__ void sp_ldmatrix_x4_trans(uint32_t *r, const __nv_bfl
 
 // Copies rows [row0, row0 + SP_BLOCK_N) of a (rows, D) matrix into shared memory with cp.async
 // (16 bytes at a time, zero-filled past `rows`); the caller commits and waits.
-template <int D, int THREADS>
-__device__ __forceinline__ void sp_load_tile(__nv_bfloat16 (*dst)[D + 8], const __nv_bfloat16 *src,
+template <int D, int DP, int THREADS>
+__device__ __forceinline__ void sp_load_tile(__nv_bfloat16 (*dst)[DP + 8], const __nv_bfloat16 *src,
                                              long long row_stride, int row0, int rows) {
     constexpr int CHUNKS = D / 8;  // 16-byte pieces per row
     for (int c = threadIdx.x; c < SP_BLOCK_N * CHUNKS; c += THREADS) {
@@ -62,7 +62,9 @@ template <int N>
 __device__ __forceinline__ void sp_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // W warps (16 query rows each) per block; STAGES = 2 double-buffers the key/value tiles so the
-// next tile's copy overlaps this tile's math.
+// next tile's copy overlaps this tile's math. A head dim that is not a multiple of 16 (72 in the 8B
+// vision tower) is padded to DP with zero columns in q, k and v (they add nothing to the scores,
+// and the output's padded columns are not written).
 template <int D, int W, int STAGES>
 __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
                               const __nv_bfloat16 *__restrict__ v, __nv_bfloat16 *__restrict__ o, int sq,
@@ -71,9 +73,18 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
                               long long k_rs, long long v_bs, long long v_hs, long long v_rs, long long o_bs,
                               long long o_rs, long long o_hs, int splits, int chunk, float *part_o,
                               float *part_ml) {
-    __shared__ __align__(16) __nv_bfloat16 ks_all[STAGES][SP_BLOCK_N][D + 8];
-    __shared__ __align__(16) __nv_bfloat16 vs_all[STAGES][SP_BLOCK_N][D + 8];
+    constexpr int DP = (D + 15) / 16 * 16;
+    __shared__ __align__(16) __nv_bfloat16 ks_all[STAGES][SP_BLOCK_N][DP + 8];
+    __shared__ __align__(16) __nv_bfloat16 vs_all[STAGES][SP_BLOCK_N][DP + 8];
     constexpr int BM = 16 * W;
+    if (DP > D) {  // zero the padding columns once; tile copies never touch them
+        for (int c = threadIdx.x; c < STAGES * SP_BLOCK_N * (DP - D) / 8; c += W * 32) {
+            const int st = c / (SP_BLOCK_N * (DP - D) / 8), rem = c % (SP_BLOCK_N * (DP - D) / 8);
+            const int r = rem / ((DP - D) / 8), col = D + (rem % ((DP - D) / 8)) * 8;
+            *reinterpret_cast<uint4 *>(&ks_all[st][r][col]) = make_uint4(0, 0, 0, 0);
+            *reinterpret_cast<uint4 *>(&vs_all[st][r][col]) = make_uint4(0, 0, 0, 0);
+        }
+    }
 
     const int m0 = blockIdx.x * BM;
     const int h = blockIdx.y, b = blockIdx.z / splits, split = blockIdx.z % splits;
@@ -87,21 +98,22 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
 
     // This thread's query rows: r[0] = g, r[1] = g + 8 within the warp's 16.
     const int row0 = m0 + warp * 16 + g, row1 = row0 + 8;
-    uint32_t qf[D / 16][4];
+    uint32_t qf[DP / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < DP / 16; ++kk) {
         int c = kk * 16 + tig * 2;
         const uint32_t *p0 = reinterpret_cast<const uint32_t *>(q + (long long)row0 * q_rs + c);
         const uint32_t *p1 = reinterpret_cast<const uint32_t *>(q + (long long)row1 * q_rs + c);
-        qf[kk][0] = row0 < sq ? p0[0] : 0u;
-        qf[kk][1] = row1 < sq ? p1[0] : 0u;
-        qf[kk][2] = row0 < sq ? p0[4] : 0u;
-        qf[kk][3] = row1 < sq ? p1[4] : 0u;
+        const bool lo = c < D, hi = c + 8 < D;
+        qf[kk][0] = row0 < sq && lo ? p0[0] : 0u;
+        qf[kk][1] = row1 < sq && lo ? p1[0] : 0u;
+        qf[kk][2] = row0 < sq && hi ? p0[4] : 0u;
+        qf[kk][3] = row1 < sq && hi ? p1[4] : 0u;
     }
 
-    float acc[D / 8][4];
+    float acc[DP / 8][4];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    for (int n = 0; n < DP / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
     float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.f, 0.f};
     const float sl2 = scale * 1.4426950408889634f;  // scores in log2 units
 
@@ -110,29 +122,29 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
     kv_end = min(kv_end, (split + 1) * chunk);
     const int n_start = split * chunk;
     if (n_start < kv_end) {
-        sp_load_tile<D, W * 32>(ks_all[0], k, k_rs, n_start, skv);
-        sp_load_tile<D, W * 32>(vs_all[0], v, v_rs, n_start, skv);
+        sp_load_tile<D, DP, W * 32>(ks_all[0], k, k_rs, n_start, skv);
+        sp_load_tile<D, DP, W * 32>(vs_all[0], v, v_rs, n_start, skv);
         sp_cp_commit();
     }
     for (int n0 = n_start, it = 0; n0 < kv_end; n0 += SP_BLOCK_N, ++it) {
         if (STAGES == 2 && n0 + SP_BLOCK_N < kv_end) {
             // The buffer written here was last read in the previous iteration (synced below).
-            sp_load_tile<D, W * 32>(ks_all[(it + 1) % STAGES], k, k_rs, n0 + SP_BLOCK_N, skv);
-            sp_load_tile<D, W * 32>(vs_all[(it + 1) % STAGES], v, v_rs, n0 + SP_BLOCK_N, skv);
+            sp_load_tile<D, DP, W * 32>(ks_all[(it + 1) % STAGES], k, k_rs, n0 + SP_BLOCK_N, skv);
+            sp_load_tile<D, DP, W * 32>(vs_all[(it + 1) % STAGES], v, v_rs, n0 + SP_BLOCK_N, skv);
             sp_cp_commit();
             sp_cp_wait<1>();
         } else {
             sp_cp_wait<0>();
         }
         __syncthreads();
-        __nv_bfloat16 (*ks)[D + 8] = ks_all[it % STAGES];
-        __nv_bfloat16 (*vs)[D + 8] = vs_all[it % STAGES];
+        __nv_bfloat16 (*ks)[DP + 8] = ks_all[it % STAGES];
+        __nv_bfloat16 (*vs)[DP + 8] = vs_all[it % STAGES];
 
         float s[SP_BLOCK_N / 8][4];
 #pragma unroll
         for (int n = 0; n < SP_BLOCK_N / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
+        for (int kk = 0; kk < DP / 16; ++kk) {
 #pragma unroll
             for (int n = 0; n < SP_BLOCK_N / 8; ++n) {
                 const __nv_bfloat16 *kr = &ks[n * 8 + g][kk * 16 + tig * 2];
@@ -177,7 +189,7 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
             }
             sum[r] = sum[r] * alpha + part;
 #pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
+            for (int n = 0; n < DP / 8; ++n) {
                 acc[n][2 * r] *= alpha;
                 acc[n][2 * r + 1] *= alpha;
             }
@@ -192,7 +204,7 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
             pa[2] = sp_pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
             pa[3] = sp_pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
 #pragma unroll
-            for (int n = 0; n < D / 8; n += 2) {
+            for (int n = 0; n < DP / 8; n += 2) {
                 uint32_t vb[4];
                 const int key = kc * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
                 const int col = n * 8 + (lane / 16) * 8;
@@ -203,8 +215,8 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
         }
         __syncthreads();  // every warp is done with this tile's buffers
         if (STAGES == 1 && n0 + SP_BLOCK_N < kv_end) {
-            sp_load_tile<D, W * 32>(ks_all[0], k, k_rs, n0 + SP_BLOCK_N, skv);
-            sp_load_tile<D, W * 32>(vs_all[0], v, v_rs, n0 + SP_BLOCK_N, skv);
+            sp_load_tile<D, DP, W * 32>(ks_all[0], k, k_rs, n0 + SP_BLOCK_N, skv);
+            sp_load_tile<D, DP, W * 32>(vs_all[0], v, v_rs, n0 + SP_BLOCK_N, skv);
             sp_cp_commit();
         }
     }
@@ -227,8 +239,9 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
                 part_ml[pr * 2 + 1] = sum[r];
             }
 #pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
+            for (int n = 0; n < DP / 8; ++n) {
                 const int c = n * 8 + tig * 2;
+                if (c >= D) continue;
                 part_o[pr * D + c] = acc[n][2 * r];
                 part_o[pr * D + c + 1] = acc[n][2 * r + 1];
             }
@@ -238,8 +251,9 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
 #pragma unroll
     for (int r = 0; r < 2; ++r) sum[r] = sum[r] > 0.f ? 1.f / sum[r] : 0.f;
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
+    for (int n = 0; n < DP / 8; ++n) {
         const int c = n * 8 + tig * 2;
+        if (c >= D) continue;
         if (row0 < sq)
             *reinterpret_cast<uint32_t *>(o + (long long)row0 * o_rs + c) = sp_pack_bf16(acc[n][0] * sum[0], acc[n][1] * sum[0]);
         if (row1 < sq)
@@ -259,9 +273,10 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
                                     part_o, part_ml);                                                           \
     }
 
-// Head dim 64 (vision): double-buffered; 128 (text): one stage (two would pass 48 KB of static
+// Head dim 64 (2B/4B vision) and 72 (8B vision): double-buffered; 128 (text): one stage (two would pass 48 KB of static
 // shared memory). 4 warps = 64 query rows a block (8 warps measured no faster for 64, slower for 128).
 SP_FLASH_ENTRY(64, 4, 2)
+SP_FLASH_ENTRY(72, 4, 2)
 SP_FLASH_ENTRY(128, 4, 1)
 
 // Merges the key splits of each output row: grid (rows), block d threads; out (rows, d) bf16.

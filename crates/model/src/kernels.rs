@@ -1,6 +1,6 @@
 //! Our CUDA kernels (crates/model/kernels/*.cu, compiled to PTX by build.rs under the `cuda`
 //! feature), for bf16 on GPUs of compute capability 8.0 or newer:
-//! - [`attention`]: fused FlashAttention-2 style attention (head dim 64 or 128) for the vision
+//! - [`attention`]: fused FlashAttention-2 style attention (head dim 64, 72 or 128) for the vision
 //!   tower and causal prefill; scores stay in registers (f32).
 //! - [`decode_attention`]: one new token per sequence over its cached keys.
 //! - [`norm_rope`]: QK-norm + rotary embedding + head transpose in one pass.
@@ -16,8 +16,8 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 
-/// Attention of `q` (b, heads, sq, d) over `k`, `v` (b, kv_heads, skv, d), scaled by `scale`;
-/// causal means query i sees keys 0..=i + (skv - sq). Returns (b, sq, heads, d).
+/// Attention of `q` (b, heads, sq, d) over `k`, `v` (b, kv_heads, skv, d) (d = 64, 72 or 128),
+/// scaled by `scale`; causal means query i sees keys 0..=i + (skv - sq). Returns (b, sq, heads, d).
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: bool) -> Result<Option<Tensor>> {
     imp::attention(q, k, v, scale, causal)
 }
@@ -250,7 +250,7 @@ mod imp {
         }
         let (b, h, sq, d) = q.dims4()?;
         let (kb, hkv, skv, kd) = k.dims4()?;
-        if !matches!(d, 64 | 128) || kd != d || kb != b || v.dims() != k.dims() || hkv == 0 || h % hkv != 0 {
+        if !matches!(d, 64 | 72 | 128) || kd != d || kb != b || v.dims() != k.dims() || hkv == 0 || h % hkv != 0 {
             return Ok(None);
         }
         if sq == 0 || skv == 0 || (causal && skv < sq) {
@@ -276,8 +276,8 @@ mod imp {
             let (b, h, sq, d) = ql.shape().dims4()?;
             let (_, hkv, skv, _) = kl.shape().dims4()?;
             let (q, k, v) = (view(qs, ql)?, view(ks, kl)?, view(vs, vl)?);
-            // Head dim 64 double-buffers its key/value tiles; 128 has no shared memory for it.
-            let stages = if d == 64 { 2 } else { 1 };
+            // Head dims 64 and 72 double-buffer their key/value tiles; 128 has no shared memory for it.
+            let stages = if d <= 72 { 2 } else { 1 };
             let func = flash!(&dev, &format!("sp_flash_attn_bf16_d{d}_w4_s{stages}"))?;
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<bf16>(b * sq * h * d)? };
