@@ -9,7 +9,7 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 
-use screenpilot_engine::CacheReport;
+use screenpilot_engine::{CacheReport, RequestTimings};
 use screenpilot_model::generate::Flow;
 use screenpilot_model::ModelFolder;
 
@@ -37,30 +37,14 @@ pub struct AskRequest<'a> {
     pub max_tokens: usize,
 }
 
-/// Wall-clock times of one answer, milliseconds.
+/// Wall-clock times of one answer: the engine's timings of the request (queue, preprocessing,
+/// vision or cache hits, prefill, time to first token, decode), plus the whole request as the app
+/// saw it. Serialised flat: the UI reads the engine's field names.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct AskTimings {
-    /// Image preprocessing.
-    pub preprocess_ms: f64,
-    /// Vision tower (about 0 when every image was a vision-cache hit).
-    pub vision_ms: f64,
-    /// Images in the prompt.
-    pub images: usize,
-    /// Images whose features came from the vision cache (the tower did not run for them).
-    pub vision_cache_hits: usize,
-    /// Prompt tokens.
-    pub prompt_tokens: usize,
-    /// Prompt tokens whose KV came from the prefix cache (not prefilled again).
-    pub cached_prompt_tokens: usize,
-    /// Prompt prefill.
-    pub prefill_ms: f64,
-    /// From the request to the first token.
-    pub ttft_ms: f64,
-    /// Tokens generated.
-    pub decode_tokens: usize,
-    /// Decode speed.
-    pub decode_tokens_per_s: f64,
-    /// The whole request.
+    #[serde(flatten)]
+    pub engine: RequestTimings,
+    /// The whole request, milliseconds.
     pub total_ms: f64,
 }
 
@@ -152,7 +136,7 @@ impl Assistant for ScriptedAssistant {
             }
         }
         let total_ms = ms(t0);
-        let timings = AskTimings { total_ms, ttft_ms: total_ms, ..AskTimings::default() };
+        let timings = AskTimings { engine: RequestTimings { ttft_ms: total_ms, ..RequestTimings::default() }, total_ms };
         Ok(AskOutcome { text, cancelled, timings, token_ids: Vec::new(), cache: None })
     }
 }

@@ -16,7 +16,7 @@ use image::DynamicImage;
 
 use screenpilot_engine::{
     ChatMessage, ContentPart, Engine, EngineConfig, EngineError, FinishReason, GenerationOptions, ImageSource, Request,
-    RequestTimings, Role,
+    Role,
 };
 use screenpilot_model::generate::Flow;
 use screenpilot_model::{DType, Device, Qwen3Vl, Tokenizer};
@@ -120,22 +120,6 @@ fn request(req: &AskRequest<'_>) -> Request {
     Request { messages, options: GenerationOptions { max_tokens: req.max_tokens, ..GenerationOptions::default() } }
 }
 
-fn timings(t: &RequestTimings, total_ms: f64) -> AskTimings {
-    AskTimings {
-        preprocess_ms: t.preprocess_ms,
-        vision_ms: t.vision_ms,
-        images: t.images,
-        vision_cache_hits: t.vision_cache_hits,
-        prompt_tokens: t.prompt_tokens,
-        cached_prompt_tokens: t.cached_prompt_tokens,
-        prefill_ms: t.prefill_ms,
-        ttft_ms: t.ttft_ms,
-        decode_tokens: t.decode_tokens,
-        decode_tokens_per_s: t.decode_tokens_per_s,
-        total_ms,
-    }
-}
-
 impl Assistant for EngineAssistant {
     fn info(&self) -> ModelInfo {
         self.info.clone()
@@ -163,7 +147,7 @@ impl Assistant for EngineAssistant {
         Ok(AskOutcome {
             text: done.text,
             cancelled: stopped || done.finish == FinishReason::Cancelled,
-            timings: timings(&done.timings, ms(t0)),
+            timings: AskTimings { engine: done.timings.clone(), total_ms: ms(t0) },
             token_ids: done.token_ids,
             cache: Some(cache),
         })

@@ -39,17 +39,17 @@ fn a_follow_up_reuses_the_capture_and_matches_a_fresh_engine() {
 
     let first = session.ask("What is on this screen?", &mut |_| {}).unwrap();
     assert!(!first.cancelled && !first.token_ids.is_empty());
-    assert_eq!((first.timings.images, first.timings.vision_cache_hits, first.timings.cached_prompt_tokens), (1, 0, 0));
+    assert_eq!((first.timings.engine.images, first.timings.engine.vision_cache_hits, first.timings.engine.cached_prompt_tokens), (1, 0, 0));
 
     let mut streamed = String::new();
     let second = session.ask("Which window has the focus?", &mut |p| streamed.push_str(p)).unwrap();
     assert_eq!(streamed, second.text, "the whole answer was streamed");
-    let t = &second.timings;
+    let t = &second.timings.engine;
     assert_eq!((t.images, t.vision_cache_hits), (1, 1), "the capture's features come from the vision cache");
     assert!(
-        t.cached_prompt_tokens >= first.timings.prompt_tokens - 1 && t.cached_prompt_tokens < t.prompt_tokens,
+        t.cached_prompt_tokens >= first.timings.engine.prompt_tokens - 1 && t.cached_prompt_tokens < t.prompt_tokens,
         "the first turn ({} tokens) is reused: {t:?}",
-        first.timings.prompt_tokens
+        first.timings.engine.prompt_tokens
     );
     let cache = second.cache.unwrap();
     assert_eq!((cache.vision.hits, cache.vision.misses), (1, 1));
@@ -62,8 +62,8 @@ fn a_follow_up_reuses_the_capture_and_matches_a_fresh_engine() {
     let images = [shot.image.as_ref()];
     let req = AskRequest { images: &images, history: &history[..1], question: "Which window has the focus?", max_tokens: DEFAULT_MAX_TOKENS };
     let fresh = cold.ask(&req, &mut |_| Flow::Continue).unwrap();
-    assert_eq!((fresh.timings.vision_cache_hits, fresh.timings.cached_prompt_tokens), (0, 0));
-    assert_eq!(fresh.timings.prompt_tokens, t.prompt_tokens);
+    assert_eq!((fresh.timings.engine.vision_cache_hits, fresh.timings.engine.cached_prompt_tokens), (0, 0));
+    assert_eq!(fresh.timings.engine.prompt_tokens, t.prompt_tokens);
     assert_eq!(fresh.token_ids, second.token_ids, "cached and cold runs give the same tokens");
     assert_eq!(fresh.text, second.text);
 }
@@ -97,7 +97,7 @@ fn flow_stop_ends_the_answer_early_and_the_next_answer_is_unaffected() {
         full.token_ids.len()
     );
     assert!(full.token_ids.starts_with(&stopped.token_ids), "a stopped answer is a prefix of the full one");
-    assert_eq!(full.timings.vision_cache_hits, 1);
+    assert_eq!(full.timings.engine.vision_cache_hits, 1);
 
     // The full answer after a cancelled one equals a cold engine's.
     let cold = EngineAssistant::load(&tiny(), None).unwrap().ask(&req, &mut |_| Flow::Continue).unwrap();
