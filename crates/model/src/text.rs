@@ -543,9 +543,17 @@ impl TextModel {
                 causal_mask(seq, cache.len(), embeds.dtype(), embeds.device())
             })?);
         }
-        let hidden = self.run_layers(embeds, deepstack.as_ref(), |i, layer, xs, n1| layer.forward(xs, n1, &rope, cache, i))?;
-        cache.len += seq;
-        Ok(hidden)
+        match self.run_layers(embeds, deepstack.as_ref(), |i, layer, xs, n1| layer.forward(xs, n1, &rope, cache, i)) {
+            Ok(hidden) => {
+                cache.len += seq;
+                Ok(hidden)
+            }
+            Err(e) => {
+                // Layers that took this pass's tokens before the failure drop them again.
+                cache.forget_after(cache.len);
+                Err(e)
+            }
+        }
     }
 
     /// The decoder layers over `embeds`, `layer_fn(i, layer, xs, ln1(xs))` giving each layer's

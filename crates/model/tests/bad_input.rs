@@ -131,3 +131,31 @@ fn image_token_count_must_match_the_features() {
     let e = model.prefill(&prompt, &mut model.new_cache(), screenpilot_model::LogitsFor::Last).err().unwrap();
     assert!(e.to_string().contains("visual features"), "{e}");
 }
+
+/// A pass that fails after some layers took its keys leaves the cache as it was: the next token
+/// sees exactly the keys it would have seen without the failed pass.
+#[test]
+fn a_failed_pass_leaves_the_kv_cache_as_it_was() {
+    use screenpilot_model::rope::Positions;
+    use screenpilot_model::text::DeepstackInput;
+    let folder = ModelFolder::open(&tiny()).unwrap();
+    let model = Qwen3Vl::load(&folder, DType::F32, &Device::Cpu).unwrap();
+    let text = &model.text;
+    let mut cache = text.new_cache();
+    let ids = [9707u32, 11, 1879, 0, 13];
+    text.forward(&text.embed(&ids).unwrap(), &Positions::text(0, ids.len()), None, &mut cache).unwrap();
+    let before = cache.clone();
+
+    // DeepStack features of the wrong width fail after layer 0 has taken the new keys.
+    let more = [42u32, 43];
+    let rows = Tensor::new(&[0u32], &Device::Cpu).unwrap();
+    let bad = [Tensor::zeros((1, 3), DType::F32, &Device::Cpu).unwrap()];
+    let ds = DeepstackInput { rows: &rows, features: &bad };
+    let pos = Positions::text(ids.len() as i64, more.len());
+    assert!(text.forward(&text.embed(&more).unwrap(), &pos, Some(ds), &mut cache).is_err());
+    assert_eq!(cache.len(), ids.len());
+
+    let after = model.decode_step(7, &mut cache).unwrap().to_vec1::<f32>().unwrap();
+    let expected = model.decode_step(7, &mut before.clone()).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(after, expected);
+}
