@@ -145,6 +145,12 @@ impl KvCache {
         Ok(())
     }
 
+    /// Drops keys and values past `len` in every layer: what a pass that failed midway wrote
+    /// before `len` was advanced.
+    fn rollback(&mut self) {
+        self.forget_after(self.len);
+    }
+
     /// Marks every layer as holding at most `len` tokens (the data stays until overwritten).
     fn forget_after(&mut self, len: usize) {
         for slot in self.layers.iter_mut() {
@@ -165,19 +171,13 @@ impl KvCache {
             .sum()
     }
 
-    /// Makes room for one more token in `layer` (a private buffer with spare capacity, copied
-    /// or grown like [`Self::append`] would) and returns the buffers for a kernel to write row
-    /// `filled` itself; [`Self::commit_one`] then counts the token. `None` for an empty layer.
+    /// Makes room for one more token in `layer` (like [`Self::append`] would) and returns the
+    /// buffers for a kernel to write row `filled` itself; [`Self::commit_one`] then counts the
+    /// token. `None` for an empty layer.
     pub(crate) fn reserve_one(&mut self, layer: usize) -> Result<Option<kernels::KvSlot>> {
         let Some(Some(l)) = self.layers.get(layer) else { return Ok(None) };
-        let (filled, fits) = (l.filled, l.buf.capacity() > l.filled);
-        let shape = l.buf.k.narrow(2, 0, 1)?;
-        let slot = self.layers.get_mut(layer).and_then(Option::as_mut);
-        let Some(l) = slot else { return Ok(None) };
-        if !fits || Arc::get_mut(&mut l.buf).is_none() {
-            let cap = if fits { l.buf.capacity() } else { grown_capacity(filled + 1, l.buf.capacity()) };
-            l.buf = Arc::new(KvBuffers::with_capacity(&shape, cap, Some(&l.buf), filled)?);
-        }
+        let (filled, like) = (l.filled, l.buf.k.narrow(2, 0, 1)?);
+        let l = self.writable(layer, &like, filled + 1)?;
         Ok(Some(kernels::KvSlot { k: l.buf.k.clone(), v: l.buf.v.clone(), filled }))
     }
 
@@ -188,29 +188,33 @@ impl KvCache {
         }
     }
 
-    /// Writes `k`, `v` (b, kv_heads, s, head_dim) after the layer's tokens; returns views of all
-    /// of its keys and values so far.
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// `layer` with buffers of its own (shaped like `like`: (b, kv_heads, _, head_dim)) and room
+    /// for `needed` tokens. Buffers a clone still holds are copied first, keeping their capacity;
+    /// full ones grow. Never writes into a buffer another cache can see.
+    fn writable(&mut self, layer: usize, like: &Tensor, needed: usize) -> Result<&mut LayerKv> {
         let slot = self
             .layers
             .get_mut(layer)
             .ok_or_else(|| ModelError::Input(format!("KV cache has no layer {layer}")))?;
         let filled = slot.as_ref().map_or(0, |l| l.filled);
-        let needed = filled + k.dim(2)?;
-        let fits = slot.as_ref().is_some_and(|l| l.buf.capacity() >= needed && l.buf.k.dims()[..2] == k.dims()[..2]);
-        // Never write into buffers a clone still holds: copy them first.
+        let fits = slot.as_ref().is_some_and(|l| l.buf.capacity() >= needed && l.buf.k.dims()[..2] == like.dims()[..2]);
         let unique = slot.as_mut().is_some_and(|l| Arc::get_mut(&mut l.buf).is_some());
-        let l = match slot {
-            Some(l) if fits && unique => l,
-            _ => {
-                let old = slot.as_ref().map(|l| l.buf.as_ref());
-                let current = old.map_or(0, KvBuffers::capacity);
-                // A copy for sharing's sake keeps the capacity; a full buffer grows.
-                let cap = if fits { current } else { grown_capacity(needed, current) };
-                let buf = Arc::new(KvBuffers::with_capacity(k, cap, old, filled)?);
-                slot.insert(LayerKv { buf, filled })
-            }
-        };
+        if fits && unique {
+            return slot.as_mut().ok_or_else(|| ModelError::Input(format!("KV cache layer {layer} is empty")));
+        }
+        let old = slot.as_ref().map(|l| l.buf.as_ref());
+        let current = old.map_or(0, KvBuffers::capacity);
+        let cap = if fits { current } else { grown_capacity(needed, current) };
+        let buf = Arc::new(KvBuffers::with_capacity(like, cap, old, filled)?);
+        Ok(slot.insert(LayerKv { buf, filled }))
+    }
+
+    /// Writes `k`, `v` (b, kv_heads, s, head_dim) after the layer's tokens; returns views of all
+    /// of its keys and values so far.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let filled = self.layers.get(layer).and_then(Option::as_ref).map_or(0, |l| l.filled);
+        let needed = filled + k.dim(2)?;
+        let l = self.writable(layer, k, needed)?;
         l.buf.k.slice_set(&k.contiguous()?, 2, filled)?;
         l.buf.v.slice_set(&v.contiguous()?, 2, filled)?;
         l.filled = needed;
@@ -550,7 +554,7 @@ impl TextModel {
             }
             Err(e) => {
                 // Layers that took this pass's tokens before the failure drop them again.
-                cache.forget_after(cache.len);
+                cache.rollback();
                 Err(e)
             }
         }

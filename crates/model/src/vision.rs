@@ -58,8 +58,13 @@ fn ln(dim: usize, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
 /// then the activation).
 fn linear_act(lin: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
     let Some(bias) = lin.bias() else { return Ok(apply_act(lin.forward(x)?, act)?) };
-    let mm = x.matmul(&lin.weight().t()?)?;
-    if let Some(out) = kernels::bias_act(&mm, bias, act)? {
+    bias_act(&x.matmul(&lin.weight().t()?)?, bias, act)
+}
+
+/// `act(mm + bias)` after a matmul: one kernel on CUDA bf16, else candle's broadcast add and
+/// activation.
+fn bias_act(mm: &Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
+    if let Some(out) = kernels::bias_act(mm, bias, act)? {
         return Ok(out);
     }
     Ok(apply_act(mm.broadcast_add(bias)?, act)?)
@@ -314,11 +319,7 @@ impl VisionModel {
         let dev = self.device();
         let dtype = self.dtype();
         let xs = scope("vision.patch_embed", dev, || {
-            let mm = pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?;
-            match kernels::bias_act(&mm, &self.patch_embed_b, Act::None)? {
-                Some(xs) => Ok::<_, ModelError>(xs),
-                None => Ok(mm.broadcast_add(&self.patch_embed_b)?),
-            }
+            bias_act(&pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?, &self.patch_embed_b, Act::None)
         })?;
         let xs = (xs + scope("vision.pos_embed", dev, || self.position_embeddings(grids))?)?;
         let (cos, sin) = scope("vision.rotary_tables", dev, || self.rotary_memoized(grids, dev))?;

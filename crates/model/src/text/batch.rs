@@ -13,15 +13,6 @@ use crate::profile::scope;
 use crate::rope::Positions;
 use crate::vision::softmax_f32;
 
-impl KvCache {
-    /// Drops keys and values past `len` in every layer: what a pass that failed midway
-    /// appended before `len` was advanced.
-    fn rollback(&mut self) -> Result<()> {
-        self.forget_after(self.len);
-        Ok(())
-    }
-}
-
 impl MRope {
     /// Tables for one text token per sequence at positions `starts` (the same on all three
     /// axes): (batch, 1, head_dim / 2), which the rope kernel applies per batch row.
@@ -44,7 +35,7 @@ impl Attention {
         }
         let rep = self.heads / self.kv_heads;
         let q = q.reshape((1, self.kv_heads, rep, self.head_dim))?;
-        let w = (q.matmul(&k.t()?)? * (self.head_dim as f64).powf(-0.5))?;
+        let w = (q.matmul(&k.t()?)? * scale)?;
         let out = softmax_f32(&w)?.matmul(v)?;
         Ok(out.reshape((1, self.heads, 1, self.head_dim))?)
     }
@@ -65,7 +56,7 @@ impl Attention {
             }
         }
         let scale = (self.head_dim as f64).powf(-0.5) as f32;
-        let Some(out) = crate::kernels::decode_attention_batched(&qk, v, self.heads, &slots, scale)? else { return Ok(None) };
+        let Some(out) = crate::kernels::decode_attention_batched(qk, v, self.heads, &slots, scale)? else { return Ok(None) };
         caches.iter_mut().for_each(|c| c.commit_one(layer));
         Ok(Some(out))
     }
@@ -141,9 +132,7 @@ impl TextModel {
                 Ok(hidden)
             }
             Err(e) => {
-                for c in caches.iter_mut() {
-                    c.rollback()?;
-                }
+                caches.iter_mut().for_each(|c| c.rollback());
                 Err(e)
             }
         }
@@ -164,12 +153,12 @@ mod tests {
         c.append(1, &kv(3), &kv(3)).unwrap();
         c.len = 3;
         c.append(0, &kv(1), &kv(1)).unwrap();
-        c.rollback().unwrap();
+        c.rollback();
         let lens: Vec<usize> = c.layers.iter().flatten().map(|l| l.filled).collect();
         assert_eq!(lens, [3, 3]);
         let mut empty = KvCache::new(1);
         empty.append(0, &kv(1), &kv(1)).unwrap();
-        empty.rollback().unwrap();
+        empty.rollback();
         assert!(empty.layers[0].is_none());
     }
 
