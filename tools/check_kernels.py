@@ -39,9 +39,32 @@ static void combine(void *o, int rows, int splits, int d) {
 }
 extern "C" int norm_rope(const void *x, const void *w, int w_split, const void *cs, void *o, int b, int seq,
                          int heads, int d, float eps, long long x_bs, long long x_rs, long long x_hs,
-                         long long cs_bs) {
+                         long long cs_bs, const void *pos) {
     sp_norm_rope_bf16<<<dim3(seq, heads, b), d / 2>>>((const bf16 *)x, (const bf16 *)w, w_split, (const bf16 *)cs,
-        (bf16 *)o, seq, heads, d, eps, x_bs, x_rs, x_hs, cs_bs);
+        (bf16 *)o, seq, heads, d, eps, x_bs, x_rs, x_hs, cs_bs, (const int *)pos);
+    return (int)cudaGetLastError();
+}
+// One batched decode step (d 128): kv[i] = (k, v) buffer addresses of sequence i, (1, kv_heads, cap_i, 128)
+// each; lens: device ints; splits fixed by the caller, as in a captured graph.
+extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, int kv_heads, int rep,
+                              const unsigned long long *kv, const long long *caps, const void *lens, float scale,
+                              int splits) {
+    ensure_scratch();
+    SpKvTable t;
+    for (int i = 0; i < b; ++i) {
+        t.k[i] = kv[2 * i];
+        t.v[i] = kv[2 * i + 1];
+        t.head_stride[i] = caps[i] * 128;
+    }
+    const long long qk_bs = (long long)kv_heads * (rep + 1) * 128, v_bs = (long long)kv_heads * 128;
+    float *po = splits > 1 ? scratch_o : 0, *pml = splits > 1 ? scratch_ml : 0;
+    dim3 grid(kv_heads, splits, b), block(32 * SP_DEC_WARPS);
+    typedef const bf16 *P;
+#define SP_GO_B(F) F<<<grid, block>>>((P)qk, qk_bs, (P)vnew, v_bs, 128, (bf16 *)o, scale, (const int *)lens, po, pml, t)
+    if (rep == 1) SP_GO_B(sp_decode_attn_batched_bf16_d128_r1);
+    else if (rep == 2) SP_GO_B(sp_decode_attn_batched_bf16_d128_r2);
+    else SP_GO_B(sp_decode_attn_batched_bf16_d128_r4);
+    if (splits > 1) combine(o, b * kv_heads * rep, splits, 128);
     return (int)cudaGetLastError();
 }
 extern "C" int add_rmsnorm(const void *x, const void *y, const void *w, void *o, int rows, int n, float eps) {
@@ -240,8 +263,21 @@ def check_fused(lib):
         out = torch.empty(b, heads, seq, d, device=dev, dtype=torch.bfloat16)
         table = torch.cat([cos, sin], -1).contiguous()
         rc = lib.norm_rope(ptr(x), ptr(w2), 16, ptr(table), ptr(out), b, seq, heads, d, ctypes.c_float(1e-6),
-                           L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0 if shared else seq * d))
+                           L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0 if shared else seq * d), None)
         assert rc == 0
+        if seq == 1 and not shared:
+            # The same rows read from a table of positions through device positions (decode
+            # steps): must give exactly the same output.
+            pos = torch.tensor([5, 0, 9][:b], device=dev, dtype=torch.int32)
+            big = torch.rand(10, d, device=dev).to(torch.bfloat16)
+            big[pos.long()] = table[:, 0]
+            out2 = torch.empty_like(out)
+            rc = lib.norm_rope(ptr(x), ptr(w2), 16, ptr(big), ptr(out2), b, seq, heads, d, ctypes.c_float(1e-6),
+                               L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos))
+            assert rc == 0
+            same = torch.equal(out, out2)
+            bad += not same
+            print(f"{'norm_rope via positions':28s} {'bit-identical ok' if same else 'FAIL'}")
         xf = x.float()
         n = bf(xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()).transpose(1, 2)
         c = cos.float().unsqueeze(1)
@@ -331,6 +367,32 @@ def check_fused(lib):
             # Launched 100 times from C: Python's call overhead would dominate a single launch.
             line += f"   {timed(lambda: call(100), 5) * 10:.1f} us"
         print(line)
+    # Batched decode: each sequence its own buffers and length (read from the device), the new
+    # key and value written at row len; a fixed number of splits, so short sequences leave
+    # splits empty (as a graph recorded at a longer length does).
+    for rep, lens, splits in [(2, [5, 1546, 300], 8), (2, [1, 64, 65], 1), (4, [700, 3], 25), (1, [33], 4)]:
+        b, hkv = len(lens), 8
+        caps = [n + 40 for n in lens]
+        kbufs = [torch.randn(1, hkv, c, 128, device=dev, dtype=torch.bfloat16) for c in caps]
+        vbufs = [torch.randn(1, hkv, c, 128, device=dev, dtype=torch.bfloat16) for c in caps]
+        qk = torch.randn(b, hkv * (rep + 1), 1, 128, device=dev, dtype=torch.bfloat16)
+        vnew = torch.randn(b, hkv, 1, 128, device=dev, dtype=torch.bfloat16)
+        out = torch.empty(b, hkv * rep * 128, device=dev, dtype=torch.bfloat16)
+        addrs = (ctypes.c_ulonglong * (2 * b))(*[p for kb, vb in zip(kbufs, vbufs) for p in (kb.data_ptr(), vb.data_ptr())])
+        capv = (ctypes.c_longlong * b)(*caps)
+        lens_dev = torch.tensor(lens, device=dev, dtype=torch.int32)
+        rc = lib.decode_batched(ptr(qk), ptr(vnew), ptr(out), b, hkv, rep, addrs, capv, ptr(lens_dev),
+                                ctypes.c_float(128 ** -0.5), splits)
+        assert rc == 0
+        torch.cuda.synchronize()
+        err, written = 0.0, True
+        for i, n in enumerate(lens):
+            written &= torch.equal(kbufs[i][0, :, n], qk[i, hkv * rep:, 0]) and torch.equal(vbufs[i][0, :, n], vnew[i, :, 0])
+            ref = reference(qk[i:i + 1, :hkv * rep], kbufs[i][:, :, :n + 1], vbufs[i][:, :, :n + 1], False, 0, 128 ** -0.5)
+            err = max(err, (out[i].float() - ref.reshape(-1)).abs().max().item())
+        ok = err < 1e-2 and written
+        bad += not ok
+        print(f"{'batched rep%d lens%s /%d' % (rep, lens, splits):28s} max|err| {err:.2e} rows {'written' if written else 'NOT written'} {'ok' if ok else 'FAIL'}")
     return bad
 
 

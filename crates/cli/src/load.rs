@@ -22,12 +22,12 @@ pub fn device(arg: Option<DeviceArg>) -> anyhow::Result<Device> {
         Some(DeviceArg::Cuda) if !candle_core::utils::cuda_is_available() => {
             bail!("this build has no CUDA support: rebuild with `--features cuda` (see README)")
         }
-        Some(DeviceArg::Cuda) => Device::new_cuda(0).context("cannot open CUDA device 0"),
+        Some(DeviceArg::Cuda) => screenpilot_model::cuda_device(0).context("cannot open CUDA device 0"),
         Some(DeviceArg::Metal) if !candle_core::utils::metal_is_available() => {
             bail!("this build has no Metal support: rebuild with `--features metal`")
         }
         Some(DeviceArg::Metal) => Device::new_metal(0).context("cannot open Metal device 0"),
-        None if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0).unwrap_or(Device::Cpu)),
+        None if candle_core::utils::cuda_is_available() => Ok(screenpilot_model::cuda_device(0).unwrap_or(Device::Cpu)),
         None if gpu_built => Ok(Device::new_metal(0).unwrap_or(Device::Cpu)),
         None => Ok(Device::Cpu),
     }

@@ -34,7 +34,7 @@ pub struct EngineAssistant {
 /// A GPU when this build has one and it opens, else the CPU.
 fn best_device() -> Device {
     if candle_core::utils::cuda_is_available() {
-        if let Ok(d) = Device::new_cuda(0) {
+        if let Ok(d) = screenpilot_model::cuda_device(0) {
             return d;
         }
     }

@@ -28,11 +28,14 @@ __device__ __forceinline__ float sp_warp_max(float x) {
 // grid (s, heads, b), block d/2 threads (d <= 256). x: (b, s, heads, d) with strides x_bs, x_rs,
 // x_hs; w: (d) for heads < w_split, the next d values for the others (q and k heads of one qkv
 // output in one launch); cs: (s, d) = [cos | sin] of each position's d/2 frequencies, plus cs_bs
-// per batch row (0 when all rows share the table); out: (b, heads, s, d).
+// per batch row (0 when all rows share the table); out: (b, heads, s, d). With `pos` (b ints in
+// device memory) cs is instead a table of positions 0.. and row t of batch row b uses its row
+// pos[b] + t: the positions of a decode step need no upload of tables (and a captured CUDA graph
+// reads the current ones).
 // Each thread owns the pair (i, i + d/2) that rotary embedding mixes.
 extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w_split, const bf16 *cs, bf16 *out,
                                              int s, int heads, int d, float eps, long long x_bs, long long x_rs,
-                                             long long x_hs, long long cs_bs) {
+                                             long long x_hs, long long cs_bs, const int *pos) {
     __shared__ float partial[8];
     const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z, i = threadIdx.x, half = d / 2;
     const bf16 *row = x + b * x_bs + t * x_rs + h * x_hs;
@@ -47,7 +50,7 @@ extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w
     // RMSNorm rounds once (candle's fused kernel), rope rounds each product and the sum (bf16 ops).
     const float n1 = sp_round(scale * x1 * __bfloat162float(w[i]));
     const float n2 = sp_round(scale * x2 * __bfloat162float(w[i + half]));
-    const bf16 *tab = cs + b * cs_bs + (long long)t * d;
+    const bf16 *tab = pos ? cs + ((long long)pos[b] + t) * d : cs + b * cs_bs + (long long)t * d;
     const float c = __bfloat162float(tab[i]), sn = __bfloat162float(tab[half + i]);
     bf16 *o = out + (((long long)b * heads + h) * s + t) * d;
     o[i] = __float2bfloat16_rn(sp_round(n1 * c) - sp_round(n2 * sn));
@@ -231,25 +234,33 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
 }
 
 // Up to SP_MAX_BATCH sequences with separate KV buffers (1, kv_heads, capacity, D) each, passed by
-// value: buffer addresses, head stride (capacity * D) and tokens already held.
+// value: buffer addresses and head stride (capacity * D). The tokens each already holds are read
+// from device memory (`lens`), so a captured launch stays valid as the caches fill.
 #define SP_MAX_BATCH 16
 struct SpKvTable {
     unsigned long long k[SP_MAX_BATCH], v[SP_MAX_BATCH];
     long long head_stride[SP_MAX_BATCH];
-    int filled[SP_MAX_BATCH];
 };
+
+// Keys per split when `len` keys are spread over `splits` blocks, in whole unrolled tiles.
+__device__ __forceinline__ int sp_split_chunk(int len, int splits) {
+    const int step = SP_DEC_WARPS * SP_DEC_UNROLL;
+    return ((len + splits - 1) / splits + step - 1) / step * step;
+}
 
 // One decode step of a batch: grid (kv_heads, splits, b). qk: (b, heads + kv_heads, 1, D)
 // contiguous = normed and rotated q and k heads of the new tokens; vnew: their values (strides
-// v_bs, v_hs). The block whose split holds position `filled` first writes the new key and value
-// into the sequence's buffers (it is the only block that reads that row), then every block
-// attends over keys 0..=filled of its sequence.
+// v_bs, v_hs); lens: the tokens each sequence holds (b ints). The block whose split holds row
+// pos = lens[b] first writes the new key and value into the sequence's buffers (it is the only
+// block that reads that row), then every block attends over its share of keys 0..=pos (splits
+// past the end see none).
 template <int D, int REP>
 __device__ void sp_decode_attn_batched(const bf16 *qk, long long qk_bs, const bf16 *vnew, long long v_bs,
-                                       long long v_hs, bf16 *out, float scale, int chunk, float *part_o,
+                                       long long v_hs, bf16 *out, float scale, const int *lens, float *part_o,
                                        float *part_ml, const SpKvTable &t) {
     const int kvh = blockIdx.x, split = blockIdx.y, b = blockIdx.z, heads = gridDim.x * REP;
-    const int pos = t.filled[b];
+    const int pos = lens[b];
+    const int chunk = sp_split_chunk(pos + 1, gridDim.y);
     bf16 *kb = reinterpret_cast<bf16 *>(t.k[b]) + kvh * t.head_stride[b];
     bf16 *vb = reinterpret_cast<bf16 *>(t.v[b]) + kvh * t.head_stride[b];
     const bf16 *q = qk + b * qk_bs;
@@ -276,8 +287,8 @@ __device__ void sp_decode_attn_batched(const bf16 *qk, long long qk_bs, const bf
 #define SP_DECODE_BATCHED_ENTRY(D, REP)                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_batched_bf16_d##D##_r##REP(  \
         const bf16 *qk, long long qk_bs, const bf16 *vnew, long long v_bs, long long v_hs, bf16 *out,           \
-        float scale, int chunk, float *part_o, float *part_ml, SpKvTable table) {                               \
-        sp_decode_attn_batched<D, REP>(qk, qk_bs, vnew, v_bs, v_hs, out, scale, chunk, part_o, part_ml, table); \
+        float scale, const int *lens, float *part_o, float *part_ml, SpKvTable table) {                         \
+        sp_decode_attn_batched<D, REP>(qk, qk_bs, vnew, v_bs, v_hs, out, scale, lens, part_o, part_ml, table);  \
     }
 
 SP_DECODE_BATCHED_ENTRY(128, 1)

@@ -29,7 +29,9 @@ pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -
 }
 
 /// One sequence's KV buffers for [`decode_attention_batched`]: (1, kv_heads, capacity, d) each,
-/// contiguous, holding `filled` tokens; the new token is written at row `filled`.
+/// contiguous, holding `filled` tokens; the new token is written at row `filled` (the kernel
+/// reads that number from the device, see `lens`; `filled` here checks the room and sizes the
+/// launch).
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) struct KvSlot {
     pub k: Tensor,
@@ -42,18 +44,20 @@ pub(crate) const MAX_BATCH: usize = 16;
 
 /// One decode step for a batch in one launch (plus a merge): `qk` (b, heads + kv_heads, 1, d) =
 /// the new tokens' normed and rotated q and k heads, `v_new` (b, kv_heads, 1, d) their values.
-/// Writes each sequence's new key and value into its buffers at row `filled` and returns the
-/// attention output (b, 1, heads * d). The caller then counts the token as held.
-pub(crate) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], scale: f32) -> Result<Option<Tensor>> {
-    imp::decode_attention_batched(qk, v_new, heads, slots, scale)
+/// `lens` (b,) u32 on the device holds each sequence's `filled`. Writes each sequence's new key
+/// and value into its buffers at that row and returns the attention output (b, 1, heads * d).
+/// The caller then counts the token as held.
+pub(crate) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], lens: &Tensor, scale: f32) -> Result<Option<Tensor>> {
+    imp::decode_attention_batched(qk, v_new, heads, slots, lens, scale)
 }
 
 /// RMSNorm over the last axis of `x` (b, s, heads, d) with `weights` (2, d) (row 0 for heads
 /// below `split`, row 1 for the rest: q and k heads at once), then rotary embedding with
 /// `cos_sin` ((s, d) or (b, s, d): cos then sin of the d/2 frequencies), returned as
-/// (b, heads, s, d). Rounds like RmsNorm + rope do.
-pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
-    imp::norm_rope(x, weights, split, cos_sin, eps)
+/// (b, heads, s, d). Rounds like RmsNorm + rope do. With `pos` ((b,) u32 on the device),
+/// `cos_sin` is a table of positions 0.. and row t of batch row i takes position pos[i] + t.
+pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, pos: Option<&Tensor>, eps: f32) -> Result<Option<Tensor>> {
+    imp::norm_rope(x, weights, split, cos_sin, pos, eps)
 }
 
 /// `x + y` and the RMSNorm of it with `weight`, as (2, ..) = [sum, normed]; `x`, `y` (.., n).
@@ -99,6 +103,9 @@ fn enabled_by_env(is_flash: bool) -> bool {
     }
 }
 
+#[cfg(feature = "cuda")]
+pub(crate) use imp::{address, upload_u32, usable};
+
 #[cfg(not(feature = "cuda"))]
 mod imp {
     use super::*;
@@ -109,7 +116,7 @@ mod imp {
     pub(super) fn decode_attention(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
+    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: Option<&Tensor>, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn add_rms_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
@@ -121,7 +128,7 @@ mod imp {
     pub(super) fn bias_act(_: &Tensor, _: &Tensor, _: Act) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    pub(super) fn decode_attention_batched(_: &Tensor, _: &Tensor, _: usize, _: &[KvSlot], _: f32) -> Result<Option<Tensor>> {
+    pub(super) fn decode_attention_batched(_: &Tensor, _: &Tensor, _: usize, _: &[KvSlot], _: &Tensor, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn vision_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
@@ -160,10 +167,15 @@ mod imp {
     /// The CUDA device of `t` when the kernels apply to it: bf16, enabled, and the PTX loads on
     /// this GPU (compute capability 8.0 or newer; checked once).
     fn device_for(t: &Tensor, is_flash: bool) -> Option<CudaDevice> {
+        usable(t.device(), t.dtype(), is_flash)
+    }
+
+    /// [`device_for`] by device and dtype.
+    pub(crate) fn usable(dev: &candle_core::Device, dtype: DType, is_flash: bool) -> Option<CudaDevice> {
         static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let candle_core::Device::Cuda(dev) = t.device() else { return None };
+        let candle_core::Device::Cuda(dev) = dev else { return None };
         let ok = enabled_by_env(is_flash)
-            && t.dtype() == DType::BF16
+            && dtype == DType::BF16
             && *OK.get_or_init(|| {
                 flash!(dev, "sp_flash_attn_bf16_d64_w4_s2").is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
             });
@@ -369,26 +381,31 @@ mod imp {
 
     // ---- QK-norm + rope ----
 
-    pub(super) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    pub(super) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, pos: Option<&Tensor>, eps: f32) -> Result<Option<Tensor>> {
         if device_for(x, false).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
             return Ok(None);
         }
         let (b, s, _, d) = x.dims4()?;
-        let rows_ok = match cos_sin.dims() {
-            [rs, cd] => *rs == s && *cd == d,
-            [cb, rs, cd] => *cb == b && *rs == s && *cd == d,
+        let rows_ok = match (cos_sin.dims(), pos) {
+            // Every position read must lie in the table; the caller sized it for them.
+            ([_, cd], Some(p)) => *cd == d && p.dims() == [b] && p.dtype() == DType::U32 && p.is_contiguous(),
+            ([rs, cd], None) => *rs == s && *cd == d,
+            ([cb, rs, cd], None) => *cb == b && *rs == s && *cd == d,
             _ => false,
         };
         if !rows_ok || d % 64 != 0 || d > 512 || weights.dims() != [2, d] {
             return Ok(None);
         }
+        let pos = pos.map(address).transpose()?.unwrap_or(0);
         let (weights, cos_sin) = (weights.contiguous()?, cos_sin.contiguous()?);
-        Ok(Some(x.apply_op3_no_bwd(&weights, &cos_sin, &NormRope { eps, split: split as i32 })?))
+        Ok(Some(x.apply_op3_no_bwd(&weights, &cos_sin, &NormRope { eps, split: split as i32, pos })?))
     }
 
     struct NormRope {
         eps: f32,
         split: i32,
+        /// Device address of the positions (u32 per batch row), or 0 for per-row tables.
+        pos: u64,
     }
 
     impl CustomOp3 for NormRope {
@@ -407,10 +424,12 @@ mod imp {
             let out = unsafe { dev.alloc::<bf16>(b * h * s * d)? };
             let [x_bs, x_rs, x_hs] = strides3(xl);
             let cs_bs = if cl.dims().len() == 3 { (s * d) as i64 } else { 0 };
+            // SAFETY (the launch below): a nonzero `pos` is the address of b u32 positions of a
+            // tensor alive at launch (its memory is freed in stream order, after the kernel).
             let (s_i, h_i, d_i) = (s as i32, h as i32, d as i32);
             let mut lb = func.builder();
             lb.arg(&x).arg(&w).arg(&self.split).arg(&c).arg(&out).arg(&s_i).arg(&h_i).arg(&d_i).arg(&self.eps);
-            lb.arg(&x_bs).arg(&x_rs).arg(&x_hs).arg(&cs_bs);
+            lb.arg(&x_bs).arg(&x_rs).arg(&x_hs).arg(&cs_bs).arg(&self.pos);
             let cfg = LaunchConfig { grid_dim: (s as u32, h as u32, b as u32), block_dim: (d as u32 / 2, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; shapes were checked.
             unsafe { lb.launch(cfg) }.w()?;
@@ -599,25 +618,12 @@ mod imp {
         k: [u64; MAX_BATCH],
         v: [u64; MAX_BATCH],
         head_stride: [i64; MAX_BATCH],
-        filled: [i32; MAX_BATCH],
     }
 
     // SAFETY: plain old data with the C layout the kernel expects.
     unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for KvTable {}
 
-    /// Device address of a contiguous bf16 CUDA tensor's first element.
-    fn address(t: &Tensor) -> Result<u64> {
-        use candle_core::cuda_backend::cudarc::driver::DevicePtr;
-        let (storage, layout) = t.storage_and_layout();
-        let candle_core::Storage::Cuda(cs) = &*storage else {
-            return Err(crate::error::ModelError::Input("KV buffer is not on the GPU".into()));
-        };
-        let slice = cs.as_cuda_slice::<bf16>()?;
-        let (ptr, _sync) = slice.device_ptr(slice.stream());
-        Ok(ptr + (layout.start_offset() * std::mem::size_of::<bf16>()) as u64)
-    }
-
-    pub(super) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], scale: f32) -> Result<Option<Tensor>> {
+    pub(super) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], lens: &Tensor, scale: f32) -> Result<Option<Tensor>> {
         if device_for(qk, false).is_none() || qk.rank() != 4 || v_new.rank() != 4 || !qk.is_contiguous() || v_new.dtype() != DType::BF16 {
             return Ok(None);
         }
@@ -630,7 +636,10 @@ mod imp {
         if v_new.dims() != [b, hkv, 1, d] || v_new.stride()[3] != 1 {
             return Ok(None);
         }
-        let mut table = KvTable { k: [0; MAX_BATCH], v: [0; MAX_BATCH], head_stride: [0; MAX_BATCH], filled: [0; MAX_BATCH] };
+        if lens.dims() != [b] || lens.dtype() != DType::U32 || !lens.is_contiguous() {
+            return Ok(None);
+        }
+        let mut table = KvTable { k: [0; MAX_BATCH], v: [0; MAX_BATCH], head_stride: [0; MAX_BATCH] };
         for (i, s) in slots.iter().enumerate() {
             let ok = |t: &Tensor| t.dtype() == DType::BF16 && t.is_contiguous() && t.rank() == 4 && t.dims()[..2] == [1, hkv] && t.dims()[3] == d && t.dims()[2] > s.filled;
             if !ok(&s.k) || !ok(&s.v) || s.k.dims() != s.v.dims() {
@@ -639,17 +648,20 @@ mod imp {
             table.k[i] = address(&s.k)?;
             table.v[i] = address(&s.v)?;
             table.head_stride[i] = (s.k.dims()[2] * d) as i64;
-            table.filled[i] = s.filled as i32;
         }
         let max_len = slots.iter().map(|s| s.filled + 1).max().unwrap_or(1);
-        let op = DecodeBatched { table, heads, scale, max_len };
+        let op = DecodeBatched { table, lens: address(lens)?, heads, scale, max_len };
         Ok(Some(qk.apply_op2_no_bwd(v_new, &op)?))
     }
 
     struct DecodeBatched {
         table: KvTable,
+        /// Device address of the tokens each sequence holds (u32 per sequence).
+        lens: u64,
         heads: usize,
         scale: f32,
+        /// The longest sequence after this token: sizes the key splits (the kernel divides each
+        /// sequence's keys among them itself).
         max_len: usize,
     }
 
@@ -668,25 +680,65 @@ mod imp {
             let hkv = hq - self.heads;
             let (qk, vnew) = (view(qs, ql)?, view(vs, vl)?);
             let func = fused!(&dev, &format!("sp_decode_attn_batched_bf16_d{d}_r{}", self.heads / hkv))?;
-            let (splits, chunk) = key_splits(hkv * b, self.max_len, 64, 8 * DECODE_WARPS as usize);
+            let (splits, _) = key_splits(hkv * b, self.max_len, 64, 8 * DECODE_WARPS as usize);
             let partials = Partials::new(&dev, b * self.heads, splits, d)?;
             // SAFETY: every element is written by the kernel (or the merge).
             let out = unsafe { dev.alloc::<bf16>(b * self.heads * d)? };
             let qk_bs = (hq * d) as i64;
             let (v_bs, v_hs) = (vl.stride()[0] as i64, vl.stride()[1] as i64);
-            let chunk_i = chunk as i32;
             let mut lb = func.builder();
-            lb.arg(&qk).arg(&qk_bs).arg(&vnew).arg(&v_bs).arg(&v_hs).arg(&out).arg(&self.scale).arg(&chunk_i);
+            lb.arg(&qk).arg(&qk_bs).arg(&vnew).arg(&v_bs).arg(&v_hs).arg(&out).arg(&self.scale).arg(&self.lens);
             push_partials(&mut lb, &partials);
             lb.arg(&self.table);
             let cfg = LaunchConfig { grid_dim: (hkv as u32, splits as u32, b as u32), block_dim: (32 * DECODE_WARPS, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; the table's buffers were checked
-            // to be contiguous with room for row `filled`, and are owned by their caches alone.
+            // to be contiguous with room for row `filled`, and are owned by their caches alone;
+            // `lens` holds those `filled` (b u32 in a tensor alive at launch).
             unsafe { lb.launch(cfg) }.w()?;
             if let Some(p) = &partials {
                 p.combine(&dev, &out, b * self.heads, splits, d)?;
             }
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, 1, self.heads * d))))
         }
+    }
+
+    // ---- device addresses and uploads (decode inputs read by kernels and captured graphs) ----
+
+    /// Device address of the first element of a CUDA tensor (bf16 or u32).
+    pub(crate) fn address(t: &Tensor) -> Result<u64> {
+        use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+        let (storage, layout) = t.storage_and_layout();
+        let candle_core::Storage::Cuda(cs) = &*storage else {
+            return Err(crate::error::ModelError::Input("tensor is not on the GPU".into()));
+        };
+        let base = match t.dtype() {
+            DType::BF16 => {
+                let s = cs.as_cuda_slice::<bf16>()?;
+                s.device_ptr(s.stream()).0
+            }
+            DType::U32 => {
+                let s = cs.as_cuda_slice::<u32>()?;
+                s.device_ptr(s.stream()).0
+            }
+            other => return Err(crate::error::ModelError::Input(format!("no device address for {other:?}"))),
+        };
+        Ok(base + (layout.start_offset() * t.dtype().size_in_bytes()) as u64)
+    }
+
+    /// Copies `data` into the contiguous u32 CUDA tensor `t` in place (same length), in stream
+    /// order: kernels launched before still see the old values, later ones the new.
+    pub(crate) fn upload_u32(t: &Tensor, data: &[u32]) -> Result<()> {
+        if t.dtype() != DType::U32 || !t.is_contiguous() || t.elem_count() != data.len() {
+            return Err(crate::error::ModelError::Input("upload_u32 needs a contiguous u32 tensor of the same length".into()));
+        }
+        let candle_core::Device::Cuda(dev) = t.device() else {
+            return Err(crate::error::ModelError::Input("tensor is not on the GPU".into()));
+        };
+        let dst = address(t)?;
+        let stream = dev.cuda_stream();
+        // SAFETY: `dst` addresses data.len() u32 of a live tensor; the driver stages the pageable
+        // source before returning, so `data` may go away after the call.
+        unsafe { candle_core::cuda_backend::cudarc::driver::result::memcpy_htod_async(dst, data, stream.cu_stream()) }.w()?;
+        Ok(())
     }
 }

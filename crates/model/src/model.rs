@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::Qwen3VlConfig;
 use crate::error::{ModelError, Result};
+use crate::graph::DeviceDecoder;
 use crate::loader::ModelFolder;
 use crate::preprocess::{GridThw, PreprocessedImage};
 use crate::rope::{get_rope_index, Positions};
@@ -46,6 +47,8 @@ pub struct Qwen3Vl {
     pub max_context: usize,
     device: Device,
     dtype: DType,
+    /// Decode steps on CUDA (bf16): inputs in device memory, replayed as CUDA graphs.
+    decoder: Option<DeviceDecoder>,
 }
 
 impl Qwen3Vl {
@@ -66,6 +69,7 @@ impl Qwen3Vl {
             max_context: params.max_position_embeddings,
             device: vb.device().clone(),
             dtype: vb.dtype(),
+            decoder: DeviceDecoder::new(vb.device(), vb.dtype()),
         })
     }
 
@@ -164,6 +168,9 @@ impl Qwen3Vl {
         if cache.len() + 1 > self.max_context {
             return Err(ModelError::PromptTooLong { tokens: cache.len() + 1, max: self.max_context });
         }
+        if let (Some(d), false) = (&self.decoder, cache.is_empty()) {
+            return Ok(d.decode(&self.text, &[token], &mut [cache])?.squeeze(0)?);
+        }
         let embeds = self.text.embed(&[token])?;
         let pos = Positions::text(cache.len() as i64 + cache.rope_delta, 1);
         let hidden = self.text.forward(&embeds, &pos, None, cache)?;
@@ -186,6 +193,9 @@ impl Qwen3Vl {
         }
         if let Some(c) = caches.iter().find(|c| c.len() + 1 > self.max_context) {
             return Err(ModelError::PromptTooLong { tokens: c.len() + 1, max: self.max_context });
+        }
+        if let (Some(d), false) = (&self.decoder, caches.iter().any(|c| c.is_empty())) {
+            return d.decode(&self.text, tokens, caches);
         }
         let embeds = self.text.embed(tokens)?.transpose(0, 1)?;
         let hidden = self.text.forward_decode_batch(&embeds, caches)?;

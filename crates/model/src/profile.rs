@@ -25,7 +25,7 @@ pub fn take() -> Vec<(&'static str, Duration, u64)> {
     v
 }
 
-fn on() -> bool {
+pub(crate) fn on() -> bool {
     STAGES.with(|s| s.borrow().is_some())
 }
 

@@ -1,7 +1,7 @@
 //! The text decoder: RMSNorm, QK-norm GQA attention with interleaved MRoPE, SwiGLU MLP,
 //! DeepStack injection after the first layers, and the KV cache the engine owns.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
@@ -188,6 +188,33 @@ impl KvCache {
         }
     }
 
+    /// Whether one more token fits every layer where it is: each layer holds `len` tokens in
+    /// buffers no clone shares, with room for another. Then a decode pass writes in place, at
+    /// addresses fixed until a layer grows or is copied (what a captured CUDA graph relies on).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn fits_one_in_place(&self) -> bool {
+        self.len > 0
+            && self.layers.iter().all(|l| {
+                l.as_ref().is_some_and(|l| {
+                    l.filled == self.len && Arc::strong_count(&l.buf) == 1 && l.buf.capacity() > l.filled
+                })
+            })
+    }
+
+    /// Every layer's key and value buffers, for telling whether they moved.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn buffers(&self) -> impl Iterator<Item = (&Tensor, &Tensor)> {
+        self.layers.iter().flatten().map(|l| (&l.buf.k, &l.buf.v))
+    }
+
+    /// Counts one token that a replayed pass wrote into every layer (after
+    /// [`Self::fits_one_in_place`] held).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn commit_all(&mut self) {
+        self.layers.iter_mut().flatten().for_each(|l| l.filled += 1);
+        self.len += 1;
+    }
+
     /// `layer` with buffers of its own (shaped like `like`: (b, kv_heads, _, head_dim)) and room
     /// for `needed` tokens. Buffers a clone still holds are copied first, keeping their capacity;
     /// full ones grow. Never writes into a buffer another cache can see.
@@ -231,6 +258,17 @@ pub(crate) struct RopeTables {
     /// (seq, head_dim) = [cos | sin], for the fused QK-norm + rope kernel (CUDA bf16 only).
     cos_sin: Option<Tensor>,
     mask: Option<Tensor>,
+    /// A decode pass whose inputs are in device memory: then `cos_sin` is the table of positions
+    /// 0.. and the kernels read each sequence's position and length from here.
+    step: Option<StepInputs>,
+}
+
+/// What the kernels of a decode pass read from device memory instead of host-built tables, so
+/// that a captured CUDA graph of the pass stays valid from token to token: per sequence, the
+/// tokens its cache holds and the rope position of its new token ((b,) u32 each).
+pub(crate) struct StepInputs {
+    lens: Tensor,
+    pos: Tensor,
 }
 
 impl RopeTables {
@@ -239,7 +277,16 @@ impl RopeTables {
             (Device::Cuda(_), DType::BF16) => Some(Tensor::cat(&[&cos, &sin], D::Minus1)?),
             _ => None,
         };
-        Ok(Self { cos, sin, cos_sin, mask: None })
+        Ok(Self { cos, sin, cos_sin, mask: None, step: None })
+    }
+
+    /// Tables for a decode pass with device inputs: `table` from [`TextModel::position_table`],
+    /// `step` (2, b) u32 = [tokens held; rope positions]. Only the fused kernels read these
+    /// (`cos`/`sin` are placeholders: the unfused path refuses such a pass).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn on_device(table: &Tensor, step: &Tensor) -> Result<Self> {
+        let step = StepInputs { lens: step.get(0)?, pos: step.get(1)? };
+        Ok(Self { cos: table.clone(), sin: table.clone(), cos_sin: Some(table.clone()), mask: None, step: Some(step) })
     }
 }
 
@@ -358,13 +405,17 @@ impl Attention {
         if let Some(table) = &rope.cos_sin {
             // q and k heads in one launch (both norms use the same eps).
             let qk = qkv.narrow(2, 0, self.heads + self.kv_heads)?;
+            let pos = rope.step.as_ref().map(|s| &s.pos);
             let fused = scope("text.norm_rope", dev, || {
-                kernels::norm_rope(&qk, &self.qk_norm_weights, self.heads, table, self.q_norm.eps as f32)
+                kernels::norm_rope(&qk, &self.qk_norm_weights, self.heads, table, pos, self.q_norm.eps as f32)
             })?;
             if let Some(qk) = fused {
                 let (q, k) = (qk.narrow(1, 0, self.heads)?, qk.narrow(1, self.heads, self.kv_heads)?);
                 return Ok(QkvHeads { q, k, v: v.transpose(1, 2)?, qk: Some(qk) });
             }
+        }
+        if rope.step.is_some() {
+            return Err(ModelError::Input("a decode pass with device inputs needs the fused CUDA kernels".into()));
         }
         let (q, k) = scope("text.qk_norm", dev, || {
             Ok::<_, ModelError>((self.q_norm.forward(&q)?, self.k_norm.forward(&k)?))
@@ -382,14 +433,7 @@ impl Attention {
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
-        let QkvHeads { q, k, v, qk } = self.qkv_parts(xs, rope)?;
-        if let (1, Some(qk)) = (s, &qk) {
-            // One new token: the decode kernel writes it into the cache itself.
-            let one = &mut [&mut *cache];
-            if let Some(out) = scope("text.decode_attn", dev, || self.attend_batched(qk, &v, one, layer))? {
-                return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
-            }
-        }
+        let QkvHeads { q, k, v, .. } = self.qkv_parts(xs, rope)?;
         let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let fused = if s > 1 {
@@ -494,6 +538,9 @@ pub struct TextModel {
     norm: RmsNorm,
     lm_head: Linear,
     rope: MRope,
+    /// [`Self::position_table`], kept between passes.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    position_table: Mutex<Option<Tensor>>,
     params: TextParams,
 }
 
@@ -510,7 +557,7 @@ impl TextModel {
         } else {
             linear_no_bias(p.hidden_size, p.vocab_size, head_vb.pp("lm_head"))?
         };
-        Ok(Self { embed, layers, norm, lm_head, rope: MRope::new(p), params: p.clone() })
+        Ok(Self { embed, layers, norm, lm_head, rope: MRope::new(p), position_table: Mutex::new(None), params: p.clone() })
     }
 
     pub fn params(&self) -> &TextParams {
@@ -526,6 +573,22 @@ impl TextModel {
 
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())
+    }
+
+    /// (n, head_dim) = [cos | sin] of text positions 0..n (all three MRoPE axes equal: what a
+    /// decoded token gets), n >= `upto`, computed like the per-pass tables; kept and grown in
+    /// steps of 4096 positions (1 MiB in bf16 at head dim 128).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn position_table(&self, upto: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let mut slot = self.position_table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref().filter(|t| t.dim(0).is_ok_and(|n| n >= upto) && t.dtype() == dtype) {
+            return Ok(t.clone());
+        }
+        let n = upto.max(1).next_multiple_of(4096);
+        let t = self.rope.tables(&Positions::text(0, n), dtype, dev)?;
+        let table = Tensor::cat(&[&t.cos, &t.sin], D::Minus1)?.contiguous()?;
+        *slot = Some(table.clone());
+        Ok(table)
     }
 
     /// Runs the decoder over `embeds` (1, seq, hidden) at the given MRoPE positions, appending to
@@ -655,6 +718,63 @@ mod tests {
         a.truncate(0).unwrap();
         assert!(before > 0);
         assert_eq!(a.bytes(), 0);
+    }
+
+    #[test]
+    fn in_place_decode_needs_own_buffers_with_room_in_every_layer() {
+        let mut c = KvCache::new(2);
+        assert!(!c.fits_one_in_place(), "an empty cache has no buffers to write into");
+        let (k, v) = tokens(0, 255);
+        c.append(0, &k, &v).unwrap();
+        assert!(!c.fits_one_in_place(), "layer 1 is empty");
+        c.append(1, &k, &v).unwrap();
+        c.len = 255;
+        assert!(c.fits_one_in_place());
+        let before: Vec<_> = c.buffers().map(|(k, v)| (k.id(), v.id())).collect();
+        // A clone shares the buffers: writing would need a copy first.
+        let shared = c.clone();
+        assert!(!c.fits_one_in_place());
+        drop(shared);
+        assert!(c.fits_one_in_place());
+        // A replayed pass wrote the next row everywhere: counting it advances every layer.
+        c.commit_all();
+        assert_eq!(c.len(), 256);
+        assert!(c.layers.iter().flatten().all(|l| l.filled == 256));
+        assert!(c.fits_one_in_place());
+        // ... until the buffers are full.
+        let cap = c.layers[0].as_ref().unwrap().buf.capacity();
+        c.layers.iter_mut().flatten().for_each(|l| l.filled = cap - 1);
+        c.len = cap - 1;
+        assert!(c.fits_one_in_place());
+        c.commit_all();
+        assert!(!c.fits_one_in_place(), "no room left for another token");
+        // The buffers did not move (what a recorded graph relies on).
+        assert_eq!(before, c.buffers().map(|(k, v)| (k.id(), v.id())).collect::<Vec<_>>());
+        // A layer that lags behind the cache's length (a failed pass) is not in place either.
+        c.truncate(100).unwrap();
+        assert!(c.fits_one_in_place());
+        c.layers[1].as_mut().unwrap().filled = 99;
+        assert!(!c.fits_one_in_place());
+    }
+
+    #[test]
+    fn position_table_rows_are_the_decode_tables_of_those_positions() {
+        let p = crate::config::named_shape("2b").unwrap().text_params().unwrap();
+        let vb = candle_nn::VarBuilder::zeros(DType::F32, &Device::Cpu);
+        // Only the rope matters here: a model of one layer, small everything else.
+        let mut small = p.clone();
+        (small.num_layers, small.vocab_size, small.hidden_size, small.intermediate_size) = (1, 8, 64, 8);
+        let m = TextModel::new(&small, true, vb.pp("model.language_model"), vb.clone()).unwrap();
+        let t = m.position_table(5000, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), [8192, p.head_dim], "grown to a multiple of 4096");
+        // Asking for less keeps the same table.
+        assert_eq!(m.position_table(10, DType::F32, &Device::Cpu).unwrap().id(), t.id());
+        for pos in [0i64, 1, 1546, 4999] {
+            let one = m.rope.tables(&Positions::text(pos, 1), DType::F32, &Device::Cpu).unwrap();
+            let want = Tensor::cat(&[&one.cos, &one.sin], D::Minus1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = t.get(pos as usize).unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got, want, "position {pos}");
+        }
     }
 
     #[test]

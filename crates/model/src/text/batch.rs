@@ -41,9 +41,10 @@ impl Attention {
     }
 
     /// The whole batch's KV writes and attention in one kernel (CUDA): `qk` (b, heads + kv_heads,
-    /// 1, d) is the fused norm+rope output (new queries, then new keys), `v` (b, kv_heads, 1, d).
-    /// `None` (nothing written) where the kernel does not apply.
-    pub(super) fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize) -> Result<Option<Tensor>> {
+    /// 1, d) is the fused norm+rope output (new queries, then new keys), `v` (b, kv_heads, 1, d),
+    /// `lens` the caches' lengths on the device. `None` (nothing written) where the kernel does
+    /// not apply.
+    fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize, lens: &Tensor) -> Result<Option<Tensor>> {
         let b = qk.dim(0)?;
         if b > crate::kernels::MAX_BATCH {
             return Ok(None);
@@ -56,7 +57,7 @@ impl Attention {
             }
         }
         let scale = (self.head_dim as f64).powf(-0.5) as f32;
-        let Some(out) = crate::kernels::decode_attention_batched(qk, v, self.heads, &slots, scale)? else { return Ok(None) };
+        let Some(out) = crate::kernels::decode_attention_batched(qk, v, self.heads, &slots, lens, scale)? else { return Ok(None) };
         caches.iter_mut().for_each(|c| c.commit_one(layer));
         Ok(Some(out))
     }
@@ -72,9 +73,10 @@ impl Attention {
         let b = xs.dim(0)?;
         let dev = xs.device();
         let QkvHeads { q, k, v, qk } = self.qkv_parts(xs, rope)?;
-        if let Some(qk) = qk {
-            if let Some(out) = scope("text.decode_attention", dev, || self.attend_batched(&qk, &v, caches, layer))? {
-                return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
+        if let (Some(qk), Some(step)) = (qk, &rope.step) {
+            match scope("text.decode_attention", dev, || self.attend_batched(&qk, &v, caches, layer, &step.lens))? {
+                Some(out) => return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?),
+                None => return Err(ModelError::Input("the batched decode kernel does not apply to these caches".into())),
             }
         }
         let out = scope("text.decode_attention", dev, || {
@@ -112,6 +114,27 @@ impl TextModel {
     /// cache and returns the final-normed hidden states (batch, 1, hidden). On an error no cache
     /// changes (keys appended before the failure are dropped again).
     pub fn forward_decode_batch(&self, embeds: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let starts: Vec<i64> = caches.iter().map(|c| c.len() as i64 + c.rope_delta).collect();
+        let rope = scope("text.rope_tables", embeds.device(), || {
+            self.rope.decode_tables(&starts, embeds.dtype(), embeds.device())
+        })?;
+        self.decode_pass(embeds, &rope, caches)
+    }
+
+    /// [`Self::forward_decode_batch`] with every input in device memory (CUDA, bf16, our
+    /// kernels): `ids` (b,) u32 token ids, `step` (2, b) u32 = [tokens each cache holds; the rope
+    /// position of its new token], `table` from [`Self::position_table`] covering those
+    /// positions. No host data enters the pass, so a CUDA graph can capture and replay it.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn forward_decode_device(&self, ids: &Tensor, step: &Tensor, table: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let embeds = self.embed.forward(ids)?.unsqueeze(1)?;
+        let rope = RopeTables::on_device(table, step)?;
+        self.decode_pass(&embeds, &rope, caches)
+    }
+
+    /// The layers over one new token per cache, `embeds` (batch, 1, hidden); counts the token
+    /// in every cache, or on an error drops what was appended.
+    fn decode_pass(&self, embeds: &Tensor, rope: &RopeTables, caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let (b, seq, _) = embeds.dims3()?;
         if seq != 1 || b != caches.len() || b == 0 {
             return Err(ModelError::Input(format!(
@@ -119,12 +142,8 @@ impl TextModel {
                 caches.len()
             )));
         }
-        let starts: Vec<i64> = caches.iter().map(|c| c.len() as i64 + c.rope_delta).collect();
         let pass = |caches: &mut [&mut KvCache]| -> Result<Tensor> {
-            let rope = scope("text.rope_tables", embeds.device(), || {
-                self.rope.decode_tables(&starts, embeds.dtype(), embeds.device())
-            })?;
-            self.run_layers(embeds, None, |i, layer, xs, n1| layer.forward_decode_batch(xs, n1, &rope, caches, i))
+            self.run_layers(embeds, None, |i, layer, xs, n1| layer.forward_decode_batch(xs, n1, rope, caches, i))
         };
         match pass(caches) {
             Ok(hidden) => {
