@@ -48,7 +48,7 @@ extern "C" int norm_rope(const void *x, const void *w, int w_split, const void *
 // each; lens: device ints; splits fixed by the caller, as in a captured graph.
 extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, int kv_heads, int rep,
                               const unsigned long long *kv, const long long *caps, const void *lens, float scale,
-                              int splits) {
+                              int splits, int iters) {
     ensure_scratch();
     SpKvTable t;
     for (int i = 0; i < b; ++i) {
@@ -61,10 +61,12 @@ extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, 
     dim3 grid(kv_heads, splits, b), block(32 * SP_DEC_WARPS);
     typedef const bf16 *P;
 #define SP_GO_B(F) F<<<grid, block>>>((P)qk, qk_bs, (P)vnew, v_bs, 128, (bf16 *)o, scale, (const int *)lens, po, pml, t)
-    if (rep == 1) SP_GO_B(sp_decode_attn_batched_bf16_d128_r1);
-    else if (rep == 2) SP_GO_B(sp_decode_attn_batched_bf16_d128_r2);
-    else SP_GO_B(sp_decode_attn_batched_bf16_d128_r4);
-    if (splits > 1) combine(o, b * kv_heads * rep, splits, 128);
+    for (int it = 0; it < iters; ++it) {
+        if (rep == 1) SP_GO_B(sp_decode_attn_batched_bf16_d128_r1);
+        else if (rep == 2) SP_GO_B(sp_decode_attn_batched_bf16_d128_r2);
+        else SP_GO_B(sp_decode_attn_batched_bf16_d128_r4);
+        if (splits > 1) combine(o, b * kv_heads * rep, splits, 128);
+    }
     return (int)cudaGetLastError();
 }
 extern "C" int add_rmsnorm(const void *x, const void *y, const void *w, void *o, int rows, int n, float eps) {
@@ -370,7 +372,9 @@ def check_fused(lib):
     # Batched decode: each sequence its own buffers and length (read from the device), the new
     # key and value written at row len; a fixed number of splits, so short sequences leave
     # splits empty (as a graph recorded at a longer length does).
-    for rep, lens, splits in [(2, [5, 1546, 300], 8), (2, [1, 64, 65], 1), (4, [700, 3], 25), (1, [33], 4)]:
+    cases = [(2, [5, 1546, 300], 8), (2, [1, 64, 65], 1), (4, [700, 3], 25), (1, [33], 4), (2, [1546], 25),
+             (2, [1546], 49), (2, [1600 + i for i in range(8)], 5), (2, [1600 + i for i in range(8)], 10)]
+    for rep, lens, splits in cases:
         b, hkv = len(lens), 8
         caps = [n + 40 for n in lens]
         kbufs = [torch.randn(1, hkv, c, 128, device=dev, dtype=torch.bfloat16) for c in caps]
@@ -381,9 +385,9 @@ def check_fused(lib):
         addrs = (ctypes.c_ulonglong * (2 * b))(*[p for kb, vb in zip(kbufs, vbufs) for p in (kb.data_ptr(), vb.data_ptr())])
         capv = (ctypes.c_longlong * b)(*caps)
         lens_dev = torch.tensor(lens, device=dev, dtype=torch.int32)
-        rc = lib.decode_batched(ptr(qk), ptr(vnew), ptr(out), b, hkv, rep, addrs, capv, ptr(lens_dev),
-                                ctypes.c_float(128 ** -0.5), splits)
-        assert rc == 0
+        call = lambda iters=1: lib.decode_batched(ptr(qk), ptr(vnew), ptr(out), b, hkv, rep, addrs, capv,
+                                                  ptr(lens_dev), ctypes.c_float(128 ** -0.5), splits, iters)
+        assert call() == 0
         torch.cuda.synchronize()
         err, written = 0.0, True
         for i, n in enumerate(lens):
@@ -392,7 +396,11 @@ def check_fused(lib):
             err = max(err, (out[i].float() - ref.reshape(-1)).abs().max().item())
         ok = err < 1e-2 and written
         bad += not ok
-        print(f"{'batched rep%d lens%s /%d' % (rep, lens, splits):28s} max|err| {err:.2e} rows {'written' if written else 'NOT written'} {'ok' if ok else 'FAIL'}")
+        name = 'batched rep%d lens%s /%d' % (rep, lens if b < 4 else '8x~1600', splits)
+        line = f"{name:40s} max|err| {err:.2e} rows {'written' if written else 'NOT written'} {'ok' if ok else 'FAIL'}"
+        if max(lens) > 1000:
+            line += f"   {timed(lambda: call(100), 5) * 10:.1f} us"
+        print(line)
     return bad
 
 

@@ -72,6 +72,41 @@ fn gpu_used_bytes(_dev: &Device) -> Option<u64> {
     None
 }
 
+/// The high-water mark of memory held by tensors on CUDA device 0, what
+/// `torch.cuda.max_memory_allocated` reports on the reference's side: the stream-ordered pool
+/// candle allocates from plus the memory of CUDA graphs. `reset` starts it at what is held now.
+/// (The device-wide number also counts the CUDA context, cuBLAS and pool slack.)
+#[cfg(feature = "cuda")]
+fn tensor_peak_bytes(dev: &Device, reset: bool) -> Option<u64> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    if !dev.is_cuda() {
+        return None;
+    }
+    let mut d: sys::CUdevice = 0;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let (mut pooled, mut graphs) = (0u64, 0u64);
+    // SAFETY: plain queries of device 0 (open: `dev` is a CUDA device) writing into locals of the
+    // types the driver documents for these attributes (cuuint64_t).
+    unsafe {
+        sys::cuDeviceGet(&mut d, 0).result().ok()?;
+        sys::cuDeviceGetDefaultMemPool(&mut pool, d).result().ok()?;
+        let high = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        let graph_high = sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH;
+        if reset {
+            sys::cuMemPoolSetAttribute(pool, high, (&mut pooled as *mut u64).cast()).result().ok()?;
+            sys::cuDeviceSetGraphMemAttribute(d, graph_high, (&mut graphs as *mut u64).cast()).result().ok()?;
+        }
+        sys::cuMemPoolGetAttribute(pool, high, (&mut pooled as *mut u64).cast()).result().ok()?;
+        sys::cuDeviceGetGraphMemAttribute(d, graph_high, (&mut graphs as *mut u64).cast()).result().ok()?;
+    }
+    Some(pooled + graphs)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn tensor_peak_bytes(_dev: &Device, _reset: bool) -> Option<u64> {
+    None
+}
+
 struct Workload {
     prefix: Vec<u32>,
     question: Vec<u32>,
@@ -214,6 +249,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     followup.extend(tail);
     let w = Workload { prefix, question, followup, new_tokens: a.new_tokens.max(2) };
     let base_mem = gpu_used_bytes(&dev);
+    tensor_peak_bytes(&dev, true);
     let mut runs = Vec::new();
     let mut peak = base_mem;
     for i in 0..a.reps + 1 {
@@ -223,6 +259,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             runs.push(r);
         }
     }
+    let tensor_peak = tensor_peak_bytes(&dev, false);
     if a.profile {
         one_run(&model, &pcfg, &img, &w, true)?;
     }
@@ -240,6 +277,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "followup_ttft_ms": col(|r| r.followup_ttft_ms),
         "peak_gpu_mem_gib": peak.map(|p| p as f64 / (1u64 << 30) as f64),
         "gpu_mem_before_gib": base_mem.map(|p| p as f64 / (1u64 << 30) as f64),
+        "peak_tensor_mem_gib": tensor_peak.map(|p| p as f64 / (1u64 << 30) as f64),
     });
     if let Some(tok) = tok {
         let bw = BatchWorkload {
@@ -276,6 +314,9 @@ fn print_table(r: &serde_json::Value) -> std::io::Result<()> {
     }
     if let Some(p) = r["peak_gpu_mem_gib"].as_f64() {
         crate::out_line(&format!("{:<26}{:>12.2}", "peak_gpu_mem_gib (device)", p))?;
+    }
+    if let Some(p) = r["peak_tensor_mem_gib"].as_f64() {
+        crate::out_line(&format!("{:<26}{:>12.2}", "peak_tensor_mem_gib", p))?;
     }
     Ok(())
 }
