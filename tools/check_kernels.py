@@ -45,7 +45,7 @@ extern "C" int norm_rope(const void *x, const void *w, int w_split, const void *
     return (int)cudaGetLastError();
 }
 // One batched decode step (d 128): kv[i] = (k, v) buffer addresses of sequence i, (1, kv_heads, cap_i, 128)
-// each; lens: device ints; splits fixed by the caller, as in a captured graph.
+// each; lens: device ints; splits fixed by the caller, as in a recorded graph.
 extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, int kv_heads, int rep,
                               const unsigned long long *kv, const long long *caps, const void *lens, float scale,
                               int splits, int iters) {
@@ -56,11 +56,14 @@ extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, 
         t.v[i] = kv[2 * i + 1];
         t.head_stride[i] = caps[i] * 128;
     }
+    static SpKvTable *table;  // the kernel reads the table from device memory
+    if (!table) cudaMalloc(&table, sizeof(SpKvTable));
+    cudaMemcpy(table, &t, sizeof(SpKvTable), cudaMemcpyHostToDevice);
     const long long qk_bs = (long long)kv_heads * (rep + 1) * 128, v_bs = (long long)kv_heads * 128;
     float *po = splits > 1 ? scratch_o : 0, *pml = splits > 1 ? scratch_ml : 0;
     dim3 grid(kv_heads, splits, b), block(32 * SP_DEC_WARPS);
     typedef const bf16 *P;
-#define SP_GO_B(F) F<<<grid, block>>>((P)qk, qk_bs, (P)vnew, v_bs, 128, (bf16 *)o, scale, (const int *)lens, po, pml, t)
+#define SP_GO_B(F) F<<<grid, block>>>((P)qk, qk_bs, (P)vnew, v_bs, 128, (bf16 *)o, scale, (const int *)lens, po, pml, table)
     for (int it = 0; it < iters; ++it) {
         if (rep == 1) SP_GO_B(sp_decode_attn_batched_bf16_d128_r1);
         else if (rep == 2) SP_GO_B(sp_decode_attn_batched_bf16_d128_r2);

@@ -260,6 +260,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let tensor_peak = tensor_peak_bytes(&dev, false);
+    let graphs = model.decode_counts();
     if a.profile {
         one_run(&model, &pcfg, &img, &w, true)?;
     }
@@ -278,6 +279,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "peak_gpu_mem_gib": peak.map(|p| p as f64 / (1u64 << 30) as f64),
         "gpu_mem_before_gib": base_mem.map(|p| p as f64 / (1u64 << 30) as f64),
         "peak_tensor_mem_gib": tensor_peak.map(|p| p as f64 / (1u64 << 30) as f64),
+        "decode_steps_on_device": graphs,
     });
     if let Some(tok) = tok {
         let bw = BatchWorkload {
@@ -317,6 +319,13 @@ fn print_table(r: &serde_json::Value) -> std::io::Result<()> {
     }
     if let Some(p) = r["peak_tensor_mem_gib"].as_f64() {
         crate::out_line(&format!("{:<26}{:>12.2}", "peak_tensor_mem_gib", p))?;
+    }
+    let g = &r["decode_steps_on_device"];
+    if g.is_object() {
+        crate::out_line(&format!(
+            "decode steps: {} replayed from CUDA graphs, {} recorded, {} eager",
+            g["replayed"], g["recorded"], g["eager"]
+        ))?;
     }
     Ok(())
 }

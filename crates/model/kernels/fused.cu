@@ -233,9 +233,9 @@ __device__ void sp_decode_attn(const bf16 *q, const bf16 *k, const bf16 *v, bf16
                            (long long)b * heads + kvh * REP, out, part_o, part_ml);
 }
 
-// Up to SP_MAX_BATCH sequences with separate KV buffers (1, kv_heads, capacity, D) each, passed by
-// value: buffer addresses and head stride (capacity * D). The tokens each already holds are read
-// from device memory (`lens`), so a captured launch stays valid as the caches fill.
+// Up to SP_MAX_BATCH sequences with separate KV buffers (1, kv_heads, capacity, D) each: buffer
+// addresses and head stride (capacity * D), read from device memory like the tokens each holds
+// (`lens`), so that a captured launch serves any caches of the same batch size.
 #define SP_MAX_BATCH 16
 struct SpKvTable {
     unsigned long long k[SP_MAX_BATCH], v[SP_MAX_BATCH];
@@ -257,7 +257,8 @@ __device__ __forceinline__ int sp_split_chunk(int len, int splits) {
 template <int D, int REP>
 __device__ void sp_decode_attn_batched(const bf16 *qk, long long qk_bs, const bf16 *vnew, long long v_bs,
                                        long long v_hs, bf16 *out, float scale, const int *lens, float *part_o,
-                                       float *part_ml, const SpKvTable &t) {
+                                       float *part_ml, const SpKvTable *table) {
+    const SpKvTable &t = *table;
     const int kvh = blockIdx.x, split = blockIdx.y, b = blockIdx.z, heads = gridDim.x * REP;
     const int pos = lens[b];
     const int chunk = sp_split_chunk(pos + 1, gridDim.y);
@@ -287,7 +288,7 @@ __device__ void sp_decode_attn_batched(const bf16 *qk, long long qk_bs, const bf
 #define SP_DECODE_BATCHED_ENTRY(D, REP)                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_batched_bf16_d##D##_r##REP(  \
         const bf16 *qk, long long qk_bs, const bf16 *vnew, long long v_bs, long long v_hs, bf16 *out,           \
-        float scale, const int *lens, float *part_o, float *part_ml, SpKvTable table) {                         \
+        float scale, const int *lens, float *part_o, float *part_ml, const SpKvTable *table) {                  \
         sp_decode_attn_batched<D, REP>(qk, qk_bs, vnew, v_bs, v_hs, out, scale, lens, part_o, part_ml, table);  \
     }
 

@@ -2,19 +2,19 @@
 //!
 //! A decode step of the 2B model is ~290 small kernels; launched one by one from the host, the
 //! launches (not the GPU) set the pace. A CUDA graph records the step once and replays it with
-//! one launch. That needs a step whose every input sits at a fixed device address:
-//! - the token ids and, per sequence, the tokens held and the rope position are uploaded into
-//!   small buffers before each replay ([`TextModel::forward_decode_device`] reads nothing else
-//!   from the host; the kernels take lengths and positions from there);
-//! - the KV cache is written in place (see [`KvCache::fits_one_in_place`]); a graph belongs to
-//!   the buffers it was recorded with (their addresses and capacities are its key) and is
-//!   recorded again when a buffer grows, is copied, or the batch changes;
-//! - the rope table covers positions 0.. ([`TextModel::position_table`]).
+//! one launch. That needs a step whose every input sits at a fixed device address, so
+//! [`TextModel::forward_decode_device`] reads nothing from the host: before each step the token
+//! ids, each sequence's length and rope position, and every layer's KV table (the addresses of
+//! each sequence's key and value buffers) are uploaded into small buffers the kernels read. The
+//! caches make room for the token first (a copy or growth happens there, outside the graph), and
+//! the rope table covers positions 0.. ([`TextModel::position_table`]).
 //!
-//! The first step with a new key runs eagerly (the same kernels, which also fills candle's cache
-//! of small parameter uploads that capture needs), the second records and runs the graph, later
+//! So one graph serves every step of every batch of its size, whatever caches take part: graphs
+//! are keyed by batch size, the number of blocks that split the keys, and the rope table. The
+//! first step of a new key runs eagerly (the same kernels; it also fills candle's cache of small
+//! parameter uploads that recording needs), the second records the graph and runs it, later
 //! ones replay it. The logits are copied out of the graph's buffer, so callers own what they get.
-//! Should recording ever fail, the decoder says so once and decodes eagerly from then on.
+//! Should recording fail three times, the decoder says so and decodes eagerly from then on.
 //! `SCREENPILOT_CUDA_GRAPHS=0` turns graphs off (eager steps with device inputs remain).
 
 use candle_core::Tensor;
@@ -23,6 +23,15 @@ use crate::error::Result;
 use crate::text::{KvCache, TextModel};
 
 pub(crate) use imp::DeviceDecoder;
+
+/// How the decode steps on the device ran so far: replayed from a recorded graph, recorded
+/// (and run), or eager.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GraphCounts {
+    pub replayed: u64,
+    pub recorded: u64,
+    pub eager: u64,
+}
 
 /// CUDA device `ordinal` as ScreenPilot uses it: all work on one stream per thread, so cudarc's
 /// multi-stream bookkeeping (two CUDA events made and destroyed with every tensor) is turned
@@ -53,11 +62,16 @@ mod imp {
         pub(crate) fn decode(&self, _: &TextModel, _: &[u32], _: &mut [&mut KvCache]) -> Result<Tensor> {
             match *self {}
         }
+
+        pub(crate) fn counts(&self) -> GraphCounts {
+            match *self {}
+        }
     }
 }
 
 #[cfg(feature = "cuda")]
 mod imp {
+    use std::collections::HashMap;
     use std::sync::Mutex;
 
     use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph};
@@ -65,7 +79,12 @@ mod imp {
 
     use super::*;
     use crate::error::ModelError;
-    use crate::kernels::{address, upload_u32, usable};
+    use crate::kernels::{decode_splits, kv_table, upload_u32, usable, KV_TABLE_WORDS, MAX_BATCH};
+
+    /// Graphs kept at once (each holds its own intermediate buffers, a few MB).
+    const MAX_GRAPHS: usize = 8;
+    /// Failed recordings after which graphs are given up.
+    const MAX_FAILURES: usize = 3;
 
     /// Decode steps with device inputs on one CUDA device, replayed as graphs where possible.
     pub(crate) struct DeviceDecoder {
@@ -76,38 +95,28 @@ mod imp {
 
     #[derive(Default)]
     struct State {
-        captured: Option<Captured>,
+        graphs: HashMap<Key, Captured>,
         /// The key of the last eager step: the next step with the same key is recorded.
         last: Option<Key>,
-        /// Recording failed once: eager steps from then on.
-        broken: bool,
+        failures: usize,
+        steps: u64,
+        counts: GraphCounts,
     }
 
-    /// What a graph was recorded with: the batch size, the rope table and every layer's KV
-    /// buffers (addresses and capacity) of every sequence, in order.
-    #[derive(Debug, Clone, PartialEq, Eq)]
+    /// What a graph depends on: the batch size, the key splits, the rope table's address.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     struct Key {
-        table: u64,
-        buffers: Vec<Vec<(u64, u64, usize)>>,
-    }
-
-    impl Key {
-        fn new(table: &Tensor, caches: &[&mut KvCache]) -> Result<Self> {
-            let buffers = caches
-                .iter()
-                .map(|c| c.buffers().map(|(k, v)| Ok((address(k)?, address(v)?, k.dim(2)?))).collect::<Result<Vec<_>>>())
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Self { table: address(table)?, buffers })
-        }
+        batch: usize,
+        splits: usize,
+        rope: u64,
     }
 
     /// A recorded step and the buffers it reads and writes.
     struct Captured {
-        key: Key,
         graph: Graph,
-        ids: Tensor,
-        step: Tensor,
+        inputs: Inputs,
         logits: Tensor,
+        used: u64,
     }
 
     struct Graph(CudaGraph);
@@ -116,12 +125,22 @@ mod imp {
     // with the decoder's mutex held.
     unsafe impl Send for Graph {}
 
+    /// Device buffers of one step's inputs.
+    struct Inputs {
+        ids: Tensor,
+        step: Tensor,
+        kv_tables: Tensor,
+    }
+
     /// The inputs of one step as the host knows them.
     struct StepData {
         ids: Vec<u32>,
         /// [tokens held per sequence; rope position per sequence].
         step: Vec<u32>,
+        kv_tables: Vec<u32>,
         held: Vec<usize>,
+        splits: usize,
+        layers: usize,
     }
 
     impl DeviceDecoder {
@@ -132,69 +151,67 @@ mod imp {
             Some(Self { dev, graphs, state: Mutex::new(State::default()) })
         }
 
-        /// One token for each cache (`tokens[i]` to `caches[i]`); returns the logits (batch,
-        /// vocab) f32. The caller checked the lengths against the context. Errors leave every
-        /// cache as it was.
+        /// One token for each cache (`tokens[i]` to `caches[i]`, at most MAX_BATCH); returns the
+        /// logits (batch, vocab) f32. The caller checked the lengths against the context. Errors
+        /// leave every cache holding what it held (a cache may have been copied or grown).
         pub(crate) fn decode(&self, text: &TextModel, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
-            let data = step_data(tokens, caches)?;
+            let data = step_data(text, tokens, caches)?;
             let max_pos = data.step[caches.len()..].iter().copied().max().unwrap_or(0) as usize;
             let device = Device::Cuda(self.dev.clone());
-            let table = text.position_table(max_pos + 1, DType::BF16, &device)?;
+            let rope = text.position_table(max_pos + 1, DType::BF16, &device)?;
+            let key = Key { batch: caches.len(), splits: data.splits, rope: crate::kernels::address(&rope)? };
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let graphable = self.graphs
-                && !state.broken
-                && !crate::profile::on()
-                && caches.len() <= crate::kernels::MAX_BATCH
-                && caches.iter().all(|c| c.fits_one_in_place());
-            let key = if graphable { Some(Key::new(&table, caches)?) } else { None };
-            if let (Some(key), Some(c)) = (&key, &state.captured) {
-                if c.key == *key {
-                    upload_u32(&c.ids, &data.ids)?;
-                    upload_u32(&c.step, &data.step)?;
-                    c.graph.0.launch().map_err(cuda_err)?;
-                    caches.iter_mut().for_each(|c| c.commit_all());
-                    return Ok(c.logits.copy()?);
-                }
+            let graphs = self.graphs && state.failures < MAX_FAILURES && !crate::profile::on();
+            state.steps += 1;
+            let tick = state.steps;
+            if let Some(c) = state.graphs.get_mut(&key).filter(|_| graphs) {
+                c.used = tick;
+                c.inputs.upload(&data)?;
+                c.graph.0.launch().map_err(cuda_err)?;
+                caches.iter_mut().for_each(|c| c.commit_all());
+                let logits = c.logits.copy()?;
+                state.counts.replayed += 1;
+                return Ok(logits);
             }
-            if let Some(key) = key.as_ref().filter(|k| state.last.as_ref() == Some(*k)) {
-                match self.record(text, &data, &table, caches, key.clone()) {
+            if graphs && state.last == Some(key) {
+                match self.record(text, &data, &rope, caches) {
                     Ok((captured, logits)) => {
-                        state.captured = Some(captured);
+                        if state.graphs.len() >= MAX_GRAPHS {
+                            let oldest = state.graphs.iter().min_by_key(|(_, c)| c.used).map(|(k, _)| *k);
+                            oldest.map(|k| state.graphs.remove(&k));
+                        }
+                        state.graphs.insert(key, Captured { used: tick, ..captured });
+                        state.counts.recorded += 1;
                         return Ok(logits);
                     }
                     Err(e) => {
-                        eprintln!("screenpilot: CUDA graph capture failed ({e}); decoding without graphs");
-                        state.broken = true;
-                        state.captured = None;
+                        state.failures += 1;
+                        let last = if state.failures >= MAX_FAILURES { "; decoding without graphs from now on" } else { "" };
+                        eprintln!("screenpilot: recording a CUDA graph of the decode step failed ({e}){last}");
                         for (c, &held) in caches.iter_mut().zip(&data.held) {
                             c.truncate(held)?;
                         }
                     }
                 }
             }
-            state.last = key;
+            state.last = Some(key);
+            state.counts.eager += 1;
             drop(state);
             let _cache = self.dev.enable_cuda_graph_htod_cache();
-            let (ids, step) = self.inputs(&data)?;
-            let hidden = text.forward_decode_device(&ids, &step, &table, caches)?;
+            let inputs = Inputs::new(&self.dev, &data)?;
+            let hidden = text.forward_decode_device(&inputs.ids, &inputs.step, &inputs.kv_tables, data.splits, &rope, caches)?;
             text.logits(&hidden.squeeze(1)?)
         }
 
-        /// Fresh device buffers holding the step's inputs.
-        fn inputs(&self, data: &StepData) -> Result<(Tensor, Tensor)> {
-            let dev = Device::Cuda(self.dev.clone());
-            let ids = Tensor::zeros(data.ids.len(), DType::U32, &dev)?;
-            let step = Tensor::zeros((2, data.ids.len()), DType::U32, &dev)?;
-            upload_u32(&ids, &data.ids)?;
-            upload_u32(&step, &data.step)?;
-            Ok((ids, step))
+        pub(crate) fn counts(&self) -> GraphCounts {
+            self.state.lock().unwrap_or_else(|e| e.into_inner()).counts
         }
 
-        /// Records the step as a graph and runs it once; returns the graph and this step's logits.
-        /// On an error the caches may count the token (recording advances them): the caller
+        /// Records the step as a graph and runs it once; returns it and this step's logits. On
+        /// an error the caches may count the token (recording advances them): the caller
         /// truncates them.
-        fn record(&self, text: &TextModel, data: &StepData, table: &Tensor, caches: &mut [&mut KvCache], key: Key) -> Result<(Captured, Tensor)> {
-            let (ids, step) = self.inputs(data)?;
+        fn record(&self, text: &TextModel, data: &StepData, rope: &Tensor, caches: &mut [&mut KvCache]) -> Result<(Captured, Tensor)> {
+            let inputs = Inputs::new(&self.dev, data)?;
             let vocab = text.params().vocab_size;
             let logits = Tensor::zeros((data.ids.len(), vocab), DType::F32, &Device::Cuda(self.dev.clone()))?;
             let stream = self.dev.cuda_stream();
@@ -203,7 +220,7 @@ mod imp {
             // Everything the pass allocates is freed inside it, so the graph owns no memory
             // between replays; only `logits`, made before, holds the result.
             let recorded = (|| -> Result<()> {
-                let hidden = text.forward_decode_device(&ids, &step, table, caches)?;
+                let hidden = text.forward_decode_device(&inputs.ids, &inputs.step, &inputs.kv_tables, data.splits, rope, caches)?;
                 let out = text.logits(&hidden.squeeze(1)?)?;
                 logits.slice_set(&out, 0, 0)?;
                 Ok(())
@@ -213,18 +230,60 @@ mod imp {
             let graph = graph?.ok_or_else(|| ModelError::Input("CUDA graph capture recorded nothing".into()))?;
             graph.launch().map_err(cuda_err)?;
             let out = logits.copy()?;
-            Ok((Captured { key, graph: Graph(graph), ids, step, logits }, out))
+            Ok((Captured { graph: Graph(graph), inputs, logits, used: 0 }, out))
         }
     }
 
-    fn step_data(tokens: &[u32], caches: &[&mut KvCache]) -> Result<StepData> {
+    impl Inputs {
+        /// Fresh device buffers holding the step's inputs.
+        fn new(dev: &CudaDevice, data: &StepData) -> Result<Self> {
+            let dev = Device::Cuda(dev.clone());
+            let b = data.ids.len();
+            let inputs = Self {
+                ids: Tensor::zeros(b, DType::U32, &dev)?,
+                step: Tensor::zeros((2, b), DType::U32, &dev)?,
+                kv_tables: Tensor::zeros((data.layers, KV_TABLE_WORDS), DType::U32, &dev)?,
+            };
+            inputs.upload(data)?;
+            Ok(inputs)
+        }
+
+        fn upload(&self, data: &StepData) -> Result<()> {
+            upload_u32(&self.ids, &data.ids)?;
+            upload_u32(&self.step, &data.step)?;
+            upload_u32(&self.kv_tables, &data.kv_tables)
+        }
+    }
+
+    /// Makes room for the token in every cache and gathers what the kernels will read.
+    fn step_data(text: &TextModel, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<StepData> {
+        let p = text.params();
+        if caches.is_empty() || caches.len() > MAX_BATCH || tokens.len() != caches.len() {
+            return Err(ModelError::Input(format!("{} tokens for {} caches (1..={MAX_BATCH})", tokens.len(), caches.len())));
+        }
+        for c in caches.iter_mut() {
+            c.make_room_for_one()?;
+            if !c.fits_one_in_place() {
+                return Err(ModelError::Input("a KV cache with layers of different lengths cannot take a decode step".into()));
+            }
+        }
         let to_u32 = |v: i64| u32::try_from(v).map_err(|_| ModelError::Input(format!("decode position {v} out of range")));
         let held: Vec<usize> = caches.iter().map(|c| c.len()).collect();
         let mut step = held.iter().map(|&n| to_u32(n as i64)).collect::<Result<Vec<_>>>()?;
-        for c in caches {
+        for c in caches.iter() {
             step.push(to_u32(c.len() as i64 + c.rope_delta)?);
         }
-        Ok(StepData { ids: tokens.to_vec(), step, held })
+        let mut kv_tables = Vec::with_capacity(p.num_layers * KV_TABLE_WORDS);
+        for layer in 0..p.num_layers {
+            let buffers = caches
+                .iter()
+                .map(|c| c.layer_buffers(layer).ok_or_else(|| ModelError::Input(format!("KV cache layer {layer} is empty"))))
+                .collect::<Result<Vec<_>>>()?;
+            kv_tables.extend(kv_table(&buffers, p.num_kv_heads, p.head_dim)?);
+        }
+        let max_len = held.iter().max().copied().unwrap_or(0) + 1;
+        let splits = decode_splits(p.num_kv_heads, caches.len(), max_len);
+        Ok(StepData { ids: tokens.to_vec(), step, kv_tables, held, splits, layers: p.num_layers })
     }
 
     fn cuda_err(e: candle_core::cuda_backend::cudarc::driver::DriverError) -> ModelError {

@@ -28,27 +28,24 @@ pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -
     imp::decode_attention(q, k, v, scale)
 }
 
-/// One sequence's KV buffers for [`decode_attention_batched`]: (1, kv_heads, capacity, d) each,
-/// contiguous, holding `filled` tokens; the new token is written at row `filled` (the kernel
-/// reads that number from the device, see `lens`; `filled` here checks the room and sizes the
-/// launch).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) struct KvSlot {
-    pub k: Tensor,
-    pub v: Tensor,
-    pub filled: usize,
-}
-
 /// Most sequences one [`decode_attention_batched`] call takes (SP_MAX_BATCH).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) const MAX_BATCH: usize = 16;
+
+/// u32 words of one layer's KV table (SpKvTable of fused.cu: MAX_BATCH key addresses, value
+/// addresses and head strides, 8 bytes each).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) const KV_TABLE_WORDS: usize = 3 * 2 * MAX_BATCH;
 
 /// One decode step for a batch in one launch (plus a merge): `qk` (b, heads + kv_heads, 1, d) =
 /// the new tokens' normed and rotated q and k heads, `v_new` (b, kv_heads, 1, d) their values.
-/// `lens` (b,) u32 on the device holds each sequence's `filled`. Writes each sequence's new key
-/// and value into its buffers at that row and returns the attention output (b, 1, heads * d).
-/// The caller then counts the token as held.
-pub(crate) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], lens: &Tensor, scale: f32) -> Result<Option<Tensor>> {
-    imp::decode_attention_batched(qk, v_new, heads, slots, lens, scale)
+/// On the device: `table` (KV_TABLE_WORDS,) u32 = each sequence's KV buffers ([`kv_table`]),
+/// `lens` (b,) u32 = the tokens each holds; the buffers must have room for one more. Writes each
+/// sequence's new key and value at row lens[i] and returns the attention output (b, 1,
+/// heads * d), keys spread over `splits` blocks per sequence and head. The caller then counts
+/// the token as held.
+pub(crate) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, table: &Tensor, lens: &Tensor, splits: usize, scale: f32) -> Result<Option<Tensor>> {
+    imp::decode_attention_batched(qk, v_new, heads, table, lens, splits, scale)
 }
 
 /// RMSNorm over the last axis of `x` (b, s, heads, d) with `weights` (2, d) (row 0 for heads
@@ -104,7 +101,7 @@ fn enabled_by_env(is_flash: bool) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-pub(crate) use imp::{address, upload_u32, usable};
+pub(crate) use imp::{address, decode_splits, kv_table, upload_u32, usable};
 
 #[cfg(not(feature = "cuda"))]
 mod imp {
@@ -128,7 +125,7 @@ mod imp {
     pub(super) fn bias_act(_: &Tensor, _: &Tensor, _: Act) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    pub(super) fn decode_attention_batched(_: &Tensor, _: &Tensor, _: usize, _: &[KvSlot], _: &Tensor, _: f32) -> Result<Option<Tensor>> {
+    pub(super) fn decode_attention_batched(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn vision_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
@@ -611,58 +608,65 @@ mod imp {
 
     // ---- batched decode attention ----
 
-    /// SpKvTable of fused.cu, passed by value.
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct KvTable {
-        k: [u64; MAX_BATCH],
-        v: [u64; MAX_BATCH],
-        head_stride: [i64; MAX_BATCH],
+    /// The KV table of one layer for [`decode_attention_batched`]: `buffers[i]` = sequence i's
+    /// (keys, values), (1, kv_heads, capacity, d) bf16 contiguous each, as KV_TABLE_WORDS u32
+    /// (SpKvTable's layout). Checks what the kernel relies on, except the room for one more token
+    /// (the caller's: see KvCache::fits_one_in_place).
+    pub(crate) fn kv_table(buffers: &[(&Tensor, &Tensor)], kv_heads: usize, d: usize) -> Result<Vec<u32>> {
+        if buffers.is_empty() || buffers.len() > MAX_BATCH {
+            return Err(crate::error::ModelError::Input(format!("{} sequences for the batched decode kernel (1..={MAX_BATCH})", buffers.len())));
+        }
+        let mut k = [0u64; MAX_BATCH];
+        let mut v = [0u64; MAX_BATCH];
+        let mut stride = [0u64; MAX_BATCH];
+        for (i, (kt, vt)) in buffers.iter().enumerate() {
+            let ok = |t: &Tensor| t.dtype() == DType::BF16 && t.is_contiguous() && t.rank() == 4 && t.dims()[..2] == [1, kv_heads] && t.dims()[3] == d;
+            if !ok(kt) || !ok(vt) || kt.dims() != vt.dims() {
+                return Err(crate::error::ModelError::Input(format!("KV buffers {:?} / {:?} do not fit the decode kernel", kt.dims(), vt.dims())));
+            }
+            k[i] = address(kt)?;
+            v[i] = address(vt)?;
+            stride[i] = (kt.dims()[2] * d) as u64;
+        }
+        Ok(k.iter().chain(&v).chain(&stride).flat_map(|x| [*x as u32, (*x >> 32) as u32]).collect())
     }
 
-    // SAFETY: plain old data with the C layout the kernel expects.
-    unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for KvTable {}
+    /// How many blocks share the keys of one sequence and key head in a batched decode of `b`
+    /// sequences of at most `max_len` tokens: enough blocks for the GPU, in few distinct values
+    /// (each is a recorded graph), at least 64 keys a block.
+    pub(crate) fn decode_splits(kv_heads: usize, b: usize, max_len: usize) -> usize {
+        let (splits, _) = key_splits(kv_heads * b, max_len.max(1), 64, 8 * DECODE_WARPS as usize);
+        splits.next_power_of_two().min(64)
+    }
 
-    pub(super) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, slots: &[KvSlot], lens: &Tensor, scale: f32) -> Result<Option<Tensor>> {
+    pub(super) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, table: &Tensor, lens: &Tensor, splits: usize, scale: f32) -> Result<Option<Tensor>> {
         if device_for(qk, false).is_none() || qk.rank() != 4 || v_new.rank() != 4 || !qk.is_contiguous() || v_new.dtype() != DType::BF16 {
             return Ok(None);
         }
         let (b, hq, one, d) = qk.dims4()?;
         let hkv = hq.saturating_sub(heads);
         let rep = if hkv == 0 { 0 } else { heads / hkv };
-        if one != 1 || d != 128 || hkv * rep != heads || !matches!(rep, 1 | 2 | 4) || b == 0 || b > MAX_BATCH || slots.len() != b {
+        if one != 1 || d != 128 || hkv * rep != heads || !matches!(rep, 1 | 2 | 4) || b == 0 || b > MAX_BATCH || splits == 0 {
             return Ok(None);
         }
         if v_new.dims() != [b, hkv, 1, d] || v_new.stride()[3] != 1 {
             return Ok(None);
         }
-        if lens.dims() != [b] || lens.dtype() != DType::U32 || !lens.is_contiguous() {
+        let words = |t: &Tensor, n: usize| t.dims() == [n] && t.dtype() == DType::U32 && t.is_contiguous();
+        if !words(lens, b) || !words(table, KV_TABLE_WORDS) {
             return Ok(None);
         }
-        let mut table = KvTable { k: [0; MAX_BATCH], v: [0; MAX_BATCH], head_stride: [0; MAX_BATCH] };
-        for (i, s) in slots.iter().enumerate() {
-            let ok = |t: &Tensor| t.dtype() == DType::BF16 && t.is_contiguous() && t.rank() == 4 && t.dims()[..2] == [1, hkv] && t.dims()[3] == d && t.dims()[2] > s.filled;
-            if !ok(&s.k) || !ok(&s.v) || s.k.dims() != s.v.dims() {
-                return Ok(None);
-            }
-            table.k[i] = address(&s.k)?;
-            table.v[i] = address(&s.v)?;
-            table.head_stride[i] = (s.k.dims()[2] * d) as i64;
-        }
-        let max_len = slots.iter().map(|s| s.filled + 1).max().unwrap_or(1);
-        let op = DecodeBatched { table, lens: address(lens)?, heads, scale, max_len };
+        let op = DecodeBatched { table: address(table)?, lens: address(lens)?, heads, scale, splits };
         Ok(Some(qk.apply_op2_no_bwd(v_new, &op)?))
     }
 
     struct DecodeBatched {
-        table: KvTable,
-        /// Device address of the tokens each sequence holds (u32 per sequence).
+        /// Device addresses of the KV table (SpKvTable) and of the tokens each sequence holds.
+        table: u64,
         lens: u64,
         heads: usize,
         scale: f32,
-        /// The longest sequence after this token: sizes the key splits (the kernel divides each
-        /// sequence's keys among them itself).
-        max_len: usize,
+        splits: usize,
     }
 
     impl CustomOp2 for DecodeBatched {
@@ -680,7 +684,7 @@ mod imp {
             let hkv = hq - self.heads;
             let (qk, vnew) = (view(qs, ql)?, view(vs, vl)?);
             let func = fused!(&dev, &format!("sp_decode_attn_batched_bf16_d{d}_r{}", self.heads / hkv))?;
-            let (splits, _) = key_splits(hkv * b, self.max_len, 64, 8 * DECODE_WARPS as usize);
+            let splits = self.splits;
             let partials = Partials::new(&dev, b * self.heads, splits, d)?;
             // SAFETY: every element is written by the kernel (or the merge).
             let out = unsafe { dev.alloc::<bf16>(b * self.heads * d)? };
@@ -691,9 +695,9 @@ mod imp {
             push_partials(&mut lb, &partials);
             lb.arg(&self.table);
             let cfg = LaunchConfig { grid_dim: (hkv as u32, splits as u32, b as u32), block_dim: (32 * DECODE_WARPS, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the arguments match the kernel's signature; the table's buffers were checked
-            // to be contiguous with room for row `filled`, and are owned by their caches alone;
-            // `lens` holds those `filled` (b u32 in a tensor alive at launch).
+            // SAFETY: the arguments match the kernel's signature; `table` and `lens` address live
+            // u32 tensors checked for length, the table's buffers were checked by kv_table and
+            // have room for row lens[i] (the caller's promise), owned by their caches alone.
             unsafe { lb.launch(cfg) }.w()?;
             if let Some(p) = &partials {
                 p.combine(&dev, &out, b * self.heads, splits, d)?;

@@ -25,7 +25,7 @@ pub mod vision;
 pub use candle_core::{DType, Device, Tensor};
 pub use config::Qwen3VlConfig;
 pub use error::{ModelError, Result};
-pub use graph::cuda_device;
+pub use graph::{cuda_device, GraphCounts};
 pub use generate::{generate, Flow, Generation, SamplingParams, Step, Timings};
 pub use loader::ModelFolder;
 pub use model::{LogitsFor, PromptInput, Qwen3Vl};

@@ -95,6 +95,12 @@ impl Qwen3Vl {
         self.text.new_cache()
     }
 
+    /// How decode steps ran on the GPU so far (CUDA graphs replayed, recorded, eager); `None`
+    /// where steps run as plain candle ops (CPU, Metal, f32).
+    pub fn decode_counts(&self) -> Option<crate::graph::GraphCounts> {
+        self.decoder.as_ref().map(DeviceDecoder::counts)
+    }
+
     /// Runs the vision tower over preprocessed images (in order) in one call.
     pub fn encode_images(&self, images: &[&PreprocessedImage]) -> Result<VisionOutput> {
         let parts = images.iter().map(|i| i.to_tensor(&self.device)).collect::<candle_core::Result<Vec<_>>>()?;

@@ -171,17 +171,20 @@ impl KvCache {
             .sum()
     }
 
-    /// Makes room for one more token in `layer` (like [`Self::append`] would) and returns the
-    /// buffers for a kernel to write row `filled` itself; [`Self::commit_one`] then counts the
-    /// token. `None` for an empty layer.
-    pub(crate) fn reserve_one(&mut self, layer: usize) -> Result<Option<kernels::KvSlot>> {
-        let Some(Some(l)) = self.layers.get(layer) else { return Ok(None) };
-        let (filled, like) = (l.filled, l.buf.k.narrow(2, 0, 1)?);
-        let l = self.writable(layer, &like, filled + 1)?;
-        Ok(Some(kernels::KvSlot { k: l.buf.k.clone(), v: l.buf.v.clone(), filled }))
+    /// Makes room for one more token in every layer that holds some (like [`Self::append`]
+    /// would: buffers a clone shares are copied, full ones grow), for a kernel to write row
+    /// `filled` itself; [`Self::commit_one`] then counts the token.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn make_room_for_one(&mut self) -> Result<()> {
+        for layer in 0..self.layers.len() {
+            let Some(Some(l)) = self.layers.get(layer) else { continue };
+            let (filled, like) = (l.filled, l.buf.k.narrow(2, 0, 1)?);
+            self.writable(layer, &like, filled + 1)?;
+        }
+        Ok(())
     }
 
-    /// Counts the token a kernel wrote at row `filled` of `layer` (after [`Self::reserve_one`]).
+    /// Counts the token a kernel wrote at row `filled` of `layer` (after [`Self::make_room_for_one`]).
     pub(crate) fn commit_one(&mut self, layer: usize) {
         if let Some(Some(l)) = self.layers.get_mut(layer) {
             l.filled += 1;
@@ -189,8 +192,8 @@ impl KvCache {
     }
 
     /// Whether one more token fits every layer where it is: each layer holds `len` tokens in
-    /// buffers no clone shares, with room for another. Then a decode pass writes in place, at
-    /// addresses fixed until a layer grows or is copied (what a captured CUDA graph relies on).
+    /// buffers no clone shares, with room for another (what a decode kernel writing the new row
+    /// itself relies on).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn fits_one_in_place(&self) -> bool {
         self.len > 0
@@ -201,10 +204,10 @@ impl KvCache {
             })
     }
 
-    /// Every layer's key and value buffers, for telling whether they moved.
+    /// The key and value buffers of `layer` (whole capacity), if it holds any.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn buffers(&self) -> impl Iterator<Item = (&Tensor, &Tensor)> {
-        self.layers.iter().flatten().map(|l| (&l.buf.k, &l.buf.v))
+    pub(crate) fn layer_buffers(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        self.layers.get(layer)?.as_ref().map(|l| (&l.buf.k, &l.buf.v))
     }
 
     /// Counts one token that a replayed pass wrote into every layer (after
@@ -264,11 +267,16 @@ pub(crate) struct RopeTables {
 }
 
 /// What the kernels of a decode pass read from device memory instead of host-built tables, so
-/// that a captured CUDA graph of the pass stays valid from token to token: per sequence, the
-/// tokens its cache holds and the rope position of its new token ((b,) u32 each).
+/// that a captured CUDA graph of the pass serves every step of every batch of its size: per
+/// sequence, the tokens its cache holds and the rope position of its new token ((b,) u32 each);
+/// per layer, the KV table (addresses of every sequence's buffers); and how many blocks split
+/// each sequence's keys (fixed for a graph).
 pub(crate) struct StepInputs {
     lens: Tensor,
     pos: Tensor,
+    /// (layers, KV_TABLE_WORDS) u32.
+    kv_tables: Tensor,
+    splits: usize,
 }
 
 impl RopeTables {
@@ -281,11 +289,12 @@ impl RopeTables {
     }
 
     /// Tables for a decode pass with device inputs: `table` from [`TextModel::position_table`],
-    /// `step` (2, b) u32 = [tokens held; rope positions]. Only the fused kernels read these
-    /// (`cos`/`sin` are placeholders: the unfused path refuses such a pass).
+    /// `step` (2, b) u32 = [tokens held; rope positions], `kv_tables` and `splits` as in
+    /// [`StepInputs`]. Only the fused kernels read these (`cos`/`sin` are placeholders: the
+    /// unfused path refuses such a pass).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    fn on_device(table: &Tensor, step: &Tensor) -> Result<Self> {
-        let step = StepInputs { lens: step.get(0)?, pos: step.get(1)? };
+    fn on_device(table: &Tensor, step: &Tensor, kv_tables: &Tensor, splits: usize) -> Result<Self> {
+        let step = StepInputs { lens: step.get(0)?, pos: step.get(1)?, kv_tables: kv_tables.clone(), splits };
         Ok(Self { cos: table.clone(), sin: table.clone(), cos_sin: Some(table.clone()), mask: None, step: Some(step) })
     }
 }
@@ -730,7 +739,8 @@ mod tests {
         c.append(1, &k, &v).unwrap();
         c.len = 255;
         assert!(c.fits_one_in_place());
-        let before: Vec<_> = c.buffers().map(|(k, v)| (k.id(), v.id())).collect();
+        let ids = |c: &KvCache| (0..2).map(|l| c.layer_buffers(l).map(|(k, v)| (k.id(), v.id()))).collect::<Vec<_>>();
+        let before = ids(&c);
         // A clone shares the buffers: writing would need a copy first.
         let shared = c.clone();
         assert!(!c.fits_one_in_place());
@@ -749,7 +759,7 @@ mod tests {
         c.commit_all();
         assert!(!c.fits_one_in_place(), "no room left for another token");
         // The buffers did not move (what a recorded graph relies on).
-        assert_eq!(before, c.buffers().map(|(k, v)| (k.id(), v.id())).collect::<Vec<_>>());
+        assert_eq!(before, ids(&c));
         // A layer that lags behind the cache's length (a failed pass) is not in place either.
         c.truncate(100).unwrap();
         assert!(c.fits_one_in_place());
@@ -782,25 +792,31 @@ mod tests {
         let mut a = KvCache::new(1);
         let (k, v) = tokens(0, 3);
         a.append(0, &k, &v).unwrap();
+        a.len = 3;
         let b = a.clone();
-        let slot = a.reserve_one(0).unwrap().unwrap();
-        assert_eq!(slot.filled, 3);
+        assert!(!a.fits_one_in_place());
+        a.make_room_for_one().unwrap();
+        assert!(a.fits_one_in_place());
         // `a` now has its own buffers: writing row 3 there leaves `b` alone.
-        slot.k.slice_set(&Tensor::full(9f32, (1, 2, 1, 4), &Device::Cpu).unwrap(), 2, 3).unwrap();
-        slot.v.slice_set(&Tensor::full(-9f32, (1, 2, 1, 4), &Device::Cpu).unwrap(), 2, 3).unwrap();
+        let (ka, va) = a.layer_buffers(0).unwrap();
+        ka.slice_set(&Tensor::full(9f32, (1, 2, 1, 4), &Device::Cpu).unwrap(), 2, 3).unwrap();
+        va.slice_set(&Tensor::full(-9f32, (1, 2, 1, 4), &Device::Cpu).unwrap(), 2, 3).unwrap();
         a.commit_one(0);
         assert_eq!(keys(&mut a, 0), [0., 1., 2., 9.]);
         assert_eq!(keys(&mut b.clone(), 0), [0., 1., 2.]);
         let row3 = b.layers[0].as_ref().unwrap().buf.k.narrow(2, 3, 1).unwrap();
         assert_eq!(row3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0f32; 8], "the clone's buffer was written");
-        // A full buffer grows; an empty layer has nothing to reserve.
+        // A full buffer grows, keeping its tokens; an empty layer stays empty.
         let mut full = KvCache::new(2);
         let (k, v) = tokens(0, 256);
         full.append(0, &k, &v).unwrap();
         let cap = full.layers[0].as_ref().unwrap().buf.capacity();
-        full.layers[0].as_mut().unwrap().filled = cap;
-        assert!(full.reserve_one(0).unwrap().unwrap().k.dim(2).unwrap() > cap);
-        assert!(full.reserve_one(1).unwrap().is_none());
+        let (k, v) = tokens(256, cap - 256);
+        full.append(0, &k, &v).unwrap();
+        full.make_room_for_one().unwrap();
+        assert!(full.layer_buffers(0).unwrap().0.dim(2).unwrap() > cap);
+        assert_eq!(keys(&mut full, 0), (0..cap).map(|x| x as f32).collect::<Vec<_>>());
+        assert!(full.layer_buffers(1).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::{Attention, DecoderLayer, KvCache, MRope, QkvHeads, RopeTables, TextModel};
+use super::{Attention, DecoderLayer, KvCache, MRope, QkvHeads, RopeTables, StepInputs, TextModel};
 use crate::error::{ModelError, Result};
 use crate::profile::scope;
 use crate::rope::Positions;
@@ -41,25 +41,17 @@ impl Attention {
     }
 
     /// The whole batch's KV writes and attention in one kernel (CUDA): `qk` (b, heads + kv_heads,
-    /// 1, d) is the fused norm+rope output (new queries, then new keys), `v` (b, kv_heads, 1, d),
-    /// `lens` the caches' lengths on the device. `None` (nothing written) where the kernel does
-    /// not apply.
-    fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize, lens: &Tensor) -> Result<Option<Tensor>> {
-        let b = qk.dim(0)?;
-        if b > crate::kernels::MAX_BATCH {
-            return Ok(None);
-        }
-        let mut slots = Vec::with_capacity(b);
-        for cache in caches.iter_mut() {
-            match cache.reserve_one(layer)? {
-                Some(s) => slots.push(s),
-                None => return Ok(None),
-            }
-        }
+    /// 1, d) is the fused norm+rope output (new queries, then new keys), `v` (b, kv_heads, 1, d);
+    /// `step` holds the caches' lengths and this layer's KV table on the device (the caches made
+    /// room for the token before). `None` (nothing written) where the kernel does not apply.
+    fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize, step: &StepInputs) -> Result<Option<Tensor>> {
         let scale = (self.head_dim as f64).powf(-0.5) as f32;
-        let Some(out) = crate::kernels::decode_attention_batched(qk, v, self.heads, &slots, lens, scale)? else { return Ok(None) };
-        caches.iter_mut().for_each(|c| c.commit_one(layer));
-        Ok(Some(out))
+        let table = step.kv_tables.get(layer)?;
+        let out = crate::kernels::decode_attention_batched(qk, v, self.heads, &table, &step.lens, step.splits, scale)?;
+        if out.is_some() {
+            caches.iter_mut().for_each(|c| c.commit_one(layer));
+        }
+        Ok(out)
     }
 
     /// `xs` (batch, 1, hidden): row i is the new token of `caches[i]`, appended to it here.
@@ -74,7 +66,7 @@ impl Attention {
         let dev = xs.device();
         let QkvHeads { q, k, v, qk } = self.qkv_parts(xs, rope)?;
         if let (Some(qk), Some(step)) = (qk, &rope.step) {
-            match scope("text.decode_attention", dev, || self.attend_batched(&qk, &v, caches, layer, &step.lens))? {
+            match scope("text.decode_attention", dev, || self.attend_batched(&qk, &v, caches, layer, step))? {
                 Some(out) => return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?),
                 None => return Err(ModelError::Input("the batched decode kernel does not apply to these caches".into())),
             }
@@ -123,12 +115,22 @@ impl TextModel {
 
     /// [`Self::forward_decode_batch`] with every input in device memory (CUDA, bf16, our
     /// kernels): `ids` (b,) u32 token ids, `step` (2, b) u32 = [tokens each cache holds; the rope
-    /// position of its new token], `table` from [`Self::position_table`] covering those
-    /// positions. No host data enters the pass, so a CUDA graph can capture and replay it.
+    /// position of its new token], `kv_tables` (layers, KV_TABLE_WORDS) u32 = every layer's
+    /// [`crate::kernels::kv_table`] of the caches (which made room for the token), `table` from
+    /// [`Self::position_table`] covering the positions. No host data enters the pass, so a CUDA
+    /// graph can capture it and replay it for any caches of the same batch size.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn forward_decode_device(&self, ids: &Tensor, step: &Tensor, table: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+    pub(crate) fn forward_decode_device(
+        &self,
+        ids: &Tensor,
+        step: &Tensor,
+        kv_tables: &Tensor,
+        splits: usize,
+        table: &Tensor,
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
         let embeds = self.embed.forward(ids)?.unsqueeze(1)?;
-        let rope = RopeTables::on_device(table, step)?;
+        let rope = RopeTables::on_device(table, step, kv_tables, splits)?;
         self.decode_pass(&embeds, &rope, caches)
     }
 
