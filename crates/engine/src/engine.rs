@@ -192,6 +192,9 @@ impl Engine {
         let grids: Vec<GridThw> = prepared.images.iter().map(|i| i.grid).collect();
         let prompt = PromptInput { ids: &ids, grids: &grids, vision: prepared.vision.as_ref() };
         let out = self.model.prefill(&prompt, &mut kv, LogitsFor::Last)?;
+        // The GPU runs ahead of the host: wait for the prefill, so that its time is counted here
+        // and not in the first decode round.
+        self.model.device().synchronize()?;
         timings.prefill_ms = ms(t);
         let prompt_kv = (!self.cfg.reuse_answer_kv && self.prefix.enabled()).then(|| kv.clone());
         Ok(Sequence {
@@ -199,6 +202,7 @@ impl Engine {
             prompt_kv,
             keys,
             logits: out.logits,
+            greedy_next: None,
             sampler: Sampler::new(req.sampling()),
             decoder: Default::default(),
             options: req.options().clone(),
@@ -248,6 +252,14 @@ impl Engine {
             .map(|(_, s)| &mut s.kv)
             .collect();
         let batched = self.model.decode_batch(&tokens, &mut caches);
+        // Greedy sequences on a GPU: the next choice of the whole batch in one argmax and one
+        // copy to the host (instead of one round trip per sequence in `choose`).
+        let greedy = match &batched {
+            Ok(all) if !all.device().is_cpu() && !self.cfg.record_logits && feed.iter().all(|&(i, _)| seqs[i].sampler.is_greedy()) => {
+                all.argmax(candle_core::D::Minus1).and_then(|t| t.to_vec1::<u32>()).ok()
+            }
+            _ => None,
+        };
         for (row, &(i, id)) in feed.iter().enumerate() {
             let logits = match &batched {
                 Ok(all) => all.get(row).map_err(EngineError::from),
@@ -256,6 +268,7 @@ impl Engine {
             match logits {
                 Ok(l) => {
                     seqs[i].logits = l;
+                    seqs[i].greedy_next = greedy.as_ref().and_then(|g| g.get(row).copied());
                     seqs[i].keys.push(u64::from(id));
                 }
                 Err(e) => results[i] = Err(e),
@@ -270,7 +283,9 @@ impl Engine {
         if seq.finish.is_some() {
             return Ok((None, None));
         }
-        let id = if seq.sampler.is_greedy() && !self.cfg.record_logits && !seq.logits.device().is_cpu() {
+        let id = if let Some(id) = seq.greedy_next.take() {
+            id
+        } else if seq.sampler.is_greedy() && !self.cfg.record_logits && !seq.logits.device().is_cpu() {
             // On a GPU the argmax runs there: one number comes back instead of the vocabulary.
             seq.logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>()?
         } else {

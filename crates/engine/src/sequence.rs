@@ -19,6 +19,9 @@ pub struct Sequence {
     pub(crate) keys: Vec<u64>,
     /// Logits of the next position (vocab,).
     pub(crate) logits: Tensor,
+    /// The greedy choice from `logits`, when a batched step already took it for the whole batch
+    /// (one argmax and one copy to the host instead of one per sequence).
+    pub(crate) greedy_next: Option<u32>,
     pub(crate) sampler: Sampler,
     pub(crate) decoder: StreamDecoder,
     pub(crate) options: GenerationOptions,

@@ -176,6 +176,9 @@ impl KvCache {
     /// `filled` itself; [`Self::commit_one`] then counts the token.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn make_room_for_one(&mut self) -> Result<()> {
+        if self.fits_one_in_place() {
+            return Ok(());
+        }
         for layer in 0..self.layers.len() {
             let Some(Some(l)) = self.layers.get(layer) else { continue };
             let (filled, like) = (l.filled, l.buf.k.narrow(2, 0, 1)?);
