@@ -375,8 +375,8 @@ def check_fused(lib):
     # Batched decode: each sequence its own buffers and length (read from the device), the new
     # key and value written at row len; a fixed number of splits, so short sequences leave
     # splits empty (as a graph recorded at a longer length does).
-    cases = [(2, [5, 1546, 300], 8), (2, [1, 64, 65], 1), (4, [700, 3], 25), (1, [33], 4), (2, [1546], 25),
-             (2, [1546], 49), (2, [1600 + i for i in range(8)], 5), (2, [1600 + i for i in range(8)], 10)]
+    cases = [(2, [5, 1546, 300], 8), (2, [1, 64, 65], 1), (4, [700, 3], 25), (1, [33], 4)]
+    cases += [(2, [1546], s) for s in (2, 4, 8, 16, 32)] + [(2, [1600 + i for i in range(8)], s) for s in (1, 2, 4, 8)]
     for rep, lens, splits in cases:
         b, hkv = len(lens), 8
         caps = [n + 40 for n in lens]

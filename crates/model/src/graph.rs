@@ -125,8 +125,10 @@ mod imp {
     // with the decoder's mutex held.
     unsafe impl Send for Graph {}
 
-    /// Device buffers of one step's inputs.
+    /// Device buffers of one step's inputs: views of one buffer, [ids | step | padding |
+    /// kv_tables], filled with one upload.
     struct Inputs {
+        all: Tensor,
         ids: Tensor,
         step: Tensor,
         kv_tables: Tensor,
@@ -134,10 +136,10 @@ mod imp {
 
     /// The inputs of one step as the host knows them.
     struct StepData {
-        ids: Vec<u32>,
-        /// [tokens held per sequence; rope position per sequence].
-        step: Vec<u32>,
-        kv_tables: Vec<u32>,
+        /// Token ids, then [tokens held per sequence; rope position per sequence], then the KV
+        /// tables of every layer: what [`Inputs`] holds, in its order.
+        words: Vec<u32>,
+        batch: usize,
         held: Vec<usize>,
         splits: usize,
         layers: usize,
@@ -156,7 +158,8 @@ mod imp {
         /// leave every cache holding what it held (a cache may have been copied or grown).
         pub(crate) fn decode(&self, text: &TextModel, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
             let data = step_data(text, tokens, caches)?;
-            let max_pos = data.step[caches.len()..].iter().copied().max().unwrap_or(0) as usize;
+            let b = caches.len();
+            let max_pos = data.words[2 * b..3 * b].iter().copied().max().unwrap_or(0) as usize;
             let device = Device::Cuda(self.dev.clone());
             let rope = text.position_table(max_pos + 1, DType::BF16, &device)?;
             let key = Key { batch: caches.len(), splits: data.splits, rope: crate::kernels::address(&rope)? };
@@ -213,7 +216,7 @@ mod imp {
         fn record(&self, text: &TextModel, data: &StepData, rope: &Tensor, caches: &mut [&mut KvCache]) -> Result<(Captured, Tensor)> {
             let inputs = Inputs::new(&self.dev, data)?;
             let vocab = text.params().vocab_size;
-            let logits = Tensor::zeros((data.ids.len(), vocab), DType::F32, &Device::Cuda(self.dev.clone()))?;
+            let logits = Tensor::zeros((data.batch, vocab), DType::F32, &Device::Cuda(self.dev.clone()))?;
             let stream = self.dev.cuda_stream();
             let _cache = self.dev.enable_cuda_graph_htod_cache();
             stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(cuda_err)?;
@@ -238,20 +241,20 @@ mod imp {
         /// Fresh device buffers holding the step's inputs.
         fn new(dev: &CudaDevice, data: &StepData) -> Result<Self> {
             let dev = Device::Cuda(dev.clone());
-            let b = data.ids.len();
+            let b = data.batch;
+            let all = Tensor::zeros(data.words.len(), DType::U32, &dev)?;
             let inputs = Self {
-                ids: Tensor::zeros(b, DType::U32, &dev)?,
-                step: Tensor::zeros((2, b), DType::U32, &dev)?,
-                kv_tables: Tensor::zeros((data.layers, KV_TABLE_WORDS), DType::U32, &dev)?,
+                ids: all.narrow(0, 0, b)?,
+                step: all.narrow(0, b, 2 * b)?.reshape((2, b))?,
+                kv_tables: all.narrow(0, header_words(b), data.layers * KV_TABLE_WORDS)?.reshape((data.layers, KV_TABLE_WORDS))?,
+                all,
             };
             inputs.upload(data)?;
             Ok(inputs)
         }
 
         fn upload(&self, data: &StepData) -> Result<()> {
-            upload_u32(&self.ids, &data.ids)?;
-            upload_u32(&self.step, &data.step)?;
-            upload_u32(&self.kv_tables, &data.kv_tables)
+            upload_u32(&self.all, &data.words)
         }
     }
 
@@ -269,21 +272,30 @@ mod imp {
         }
         let to_u32 = |v: i64| u32::try_from(v).map_err(|_| ModelError::Input(format!("decode position {v} out of range")));
         let held: Vec<usize> = caches.iter().map(|c| c.len()).collect();
-        let mut step = held.iter().map(|&n| to_u32(n as i64)).collect::<Result<Vec<_>>>()?;
-        for c in caches.iter() {
-            step.push(to_u32(c.len() as i64 + c.rope_delta)?);
+        let mut words = tokens.to_vec();
+        for &n in &held {
+            words.push(to_u32(n as i64)?);
         }
-        let mut kv_tables = Vec::with_capacity(p.num_layers * KV_TABLE_WORDS);
+        for c in caches.iter() {
+            words.push(to_u32(c.len() as i64 + c.rope_delta)?);
+        }
+        words.resize(header_words(caches.len()), 0);
         for layer in 0..p.num_layers {
             let buffers = caches
                 .iter()
                 .map(|c| c.layer_buffers(layer).ok_or_else(|| ModelError::Input(format!("KV cache layer {layer} is empty"))))
                 .collect::<Result<Vec<_>>>()?;
-            kv_tables.extend(kv_table(&buffers, p.num_kv_heads, p.head_dim)?);
+            words.extend(kv_table(&buffers, p.num_kv_heads, p.head_dim)?);
         }
         let max_len = held.iter().max().copied().unwrap_or(0) + 1;
         let splits = decode_splits(p.num_kv_heads, caches.len(), max_len);
-        Ok(StepData { ids: tokens.to_vec(), step, kv_tables, held, splits, layers: p.num_layers })
+        Ok(StepData { words, batch: caches.len(), held, splits, layers: p.num_layers })
+    }
+
+    /// Words before the KV tables in [`Inputs`]: 3 per sequence, padded to 16 bytes (the kernel
+    /// reads the tables' 8-byte addresses, which must be aligned).
+    fn header_words(b: usize) -> usize {
+        (3 * b).next_multiple_of(4)
     }
 
     fn cuda_err(e: candle_core::cuda_backend::cudarc::driver::DriverError) -> ModelError {
