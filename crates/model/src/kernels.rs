@@ -62,6 +62,17 @@ pub(crate) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) ->
     imp::add_rms_norm(x, y, weight, eps)
 }
 
+/// How many blocks share the keys of one sequence and key head in a batched decode of `b`
+/// sequences of at most `max_len` tokens: about four waves of an H100's SMs, one block per ~64
+/// keys at most, rounded down to a power of two (few distinct values: each is a recorded graph).
+/// Measured on an H100 (tools/check_kernels.py, 1546 keys): one sequence 12.9 us a layer at 16
+/// splits against 14.4 us at 32 and 19.2 us at 4; eight sequences 30.8 us at 8, 34.5 us at 4.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn decode_splits(kv_heads: usize, b: usize, max_len: usize) -> usize {
+    let want = 528usize.div_ceil((kv_heads * b).max(1)).min(max_len.div_ceil(64)).clamp(1, 64);
+    1 << want.ilog2()
+}
+
 /// `silu(gate) * up` for `gate_up` (.., 2n) = [gate | up]: (.., n).
 pub(crate) fn swiglu(gate_up: &Tensor) -> Result<Option<Tensor>> {
     imp::swiglu(gate_up)
@@ -101,7 +112,7 @@ fn enabled_by_env(is_flash: bool) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-pub(crate) use imp::{address, decode_splits, kv_table, upload_u32, usable};
+pub(crate) use imp::{address, kv_table, upload_u32, usable};
 
 #[cfg(not(feature = "cuda"))]
 mod imp {
@@ -631,16 +642,6 @@ mod imp {
         Ok(k.iter().chain(&v).chain(&stride).flat_map(|x| [*x as u32, (*x >> 32) as u32]).collect())
     }
 
-    /// How many blocks share the keys of one sequence and key head in a batched decode of `b`
-    /// sequences of at most `max_len` tokens: about four waves of an H100's SMs, at least 64
-    /// keys a block, rounded down to a power of two (few distinct values: each is a recorded
-    /// graph). Measured on an H100 (tools/check_kernels.py, 1546 keys): one sequence 12.7 us at
-    /// 16 splits against 14.4 us at 32 and 18.8 us at 4; eight sequences 30.8 us at 8, 34.3 at 4.
-    pub(crate) fn decode_splits(kv_heads: usize, b: usize, max_len: usize) -> usize {
-        let want = 528usize.div_ceil(kv_heads * b).min(max_len.div_ceil(64)).clamp(1, 64);
-        1 << want.ilog2()
-    }
-
     pub(super) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, table: &Tensor, lens: &Tensor, splits: usize, scale: f32) -> Result<Option<Tensor>> {
         if device_for(qk, false).is_none() || qk.rank() != 4 || v_new.rank() != 4 || !qk.is_contiguous() || v_new.dtype() != DType::BF16 {
             return Ok(None);
@@ -746,5 +747,30 @@ mod imp {
         // source before returning, so `data` may go away after the call.
         unsafe { candle_core::cuda_backend::cudarc::driver::result::memcpy_htod_async(dst, data, stream.cu_stream()) }.w()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_splits;
+
+    #[test]
+    fn decode_splits_are_powers_of_two_sized_by_batch_and_length() {
+        // The measured best cases (8 key heads): one sequence of 1547 tokens, eight of ~1600.
+        assert_eq!(decode_splits(8, 1, 1547), 16);
+        assert_eq!(decode_splits(8, 8, 1600), 8);
+        // Short caches: a split for every ~64 keys.
+        assert_eq!(decode_splits(8, 1, 1), 1);
+        assert_eq!(decode_splits(8, 1, 200), 4);
+        assert_eq!(decode_splits(8, 1, 120), 2);
+        // Many sequences: fewer splits each, never zero.
+        assert_eq!(decode_splits(8, 16, 100_000), 4);
+        assert_eq!(decode_splits(64, 16, 100_000), 1);
+        for b in 1..=16 {
+            for len in [1, 63, 64, 65, 1000, 5000, 300_000] {
+                let s = decode_splits(8, b, len);
+                assert!(s.is_power_of_two() && s <= 64, "b {b} len {len}: {s}");
+            }
+        }
     }
 }
