@@ -8,18 +8,18 @@ use screenpilot_model::{PreprocessedImage, VisionOutput};
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
-/// Identity of a preprocessed image: a 128-bit xxh3 of its grid, patch size and pixels.
+/// Identity of a preprocessed image: a 128-bit xxh3 of its grid, patch size, frames and pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageKey(pub u128);
 
 impl ImageKey {
     pub fn of(img: &PreprocessedImage) -> Self {
         let mut h = Xxh3::new();
-        for v in [img.grid.t, img.grid.h, img.grid.w, img.patch_dim, img.pixels.len()] {
+        for v in [img.grid.t, img.grid.h, img.grid.w, img.patch_dim, img.temporal, img.frame.len()] {
             h.update(&(v as u64).to_le_bytes());
         }
         let mut buf = Vec::with_capacity(16 * 1024);
-        for chunk in img.pixels.chunks(4096) {
+        for chunk in img.frame.chunks(4096) {
             buf.clear();
             buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
             h.update(&buf);
@@ -154,7 +154,8 @@ mod tests {
     #[test]
     fn image_key_depends_on_grid_as_well_as_pixels() {
         let img = |h, w| PreprocessedImage {
-            pixels: vec![0.5; 8],
+            frame: vec![0.5; 8],
+            temporal: 1,
             grid: GridThw { t: 1, h, w },
             patch_dim: 2,
             resized_width: 0,
@@ -165,7 +166,7 @@ mod tests {
         assert_ne!(ImageKey::of(&img(2, 2)), ImageKey::of(&img(1, 4)));
         assert_eq!(ImageKey::of(&img(2, 2)), ImageKey::of(&img(2, 2)));
         let mut other = img(2, 2);
-        other.pixels[7] = 0.25;
+        other.frame[7] = 0.25;
         assert_ne!(ImageKey::of(&img(2, 2)), ImageKey::of(&other));
     }
 }

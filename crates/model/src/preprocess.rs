@@ -553,15 +553,21 @@ impl GridThw {
 
 /// The model input for one image.
 ///
-/// `pixels` is `num_patches × patch_dim`, row-major, like HF's `pixel_values`.
-/// Patch rows run over merge windows: for each window row `bh`, window column
-/// `bw`, then `mh`, `mw` inside the `merge × merge` window, the patch at patch
-/// row `bh*merge + mh` and column `bw*merge + mw`. Inside a row, value
-/// `((c * temporal + t) * patch + py) * patch + px` is channel `c`, frame `t`
-/// (all frames are the same image), pixel `(py, px)` of that patch.
+/// The model input is `num_patches × patch_dim`, row-major, like HF's
+/// `pixel_values` ([`Self::pixels`]). Patch rows run over merge windows: for
+/// each window row `bh`, window column `bw`, then `mh`, `mw` inside the
+/// `merge × merge` window, the patch at patch row `bh*merge + mh` and column
+/// `bw*merge + mw`. Inside a row, value `((c * temporal + t) * patch + py) *
+/// patch + px` is channel `c`, frame `t`, pixel `(py, px)` of that patch. All
+/// `temporal` frames of a still image are the same, so only one is kept
+/// (`frame`: `num_patches × patch_dim / temporal`, value `(c * patch + py) *
+/// patch + px`) and repeated where the input is built ([`Self::to_tensor`], on
+/// the device): half the host work and upload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreprocessedImage {
-    pub pixels: Vec<f32>,
+    pub frame: Vec<f32>,
+    /// Frames per patch (`temporal_patch_size`).
+    pub temporal: usize,
     pub grid: GridThw,
     pub patch_dim: usize,
     pub resized_width: u32,
@@ -571,16 +577,35 @@ pub struct PreprocessedImage {
 }
 
 impl PreprocessedImage {
-    /// `pixels` as a `(num_patches, patch_dim)` f32 tensor.
+    /// The model input as a `(num_patches, patch_dim)` f32 tensor on `device`:
+    /// the frame is uploaded once and repeated there.
     pub fn to_tensor(
         &self,
         device: &candle_core::Device,
     ) -> candle_core::Result<candle_core::Tensor> {
-        candle_core::Tensor::from_slice(
-            &self.pixels,
-            (self.grid.num_patches(), self.patch_dim),
-            device,
-        )
+        let n = self.grid.num_patches();
+        let t = self.temporal.max(1);
+        let frame = candle_core::Tensor::from_slice(&self.frame, (n, 3, 1, self.patch_dim / (3 * t)), device)?;
+        if t == 1 {
+            return frame.reshape((n, self.patch_dim));
+        }
+        candle_core::Tensor::cat(&vec![&frame; t], 2)?.reshape((n, self.patch_dim))
+    }
+
+    /// The model input on the host, `num_patches × patch_dim` (HF's
+    /// `pixel_values`).
+    pub fn pixels(&self) -> Vec<f32> {
+        let t = self.temporal.max(1);
+        let per_channel = self.patch_dim / (3 * t);
+        let mut out = Vec::with_capacity(self.frame.len() * t);
+        for row in self.frame.chunks_exact(3 * per_channel) {
+            for channel in row.chunks_exact(per_channel) {
+                for _ in 0..t {
+                    out.extend_from_slice(channel);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -654,16 +679,18 @@ fn normalize_lut(cfg: &PreprocessConfig) -> [[f32; 256]; 3] {
     lut
 }
 
-/// Normalise and cut `img` (sides multiples of `patch * merge`) into rows.
+/// Normalise and cut `img` (sides multiples of `patch * merge`) into rows of
+/// one frame (see [`PreprocessedImage`]).
 fn patchify(img: &RgbImage, cfg: &PreprocessConfig) -> (Vec<f32>, GridThw) {
-    let (p, m, t) = (cfg.patch_size, cfg.merge_size, cfg.temporal_patch_size);
+    let (p, m) = (cfg.patch_size, cfg.merge_size);
     let width = img.width() as usize;
     let grid = GridThw {
         t: 1,
         h: img.height() as usize / p,
         w: width / p,
     };
-    let (lut, raw, frame, dim) = (normalize_lut(cfg), img.as_raw(), p * p, cfg.patch_dim());
+    let (lut, raw, frame) = (normalize_lut(cfg), img.as_raw(), p * p);
+    let dim = 3 * frame;
     let windows_per_row = (grid.w / m).max(1);
     let mut out = vec![0f32; grid.num_patches() * dim];
     for (index, row) in out.chunks_exact_mut(dim).enumerate() {
@@ -674,16 +701,10 @@ fn patchify(img: &RgbImage, cfg: &PreprocessConfig) -> (Vec<f32>, GridThw) {
             let start = ((y0 + py) * width + x0) * 3;
             let src = &raw[start..start + 3 * p];
             for (c, table) in lut.iter().enumerate() {
-                let dst = &mut row[c * t * frame + py * p..][..p];
+                let dst = &mut row[c * frame + py * p..][..p];
                 for (d, rgb) in dst.iter_mut().zip(src.chunks_exact(3)) {
                     *d = table[usize::from(rgb[c])];
                 }
-            }
-        }
-        for c in 0..3 {
-            let first = c * t * frame;
-            for k in 1..t {
-                row.copy_within(first..first + frame, first + k * frame);
             }
         }
     }
@@ -713,9 +734,10 @@ pub fn preprocess(
     } else {
         Cow::Owned(resize_bicubic_aa(&rgb, new_w, new_h))
     };
-    let (pixels, grid) = patchify(&resized, cfg);
+    let (frame, grid) = patchify(&resized, cfg);
     Ok(PreprocessedImage {
-        pixels,
+        frame,
+        temporal: cfg.temporal_patch_size,
         grid,
         patch_dim: cfg.patch_dim(),
         resized_width: new_w,
@@ -919,13 +941,14 @@ mod tests {
         let cfg = identity_norm_config();
         let out = preprocess(&DynamicImage::ImageRgb8(img.clone()), &cfg).expect("preprocess");
         assert_eq!(out.grid, GridThw { t: 1, h: 4, w: 6 });
-        assert_eq!((out.patch_dim, out.pixels.len()), (1536, 24 * 1536));
+        let pixels = out.pixels();
+        assert_eq!((out.patch_dim, pixels.len(), out.frame.len()), (1536, 24 * 1536, 24 * 768));
         let mut row = 0;
         for bh in 0..2 {
             for bw in 0..3 {
                 for (mh, mw) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                     let (py0, px0) = ((bh * 2 + mh) * 16, (bw * 2 + mw) * 16);
-                    for (i, &v) in out.pixels[row * 1536..(row + 1) * 1536].iter().enumerate() {
+                    for (i, &v) in pixels[row * 1536..(row + 1) * 1536].iter().enumerate() {
                         let (c, t, y, x) = (i / 512, i / 256 % 2, i / 16 % 16, i % 16);
                         let _ = t; // both frames are the same image
                         let expect = img.get_pixel((px0 + x) as u32, (py0 + y) as u32).0[c];
@@ -952,15 +975,18 @@ mod tests {
         };
         let out = preprocess(&DynamicImage::ImageRgb8(img), &cfg).expect("preprocess");
         assert_eq!(out.grid, GridThw { t: 1, h: 2, w: 2 });
-        let first = &out.pixels[..1536];
+        let pixels = out.pixels();
+        let first = &pixels[..1536];
         assert_eq!(
             (first[0], first[512], first[1024]),
             (-1.0, (128.0 - 127.5) / 127.5, 1.0)
         );
         assert_eq!(first[256], -1.0, "second frame repeats the first");
-        assert!(out.pixels[1536..2 * 1536].iter().all(|&v| v == 1.0));
+        assert!(pixels[1536..2 * 1536].iter().all(|&v| v == 1.0));
+        // The tensor repeats the frame where it is built: the same values as on the host.
         let t = out.to_tensor(&candle_core::Device::Cpu).expect("tensor");
         assert_eq!(t.dims(), &[4, 1536]);
+        assert_eq!(t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values"), pixels);
     }
 
     #[test]
@@ -1089,9 +1115,9 @@ mod tests {
         let grid: Vec<usize> = serde_json::from_value(meta["grid"].clone()).expect("grid");
         assert_eq!(vec![out.grid.t, out.grid.h, out.grid.w], grid);
         let expected = read_f32(&dir.join("e2e_pixels.f32"));
-        assert_eq!(out.pixels.len(), expected.len());
-        let diffs = out
-            .pixels
+        let pixels = out.pixels();
+        assert_eq!(pixels.len(), expected.len());
+        let diffs = pixels
             .iter()
             .zip(&expected)
             .filter(|(a, b)| a.to_bits() != b.to_bits())
@@ -1275,7 +1301,7 @@ mod tests {
         let run = || -> Result<(Vec<f32>, Vec<usize>), PreprocessError> {
             let img = load_image(&dir.join(case["image"].as_str().unwrap_or_default()))?;
             let out = preprocess(&img, &cfg)?;
-            Ok((out.pixels, vec![out.grid.t, out.grid.h, out.grid.w]))
+            Ok((out.pixels(), vec![out.grid.t, out.grid.h, out.grid.w]))
         };
         match run() {
             Err(e) => serde_json::json!({ "id": case["id"], "error": e.to_string() }),
