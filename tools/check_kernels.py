@@ -72,6 +72,32 @@ extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, 
     }
     return (int)cudaGetLastError();
 }
+extern "C" int decode_norm(const void *qkv, const void *w, const void *cs, const void *pos, void *o, int b,
+                           int kv_heads, int rep, const unsigned long long *kv, const long long *caps,
+                           const void *lens, float eps, float scale, int splits, int iters) {
+    ensure_scratch();
+    SpKvTable t;
+    for (int i = 0; i < b; ++i) {
+        t.k[i] = kv[2 * i];
+        t.v[i] = kv[2 * i + 1];
+        t.head_stride[i] = caps[i] * 128;
+    }
+    static SpKvTable *table;
+    if (!table) cudaMalloc(&table, sizeof(SpKvTable));
+    cudaMemcpy(table, &t, sizeof(SpKvTable), cudaMemcpyHostToDevice);
+    const long long qkv_bs = (long long)kv_heads * (rep + 2) * 128;
+    float *po = splits > 1 ? scratch_o : 0, *pml = splits > 1 ? scratch_ml : 0;
+    dim3 grid(kv_heads, splits, b), block(32 * SP_DEC_WARPS);
+    typedef const bf16 *P;
+#define SP_GO_N(F) F<<<grid, block>>>((P)qkv, qkv_bs, (P)w, (P)cs, (const int *)pos, eps, (bf16 *)o, scale, (const int *)lens, po, pml, table)
+    for (int it = 0; it < iters; ++it) {
+        if (rep == 1) SP_GO_N(sp_decode_attn_norm_bf16_d128_r1);
+        else if (rep == 2) SP_GO_N(sp_decode_attn_norm_bf16_d128_r2);
+        else SP_GO_N(sp_decode_attn_norm_bf16_d128_r4);
+        if (splits > 1) combine(o, b * kv_heads * rep, splits, 128);
+    }
+    return (int)cudaGetLastError();
+}
 extern "C" int add_rmsnorm(const void *x, const void *y, const void *w, void *o, int rows, int n, float eps) {
     sp_add_rmsnorm_bf16<<<rows, 256>>>((const bf16 *)x, (const bf16 *)y, (const bf16 *)w, (bf16 *)o, rows, n, eps);
     return (int)cudaGetLastError();
@@ -403,6 +429,46 @@ def check_fused(lib):
         line = f"{name:40s} max|err| {err:.2e} rows {'written' if written else 'NOT written'} {'ok' if ok else 'FAIL'}"
         if max(lens) > 1000:
             line += f"   {timed(lambda: call(100), 5) * 10:.1f} us"
+        print(line)
+    # QK-norm + rope inside the decode kernel: must equal norm_rope followed by the batched kernel,
+    # bit for bit (output and the key/value rows written).
+    for rep, lens, splits in [(2, [1546], 16), (2, [5, 700, 1600], 8), (4, [33, 1], 2), (1, [200], 4)]:
+        b, hkv, d = len(lens), 8, 128
+        h = hkv * rep
+        qkv = torch.randn(b, (h + 2 * hkv) * d, device=dev, dtype=torch.bfloat16) * 3
+        w2 = (torch.rand(2, d, device=dev) + 0.5).to(torch.bfloat16)
+        table = torch.rand(2000, d, device=dev).to(torch.bfloat16)
+        pos = torch.tensor([n + 3 for n in lens], device=dev, dtype=torch.int32)
+        lens_dev = torch.tensor(lens, device=dev, dtype=torch.int32)
+        caps = [n + 40 for n in lens]
+        bufs = [(torch.randn(1, hkv, c, d, device=dev, dtype=torch.bfloat16), torch.randn(1, hkv, c, d, device=dev, dtype=torch.bfloat16)) for c in caps]
+        copies = [(k.clone(), v.clone()) for k, v in bufs]
+        addrs = lambda bs: (ctypes.c_ulonglong * (2 * b))(*[p for k, v in bs for p in (k.data_ptr(), v.data_ptr())])
+        capv = (ctypes.c_longlong * b)(*caps)
+        # unfused: norm_rope into qk, then the batched kernel
+        x = qkv.view(b, 1, h + 2 * hkv, d)[:, :, : h + hkv]
+        qk = torch.empty(b, h + hkv, 1, d, device=dev, dtype=torch.bfloat16)
+        rc = lib.norm_rope(ptr(x), ptr(w2), h, ptr(table), ptr(qk), b, 1, h + hkv, d, ctypes.c_float(1e-6),
+                           L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos))
+        assert rc == 0
+        vnew = qkv[:, (h + hkv) * d:].contiguous()
+        out1 = torch.empty(b, h * d, device=dev, dtype=torch.bfloat16)
+        two = lambda iters=1: (lib.norm_rope(ptr(x), ptr(w2), h, ptr(table), ptr(qk), b, 1, h + hkv, d, ctypes.c_float(1e-6),
+                                             L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos)),
+                               lib.decode_batched(ptr(qk), ptr(vnew), ptr(out1), b, hkv, rep, addrs(bufs), capv,
+                                                  ptr(lens_dev), ctypes.c_float(d ** -0.5), splits, iters))
+        assert two() == (0, 0)
+        out2 = torch.empty_like(out1)
+        one = lambda iters=1: lib.decode_norm(ptr(qkv), ptr(w2), ptr(table), ptr(pos), ptr(out2), b, hkv, rep,
+                                              addrs(copies), capv, ptr(lens_dev), ctypes.c_float(1e-6),
+                                              ctypes.c_float(d ** -0.5), splits, iters)
+        assert one() == 0
+        torch.cuda.synchronize()
+        same = torch.equal(out1, out2) and all(torch.equal(k1, k2) and torch.equal(v1, v2) for (k1, v1), (k2, v2) in zip(bufs, copies))
+        bad += not same
+        line = f"{'decode+norm rep%d lens%s /%d' % (rep, lens, splits):40s} {'bit-identical ok' if same else 'FAIL'}"
+        if max(lens) > 1000:
+            line += f"   {timed(lambda: one(100), 5) * 10:.1f} us"
         print(line)
     return bad
 

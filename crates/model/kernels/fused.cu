@@ -276,6 +276,77 @@ __device__ void sp_decode_attn_batched(const bf16 *qk, long long qk_bs, const bf
                            (long long)b * heads + kvh * REP, out, part_o, part_ml);
 }
 
+// sp_decode_attn_batched with QK-norm + rope done by the block itself (one launch fewer a layer):
+// qkv is the raw projection (b, heads + 2 kv_heads, D) with batch stride qkv_bs; each block norms
+// and rotates its REP query heads and its key head exactly as sp_norm_rope_bf16 does (same
+// arithmetic, same rounding; w: (2, D) = [q_norm | k_norm], cs: table of positions 0.., pos[b]:
+// the position), keeps them in shared memory and writes the key and value rows like the unfused
+// kernel. Block of 128 threads: two heads at a time, D/2 threads each.
+template <int D, int REP>
+__device__ void sp_decode_attn_norm(const bf16 *qkv, long long qkv_bs, const bf16 *w, const bf16 *cs,
+                                    const int *pos_of, float eps, bf16 *out, float scale, const int *lens,
+                                    float *part_o, float *part_ml, const SpKvTable *table) {
+    constexpr int HALF = D / 2, GROUPS = 128 / HALF;
+    __shared__ __align__(16) bf16 heads_sm[(REP + 1) * D];
+    __shared__ float partial[GROUPS][(HALF + 31) / 32];
+    const SpKvTable &t = *table;
+    const int kvh = blockIdx.x, split = blockIdx.y, b = blockIdx.z, heads = gridDim.x * REP;
+    const bf16 *row0 = qkv + b * qkv_bs;
+    const bf16 *tab = cs + (long long)pos_of[b] * D;
+    const int g = threadIdx.x / HALF, i = threadIdx.x % HALF;
+    for (int first = 0; first < REP + 1; first += GROUPS) {
+        const int j = first + g;  // 0..REP-1: query heads, REP: the key head
+        const bool active = j < REP + 1;
+        const int head = j < REP ? kvh * REP + j : heads + kvh;
+        float x1 = 0.f, x2 = 0.f;
+        if (active) {
+            x1 = __bfloat162float(row0[head * D + i]);
+            x2 = __bfloat162float(row0[head * D + i + HALF]);
+        }
+        float ss = sp_warp_sum(x1 * x1 + x2 * x2);
+        if (i % 32 == 0) partial[g][i / 32] = ss;
+        __syncthreads();
+        ss = 0.f;
+        for (int k = 0; k < (HALF + 31) / 32; ++k) ss += partial[g][k];
+        __syncthreads();
+        if (active) {
+            const float sc = rsqrtf(ss / D + eps);
+            const bf16 *wr = w + (j < REP ? 0 : D);
+            const float n1 = sp_round(sc * x1 * __bfloat162float(wr[i]));
+            const float n2 = sp_round(sc * x2 * __bfloat162float(wr[i + HALF]));
+            const float c = __bfloat162float(tab[i]), sn = __bfloat162float(tab[HALF + i]);
+            heads_sm[j * D + i] = __float2bfloat16_rn(sp_round(n1 * c) - sp_round(n2 * sn));
+            heads_sm[j * D + i + HALF] = __float2bfloat16_rn(sp_round(n1 * sn) + sp_round(n2 * c));
+        }
+    }
+    __syncthreads();
+    const int pos = lens[b];
+    const int chunk = sp_split_chunk(pos + 1, gridDim.y);
+    bf16 *kb = reinterpret_cast<bf16 *>(t.k[b]) + kvh * t.head_stride[b];
+    bf16 *vb = reinterpret_cast<bf16 *>(t.v[b]) + kvh * t.head_stride[b];
+    if (pos >= split * chunk && pos < (split + 1) * chunk) {
+        const bf16 *vnew = row0 + (long long)(heads + gridDim.x + kvh) * D;
+        for (int c = threadIdx.x; c < D; c += blockDim.x) {
+            kb[(long long)pos * D + c] = heads_sm[REP * D + c];
+            vb[(long long)pos * D + c] = vnew[c];
+        }
+        __syncthreads();
+    }
+    sp_decode_core<D, REP>(heads_sm, kb, vb, D, D, pos + 1, scale, chunk, split, gridDim.y,
+                           (long long)b * heads + kvh * REP, out, part_o, part_ml);
+}
+
+#define SP_DECODE_NORM_ENTRY(D, REP)                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_norm_bf16_d##D##_r##REP(     \
+        const bf16 *qkv, long long qkv_bs, const bf16 *w, const bf16 *cs, const int *pos, float eps, bf16 *out, \
+        float scale, const int *lens, float *part_o, float *part_ml, const SpKvTable *table) {                  \
+        sp_decode_attn_norm<D, REP>(qkv, qkv_bs, w, cs, pos, eps, out, scale, lens, part_o, part_ml, table);    \
+    }
+
+SP_DECODE_NORM_ENTRY(128, 1)
+SP_DECODE_NORM_ENTRY(128, 2)
+SP_DECODE_NORM_ENTRY(128, 4)
+
 #define SP_DECODE_ENTRY(D, REP)                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_bf16_d##D##_r##REP(          \
         const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int len, float scale, long long k_bs,           \

@@ -57,6 +57,26 @@ pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Te
     imp::norm_rope(x, weights, split, cos_sin, pos, eps)
 }
 
+/// [`norm_rope`] and [`decode_attention_batched`] in one launch: `qkv` (b, 1, (heads + 2
+/// kv_heads) * d) is the raw projection of the new tokens; the kernel norms and rotates the q and
+/// k heads (`weights` (2, d), `cos_sin` a table of positions 0.., `pos` (b,) u32 on the device)
+/// exactly as [`norm_rope`] does, then writes and attends as [`decode_attention_batched`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_attention_norm(
+    qkv: &Tensor,
+    heads: usize,
+    weights: &Tensor,
+    cos_sin: &Tensor,
+    pos: &Tensor,
+    eps: f32,
+    table: &Tensor,
+    lens: &Tensor,
+    splits: usize,
+    scale: f32,
+) -> Result<Option<Tensor>> {
+    imp::decode_attention_norm(qkv, heads, weights, cos_sin, pos, eps, table, lens, splits, scale)
+}
+
 /// `x + y` and the RMSNorm of it with `weight`, as (2, ..) = [sum, normed]; `x`, `y` (.., n).
 pub(crate) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
     imp::add_rms_norm(x, y, weight, eps)
@@ -140,6 +160,10 @@ mod imp {
         Ok(None)
     }
     pub(super) fn vision_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decode_attention_norm(_: &Tensor, _: usize, _: &Tensor, _: &Tensor, _: &Tensor, _: f32, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
 }
@@ -704,6 +728,102 @@ mod imp {
             unsafe { lb.launch(cfg) }.w()?;
             if let Some(p) = &partials {
                 p.combine(&dev, &out, b * self.heads, splits, d)?;
+            }
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, 1, self.heads * d))))
+        }
+    }
+
+    // ---- decode attention with QK-norm + rope ----
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decode_attention_norm(
+        qkv: &Tensor,
+        heads: usize,
+        weights: &Tensor,
+        cos_sin: &Tensor,
+        pos: &Tensor,
+        eps: f32,
+        table: &Tensor,
+        lens: &Tensor,
+        splits: usize,
+        scale: f32,
+    ) -> Result<Option<Tensor>> {
+        if device_for(qkv, false).is_none() || qkv.rank() != 3 || !qkv.is_contiguous() || qkv.dim(1)? != 1 {
+            return Ok(None);
+        }
+        let (b, _, width) = qkv.dims3()?;
+        let d = 128;
+        let hkv = (width / d).saturating_sub(heads) / 2;
+        let rep = if hkv == 0 { 0 } else { heads / hkv };
+        if width != (heads + 2 * hkv) * d || hkv * rep != heads || !matches!(rep, 1 | 2 | 4) || b == 0 || b > MAX_BATCH || splits == 0 {
+            return Ok(None);
+        }
+        let words = |t: &Tensor, n: usize| t.dims() == [n] && t.dtype() == DType::U32 && t.is_contiguous();
+        let bf = |t: &Tensor| t.dtype() == DType::BF16 && t.is_contiguous();
+        if !words(lens, b) || !words(pos, b) || !words(table, KV_TABLE_WORDS) || !bf(weights) || weights.dims() != [2, d] || !bf(cos_sin) || cos_sin.dim(1)? != d {
+            return Ok(None);
+        }
+        let op = DecodeNorm {
+            heads,
+            hkv,
+            scale,
+            eps,
+            splits,
+            weights: address(weights)?,
+            cos_sin: address(cos_sin)?,
+            pos: address(pos)?,
+            table: address(table)?,
+            lens: address(lens)?,
+        };
+        Ok(Some(qkv.apply_op1_no_bwd(&op)?))
+    }
+
+    struct DecodeNorm {
+        heads: usize,
+        hkv: usize,
+        scale: f32,
+        eps: f32,
+        splits: usize,
+        /// Device addresses: norm weights, the positions' cos/sin table, each sequence's
+        /// position, the KV table, the tokens each sequence holds.
+        weights: u64,
+        cos_sin: u64,
+        pos: u64,
+        table: u64,
+        lens: u64,
+    }
+
+    impl CustomOp1 for DecodeNorm {
+        fn name(&self) -> &'static str {
+            "screenpilot-decode-attn-norm"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("{} is CUDA-only", self.name())
+        }
+
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = s.device().clone();
+            let (b, _, width) = l.shape().dims3()?;
+            let d = 128;
+            let qkv = view(s, l)?;
+            let func = fused!(&dev, &format!("sp_decode_attn_norm_bf16_d{d}_r{}", self.heads / self.hkv))?;
+            let partials = Partials::new(&dev, b * self.heads, self.splits, d)?;
+            // SAFETY: every element is written by the kernel (or the merge).
+            let out = unsafe { dev.alloc::<bf16>(b * self.heads * d)? };
+            let qkv_bs = width as i64;
+            let mut lb = func.builder();
+            lb.arg(&qkv).arg(&qkv_bs).arg(&self.weights).arg(&self.cos_sin).arg(&self.pos).arg(&self.eps);
+            lb.arg(&out).arg(&self.scale).arg(&self.lens);
+            push_partials(&mut lb, &partials);
+            lb.arg(&self.table);
+            let cfg = LaunchConfig { grid_dim: (self.hkv as u32, self.splits as u32, b as u32), block_dim: (32 * DECODE_WARPS, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; every address is of a live tensor
+            // checked for dtype and length (the positions lie in the table: the caller sized it);
+            // the KV buffers were checked by kv_table and have room for row lens[i].
+            unsafe { lb.launch(cfg) }.w()?;
+            if let Some(p) = &partials {
+                p.combine(&dev, &out, b * self.heads, self.splits, d)?;
             }
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, 1, self.heads * d))))
         }

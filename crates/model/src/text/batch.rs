@@ -64,6 +64,20 @@ impl Attention {
     ) -> Result<Tensor> {
         let b = xs.dim(0)?;
         let dev = xs.device();
+        if let (Some(step), Some(table)) = (&rope.step, &rope.cos_sin) {
+            // Device inputs: QK-norm, rope, the KV writes and attention in one kernel.
+            let qkv = scope("text.qkv_proj", dev, || self.qkv.forward(xs))?;
+            let scale = (self.head_dim as f64).powf(-0.5) as f32;
+            let kv_table = step.kv_tables.get(layer)?;
+            let eps = self.q_norm.eps as f32;
+            let fused = scope("text.decode_attention", dev, || {
+                crate::kernels::decode_attention_norm(&qkv, self.heads, &self.qk_norm_weights, table, &step.pos, eps, &kv_table, &step.lens, step.splits, scale)
+            })?;
+            if let Some(out) = fused {
+                caches.iter_mut().for_each(|c| c.commit_one(layer));
+                return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
+            }
+        }
         let QkvHeads { q, k, v, qk } = self.qkv_parts(xs, rope)?;
         if let (Some(qk), Some(step)) = (qk, &rope.step) {
             match scope("text.decode_attention", dev, || self.attend_batched(&qk, &v, caches, layer, step))? {
