@@ -44,21 +44,27 @@ extern "C" int norm_rope(const void *x, const void *w, int w_split, const void *
         (bf16 *)o, seq, heads, d, eps, x_bs, x_rs, x_hs, cs_bs, (const int *)pos);
     return (int)cudaGetLastError();
 }
-// One batched decode step (d 128): kv[i] = (k, v) buffer addresses of sequence i, (1, kv_heads, cap_i, 128)
-// each; lens: device ints; splits fixed by the caller, as in a recorded graph.
-extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, int kv_heads, int rep,
-                              const unsigned long long *kv, const long long *caps, const void *lens, float scale,
-                              int splits, int iters) {
-    ensure_scratch();
+// The KV table of b sequences (kv[2i], kv[2i+1]: key and value buffers of capacity caps[i]), copied
+// to device memory, where the decode kernels read it.
+static const SpKvTable *upload_table(int b, const unsigned long long *kv, const long long *caps) {
+    static SpKvTable *table;
+    if (!table) cudaMalloc(&table, sizeof(SpKvTable));
     SpKvTable t;
     for (int i = 0; i < b; ++i) {
         t.k[i] = kv[2 * i];
         t.v[i] = kv[2 * i + 1];
         t.head_stride[i] = caps[i] * 128;
     }
-    static SpKvTable *table;  // the kernel reads the table from device memory
-    if (!table) cudaMalloc(&table, sizeof(SpKvTable));
     cudaMemcpy(table, &t, sizeof(SpKvTable), cudaMemcpyHostToDevice);
+    return table;
+}
+// One batched decode step (d 128): kv[i] = (k, v) buffer addresses of sequence i, (1, kv_heads, cap_i, 128)
+// each; lens: device ints; splits fixed by the caller, as in a recorded graph.
+extern "C" int decode_batched(const void *qk, const void *vnew, void *o, int b, int kv_heads, int rep,
+                              const unsigned long long *kv, const long long *caps, const void *lens, float scale,
+                              int splits, int iters) {
+    ensure_scratch();
+    const SpKvTable *table = upload_table(b, kv, caps);
     const long long qk_bs = (long long)kv_heads * (rep + 1) * 128, v_bs = (long long)kv_heads * 128;
     float *po = splits > 1 ? scratch_o : 0, *pml = splits > 1 ? scratch_ml : 0;
     dim3 grid(kv_heads, splits, b), block(32 * SP_DEC_WARPS);
@@ -76,15 +82,7 @@ extern "C" int decode_norm(const void *qkv, const void *w, const void *cs, const
                            int kv_heads, int rep, const unsigned long long *kv, const long long *caps,
                            const void *lens, float eps, float scale, int splits, int iters) {
     ensure_scratch();
-    SpKvTable t;
-    for (int i = 0; i < b; ++i) {
-        t.k[i] = kv[2 * i];
-        t.v[i] = kv[2 * i + 1];
-        t.head_stride[i] = caps[i] * 128;
-    }
-    static SpKvTable *table;
-    if (!table) cudaMalloc(&table, sizeof(SpKvTable));
-    cudaMemcpy(table, &t, sizeof(SpKvTable), cudaMemcpyHostToDevice);
+    const SpKvTable *table = upload_table(b, kv, caps);
     const long long qkv_bs = (long long)kv_heads * (rep + 2) * 128;
     float *po = splits > 1 ? scratch_o : 0, *pml = splits > 1 ? scratch_ml : 0;
     dim3 grid(kv_heads, splits, b), block(32 * SP_DEC_WARPS);

@@ -61,20 +61,19 @@ pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Te
 /// kv_heads) * d) is the raw projection of the new tokens; the kernel norms and rotates the q and
 /// k heads (`weights` (2, d), `cos_sin` a table of positions 0.., `pos` (b,) u32 on the device)
 /// exactly as [`norm_rope`] does, then writes and attends as [`decode_attention_batched`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn decode_attention_norm(
-    qkv: &Tensor,
-    heads: usize,
-    weights: &Tensor,
-    cos_sin: &Tensor,
-    pos: &Tensor,
-    eps: f32,
-    table: &Tensor,
-    lens: &Tensor,
-    splits: usize,
-    scale: f32,
-) -> Result<Option<Tensor>> {
-    imp::decode_attention_norm(qkv, heads, weights, cos_sin, pos, eps, table, lens, splits, scale)
+pub(crate) fn decode_attention_norm(qkv: &Tensor, heads: usize, weights: &Tensor, cos_sin: &Tensor, eps: f32, step: &DecodeStep) -> Result<Option<Tensor>> {
+    imp::decode_attention_norm(qkv, heads, weights, cos_sin, eps, step)
+}
+
+/// What a decode kernel reads per step from device memory: each sequence's rope position and
+/// length ((b,) u32 each), this layer's KV table ([`kv_table`]), and the key splits.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct DecodeStep<'a> {
+    pub pos: &'a Tensor,
+    pub lens: &'a Tensor,
+    pub kv_table: &'a Tensor,
+    pub splits: usize,
+    pub scale: f32,
 }
 
 /// `x + y` and the RMSNorm of it with `weight`, as (2, ..) = [sum, normed]; `x`, `y` (.., n).
@@ -162,8 +161,7 @@ mod imp {
     pub(super) fn vision_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn decode_attention_norm(_: &Tensor, _: usize, _: &Tensor, _: &Tensor, _: &Tensor, _: f32, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
+    pub(super) fn decode_attention_norm(_: &Tensor, _: usize, _: &Tensor, _: &Tensor, _: f32, _: &DecodeStep) -> Result<Option<Tensor>> {
         Ok(None)
     }
 }
@@ -735,19 +733,8 @@ mod imp {
 
     // ---- decode attention with QK-norm + rope ----
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn decode_attention_norm(
-        qkv: &Tensor,
-        heads: usize,
-        weights: &Tensor,
-        cos_sin: &Tensor,
-        pos: &Tensor,
-        eps: f32,
-        table: &Tensor,
-        lens: &Tensor,
-        splits: usize,
-        scale: f32,
-    ) -> Result<Option<Tensor>> {
+    pub(super) fn decode_attention_norm(qkv: &Tensor, heads: usize, weights: &Tensor, cos_sin: &Tensor, eps: f32, step: &DecodeStep) -> Result<Option<Tensor>> {
+        let DecodeStep { pos, lens, kv_table: table, splits, scale } = *step;
         if device_for(qkv, false).is_none() || qkv.rank() != 3 || !qkv.is_contiguous() || qkv.dim(1)? != 1 {
             return Ok(None);
         }

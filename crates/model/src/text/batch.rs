@@ -67,11 +67,11 @@ impl Attention {
         if let (Some(step), Some(table)) = (&rope.step, &rope.cos_sin) {
             // Device inputs: QK-norm, rope, the KV writes and attention in one kernel.
             let qkv = scope("text.qkv_proj", dev, || self.qkv.forward(xs))?;
-            let scale = (self.head_dim as f64).powf(-0.5) as f32;
             let kv_table = step.kv_tables.get(layer)?;
-            let eps = self.q_norm.eps as f32;
+            let scale = (self.head_dim as f64).powf(-0.5) as f32;
+            let inputs = crate::kernels::DecodeStep { pos: &step.pos, lens: &step.lens, kv_table: &kv_table, splits: step.splits, scale };
             let fused = scope("text.decode_attention", dev, || {
-                crate::kernels::decode_attention_norm(&qkv, self.heads, &self.qk_norm_weights, table, &step.pos, eps, &kv_table, &step.lens, step.splits, scale)
+                crate::kernels::decode_attention_norm(&qkv, self.heads, &self.qk_norm_weights, table, self.q_norm.eps as f32, &inputs)
             })?;
             if let Some(out) = fused {
                 caches.iter_mut().for_each(|c| c.commit_one(layer));
