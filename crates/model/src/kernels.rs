@@ -2,7 +2,11 @@
 //! feature), for bf16 on GPUs of compute capability 8.0 or newer:
 //! - [`attention`]: fused FlashAttention-2 style attention (head dim 64, 72 or 128) for the vision
 //!   tower and causal prefill; scores stay in registers (f32).
-//! - [`decode_attention`]: one new token per sequence over its cached keys.
+//! - [`decode_attention_norm`] (and [`decode_attention_batched`] without the norm): one decode
+//!   step of a batch: QK-norm + rope of the new token, its KV row written into each sequence's
+//!   cache, attention with keys split over blocks; lengths, positions and KV buffer addresses are
+//!   read from device memory, so a CUDA graph replays it ([`crate::graph`]).
+//! - [`decode_attention`]: one new token per sequence over given cached keys (the fallback).
 //! - [`norm_rope`]: QK-norm + rotary embedding + head transpose in one pass.
 //! - [`add_rms_norm`]: residual add + the RMSNorm after it.
 //! - [`swiglu`]: silu(gate) * up.
