@@ -84,14 +84,26 @@ impl Board {
             ids.push((id, b.name));
         }
         conn.map_subwindows(board)?;
-        conn.map_window(board)?;
-        conn.flush()?;
-        loop {
-            if let Event::MapNotify(e) = conn.wait_for_event()? {
-                if e.window == board {
-                    break;
+        // A window manager that has only just started can drop the map request (seen with
+        // openbox: the board stayed unmapped and unmanaged): ask again until the board is mapped.
+        let mut mapped = false;
+        for _ in 0..10 {
+            conn.map_window(board)?;
+            conn.flush()?;
+            let start = Instant::now();
+            while !mapped && start.elapsed() < Duration::from_secs(1) {
+                match conn.poll_for_event()? {
+                    Some(Event::MapNotify(e)) if e.window == board => mapped = true,
+                    Some(_) => {}
+                    None => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
+            if mapped {
+                break;
+            }
+        }
+        if !mapped {
+            return Err("the board window was not mapped within 10 s".into());
         }
         conn.get_input_focus()?.reply()?; // round trip: everything is mapped and drawn
         let clicks = Arc::new(Mutex::new(Vec::new()));
