@@ -8,22 +8,24 @@ use screenpilot_model::{PreprocessedImage, VisionOutput};
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
-/// Identity of a preprocessed image: a 128-bit xxh3 of its grid, patch size, frames and pixels.
+/// Identity of a preprocessed image: a 128-bit xxh3 of its grid, patch size, frames, 8-bit
+/// pixels and normalisation table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageKey(pub u128);
 
 impl ImageKey {
     pub fn of(img: &PreprocessedImage) -> Self {
         let mut h = Xxh3::new();
-        for v in [img.grid.t, img.grid.h, img.grid.w, img.patch_dim, img.temporal, img.frame.len()] {
+        for v in [img.grid.t, img.grid.h, img.grid.w, img.patch_dim, img.temporal, img.merge, img.rgb.len()] {
             h.update(&(v as u64).to_le_bytes());
         }
-        let mut buf = Vec::with_capacity(16 * 1024);
-        for chunk in img.frame.chunks(4096) {
-            buf.clear();
-            buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
-            h.update(&buf);
+        // The normalisation too: the same 8-bit pixels under another mean/std are another input.
+        for table in &img.lut {
+            for x in table {
+                h.update(&x.to_le_bytes());
+            }
         }
+        h.update(&img.rgb);
         ImageKey(h.digest128())
     }
 }
@@ -154,10 +156,12 @@ mod tests {
     #[test]
     fn image_key_depends_on_grid_as_well_as_pixels() {
         let img = |h, w| PreprocessedImage {
-            frame: vec![0.5; 8],
+            rgb: vec![128; 12],
+            lut: [[0.5; 256]; 3],
             temporal: 1,
+            merge: 1,
             grid: GridThw { t: 1, h, w },
-            patch_dim: 2,
+            patch_dim: 3,
             resized_width: 0,
             resized_height: 0,
             original_width: 0,
@@ -166,7 +170,10 @@ mod tests {
         assert_ne!(ImageKey::of(&img(2, 2)), ImageKey::of(&img(1, 4)));
         assert_eq!(ImageKey::of(&img(2, 2)), ImageKey::of(&img(2, 2)));
         let mut other = img(2, 2);
-        other.frame[7] = 0.25;
+        other.rgb[7] = 3;
         assert_ne!(ImageKey::of(&img(2, 2)), ImageKey::of(&other));
+        let mut renormed = img(2, 2);
+        renormed.lut[1][128] = 0.25;
+        assert_ne!(ImageKey::of(&img(2, 2)), ImageKey::of(&renormed), "another normalisation is another input");
     }
 }

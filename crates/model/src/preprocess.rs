@@ -558,16 +558,24 @@ impl GridThw {
 /// each window row `bh`, window column `bw`, then `mh`, `mw` inside the
 /// `merge × merge` window, the patch at patch row `bh*merge + mh` and column
 /// `bw*merge + mw`. Inside a row, value `((c * temporal + t) * patch + py) *
-/// patch + px` is channel `c`, frame `t`, pixel `(py, px)` of that patch. All
-/// `temporal` frames of a still image are the same, so only one is kept
-/// (`frame`: `num_patches × patch_dim / temporal`, value `(c * patch + py) *
-/// patch + px`) and repeated where the input is built ([`Self::to_tensor`], on
-/// the device): half the host work and upload.
+/// patch + px` is channel `c`, frame `t`, pixel `(py, px)` of that patch,
+/// normalised. All `temporal` frames of a still image are the same.
+///
+/// What is kept is the resized 8-bit image and the normalisation table, a
+/// quarter of the f32 values of one frame: the input is cut, normalised and
+/// repeated where it is built ([`Self::to_tensor`], on the device), so the host
+/// only converts and resizes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreprocessedImage {
-    pub frame: Vec<f32>,
+    /// The resized image, RGB, row-major: `resized_height × resized_width × 3`.
+    pub rgb: Vec<u8>,
+    /// The fused rescale + normalise per channel: value `v` of channel `c`
+    /// becomes `lut[c][v]` (see `normalize_lut`).
+    pub lut: [[f32; 256]; 3],
     /// Frames per patch (`temporal_patch_size`).
     pub temporal: usize,
+    /// Patches per side of a merge window (`merge_size`).
+    pub merge: usize,
     pub grid: GridThw,
     pub patch_dim: usize,
     pub resized_width: u32,
@@ -577,31 +585,56 @@ pub struct PreprocessedImage {
 }
 
 impl PreprocessedImage {
+    /// Side of a patch in pixels.
+    fn patch(&self) -> usize {
+        let per_frame = self.patch_dim / (3 * self.temporal.max(1));
+        (per_frame as f64).sqrt().round() as usize
+    }
+
     /// The model input as a `(num_patches, patch_dim)` f32 tensor on `device`:
-    /// the frame is uploaded once and repeated there.
+    /// the 8-bit image is uploaded, then cut into patch rows, normalised and
+    /// repeated over the frames there; the same values as [`Self::pixels`].
     pub fn to_tensor(
         &self,
         device: &candle_core::Device,
     ) -> candle_core::Result<candle_core::Tensor> {
+        use candle_core::{DType, Tensor};
+        let (p, m, t) = (self.patch(), self.merge.max(1), self.temporal.max(1));
+        let (gh, gw) = (self.grid.h, self.grid.w);
         let n = self.grid.num_patches();
-        let t = self.temporal.max(1);
-        let frame = candle_core::Tensor::from_slice(&self.frame, (n, 3, 1, self.patch_dim / (3 * t)), device)?;
+        if gh % m != 0 || gw % m != 0 || self.rgb.len() != gh * p * gw * p * 3 || self.grid.t != 1 {
+            candle_core::bail!("preprocessed image of {} bytes does not match its grid {:?}", self.rgb.len(), self.grid);
+        }
+        let img = Tensor::from_slice(&self.rgb, vec![gh / m, m, p, gw / m, m, p, 3], device)?;
+        // (bh, mh, py, bw, mw, px, c) -> (bh, bw, mh, mw, c, py, px): patch rows.
+        let rows = img.permute(vec![0, 3, 1, 4, 6, 2, 5])?.contiguous()?.reshape((n, 3, 1, p * p))?;
+        let offsets = Tensor::new(&[0u32, 256, 512], device)?.reshape((1, 3, 1, 1))?;
+        let index = rows.to_dtype(DType::U32)?.broadcast_add(&offsets)?.flatten_all()?;
+        let lut = Tensor::from_iter(self.lut.iter().flatten().copied(), device)?;
+        let frame = lut.index_select(&index, 0)?.reshape((n, 3, 1, p * p))?;
         if t == 1 {
             return frame.reshape((n, self.patch_dim));
         }
-        candle_core::Tensor::cat(&vec![&frame; t], 2)?.reshape((n, self.patch_dim))
+        Tensor::cat(&vec![&frame; t], 2)?.reshape((n, self.patch_dim))
     }
 
     /// The model input on the host, `num_patches × patch_dim` (HF's
     /// `pixel_values`).
     pub fn pixels(&self) -> Vec<f32> {
-        let t = self.temporal.max(1);
-        let per_channel = self.patch_dim / (3 * t);
-        let mut out = Vec::with_capacity(self.frame.len() * t);
-        for row in self.frame.chunks_exact(3 * per_channel) {
-            for channel in row.chunks_exact(per_channel) {
+        let (p, m, t) = (self.patch(), self.merge.max(1), self.temporal.max(1));
+        let width = self.resized_width as usize;
+        let windows_per_row = (self.grid.w / m).max(1);
+        let mut out = Vec::with_capacity(self.grid.num_patches() * self.patch_dim);
+        for index in 0..self.grid.num_patches() {
+            let (window, inner) = (index / (m * m), index % (m * m));
+            let y0 = ((window / windows_per_row) * m + inner / m) * p;
+            let x0 = ((window % windows_per_row) * m + inner % m) * p;
+            for (c, table) in self.lut.iter().enumerate() {
                 for _ in 0..t {
-                    out.extend_from_slice(channel);
+                    for py in 0..p {
+                        let start = ((y0 + py) * width + x0) * 3;
+                        out.extend(self.rgb[start..start + 3 * p].chunks_exact(3).map(|px| table[usize::from(px[c])]));
+                    }
                 }
             }
         }
@@ -679,38 +712,6 @@ fn normalize_lut(cfg: &PreprocessConfig) -> [[f32; 256]; 3] {
     lut
 }
 
-/// Normalise and cut `img` (sides multiples of `patch * merge`) into rows of
-/// one frame (see [`PreprocessedImage`]).
-fn patchify(img: &RgbImage, cfg: &PreprocessConfig) -> (Vec<f32>, GridThw) {
-    let (p, m) = (cfg.patch_size, cfg.merge_size);
-    let width = img.width() as usize;
-    let grid = GridThw {
-        t: 1,
-        h: img.height() as usize / p,
-        w: width / p,
-    };
-    let (lut, raw, frame) = (normalize_lut(cfg), img.as_raw(), p * p);
-    let dim = 3 * frame;
-    let windows_per_row = (grid.w / m).max(1);
-    let mut out = vec![0f32; grid.num_patches() * dim];
-    for (index, row) in out.chunks_exact_mut(dim).enumerate() {
-        let (window, inner) = (index / (m * m), index % (m * m));
-        let y0 = ((window / windows_per_row) * m + inner / m) * p;
-        let x0 = ((window % windows_per_row) * m + inner % m) * p;
-        for py in 0..p {
-            let start = ((y0 + py) * width + x0) * 3;
-            let src = &raw[start..start + 3 * p];
-            for (c, table) in lut.iter().enumerate() {
-                let dst = &mut row[c * frame + py * p..][..p];
-                for (d, rgb) in dst.iter_mut().zip(src.chunks_exact(3)) {
-                    *d = table[usize::from(rgb[c])];
-                }
-            }
-        }
-    }
-    (out, grid)
-}
-
 /// The whole pipeline: RGB conversion ([`to_rgb8`]), [`smart_resize`] with
 /// [`PreprocessConfig::pixel_bounds`], [`resize_bicubic_aa`] (skipped when the
 /// size is unchanged), normalisation and patchify.
@@ -734,10 +735,13 @@ pub fn preprocess(
     } else {
         Cow::Owned(resize_bicubic_aa(&rgb, new_w, new_h))
     };
-    let (frame, grid) = patchify(&resized, cfg);
+    let p = cfg.patch_size;
+    let grid = GridThw { t: 1, h: new_h as usize / p, w: new_w as usize / p };
     Ok(PreprocessedImage {
-        frame,
+        rgb: resized.into_owned().into_raw(),
+        lut: normalize_lut(cfg),
         temporal: cfg.temporal_patch_size,
+        merge: cfg.merge_size,
         grid,
         patch_dim: cfg.patch_dim(),
         resized_width: new_w,
@@ -942,7 +946,7 @@ mod tests {
         let out = preprocess(&DynamicImage::ImageRgb8(img.clone()), &cfg).expect("preprocess");
         assert_eq!(out.grid, GridThw { t: 1, h: 4, w: 6 });
         let pixels = out.pixels();
-        assert_eq!((out.patch_dim, pixels.len(), out.frame.len()), (1536, 24 * 1536, 24 * 768));
+        assert_eq!((out.patch_dim, pixels.len(), out.rgb.len()), (1536, 24 * 1536, 96 * 64 * 3));
         let mut row = 0;
         for bh in 0..2 {
             for bw in 0..3 {
@@ -1123,6 +1127,10 @@ mod tests {
             .filter(|(a, b)| a.to_bits() != b.to_bits())
             .count();
         assert_eq!(diffs, 0, "{diffs} values differ from transformers");
+        // What the model consumes: cut and normalised by tensor ops (on the device on a GPU).
+        let t = out.to_tensor(&candle_core::Device::Cpu).expect("tensor");
+        let from_tensor = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
+        assert!(from_tensor.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     fn read_f32(path: &Path) -> Vec<f32> {
