@@ -83,14 +83,32 @@ extern "C" __global__ void sp_add_rmsnorm_bf16(const bf16 *x, const bf16 *y, con
 }
 
 // gu: (rows, 2n) = [gate | up] per row; out: (rows, n) = round(round(silu(gate)) * up).
+// grid (x: column blocks, y: rows, striding), block 256; 8 columns a thread (16-byte loads) when
+// n % 8 == 0, else one.
+__device__ __forceinline__ float sp_swiglu1(float g, float u) { return sp_round(g / (1.0f + expf(-g))) * u; }
+
 extern "C" __global__ void sp_swiglu_bf16(const bf16 *gu, bf16 *out, int rows, int n) {
-    const long long total = (long long)rows * n;
-    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
-         idx += (long long)gridDim.x * blockDim.x) {
-        const long long r = idx / n, c = idx % n;
-        const float g = __bfloat162float(gu[r * 2 * n + c]);
-        const float u = __bfloat162float(gu[r * 2 * n + n + c]);
-        out[idx] = __float2bfloat16_rn(sp_round(g / (1.0f + expf(-g))) * u);
+    const bool wide = n % 8 == 0;
+    const int per = wide ? n / 8 : n;
+    for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+        const bf16 *g = gu + (long long)r * 2 * n, *u = g + n;
+        bf16 *o = out + (long long)r * n;
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < per; c += gridDim.x * blockDim.x) {
+            if (!wide) {
+                o[c] = __float2bfloat16_rn(sp_swiglu1(__bfloat162float(g[c]), __bfloat162float(u[c])));
+                continue;
+            }
+            const uint4 ga = reinterpret_cast<const uint4 *>(g)[c], ua = reinterpret_cast<const uint4 *>(u)[c];
+            const __nv_bfloat162 *gp = reinterpret_cast<const __nv_bfloat162 *>(&ga);
+            const __nv_bfloat162 *up = reinterpret_cast<const __nv_bfloat162 *>(&ua);
+            __align__(16) __nv_bfloat162 res[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 gf = __bfloat1622float2(gp[e]), uf = __bfloat1622float2(up[e]);
+                res[e] = __floats2bfloat162_rn(sp_swiglu1(gf.x, uf.x), sp_swiglu1(gf.y, uf.y));
+            }
+            reinterpret_cast<uint4 *>(o)[c] = *reinterpret_cast<const uint4 *>(res);
+        }
     }
 }
 
@@ -396,16 +414,123 @@ extern "C" __global__ void sp_bias_act_bf16(const bf16 *x, const bf16 *bias, bf1
 
 // Rotary embedding of the vision tower's q and k, read from the fused qkv output (seq, 3, heads,
 // d), computed in f32 with f32 tables cos/sin (seq, d/2) like the reference, q then multiplied by
-// q_scale (a power of two: exact), written as out (2, heads, seq, d) = [q, k]. grid (seq, 2 heads),
-// block d/2.
+// q_scale (a power of two: exact), written as out (2, heads, seq, d) = [q, k]. One thread per two
+// adjacent pairs (i, i + d/2), (i + 1, i + 1 + d/2) (d % 4 == 0), 4-byte loads; consecutive
+// threads walk a row of qkv. Any grid, block 256.
 extern "C" __global__ void sp_vision_rope_bf16(const bf16 *qkv, const float *cos, const float *sin, bf16 *out,
                                                int seq, int heads, int d, float q_scale) {
-    const int t = blockIdx.x, part = blockIdx.y / heads, h = blockIdx.y % heads, i = threadIdx.x, half = d / 2;
-    const bf16 *x = qkv + ((long long)t * 3 + part) * heads * d + (long long)h * d;
-    const float x1 = __bfloat162float(x[i]), x2 = __bfloat162float(x[i + half]);
-    const float c = cos[(long long)t * half + i], s = sin[(long long)t * half + i];
-    const float scale = part == 0 ? q_scale : 1.f;
-    bf16 *o = out + (((long long)part * heads + h) * seq + t) * d;
-    o[i] = __float2bfloat16_rn((x1 * c - x2 * s) * scale);
-    o[i + half] = __float2bfloat16_rn((x1 * s + x2 * c) * scale);
+    const int half = d / 2, pairs = half / 2;
+    const unsigned total = (unsigned)seq * 2 * heads * pairs;
+    for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+        const int j = idx % pairs, h = (idx / pairs) % heads, part = (idx / pairs / heads) % 2;
+        const int t = idx / pairs / heads / 2, i = 2 * j;
+        const bf16 *x = qkv + ((long long)t * 3 + part) * heads * d + (long long)h * d;
+        const float2 x1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(x + i));
+        const float2 x2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(x + i + half));
+        const float2 c = *reinterpret_cast<const float2 *>(cos + (long long)t * half + i);
+        const float2 s = *reinterpret_cast<const float2 *>(sin + (long long)t * half + i);
+        const float scale = part == 0 ? q_scale : 1.f;
+        bf16 *o = out + (((long long)part * heads + h) * seq + t) * d;
+        *reinterpret_cast<__nv_bfloat162 *>(o + i) =
+            __floats2bfloat162_rn((x1.x * c.x - x2.x * s.x) * scale, (x1.y * c.y - x2.y * s.y) * scale);
+        *reinterpret_cast<__nv_bfloat162 *>(o + i + half) =
+            __floats2bfloat162_rn((x1.x * s.x + x2.x * c.x) * scale, (x1.y * s.y + x2.y * c.y) * scale);
+    }
+}
+
+// LayerNorm of each row of x (+ y), like the reference's bf16 ops: sum = round(x + y) (a bf16
+// add), then mean and variance of the row in f32 (two passes over registers), out = round((sum -
+// mean) * rstd * w + b). wb: (2, n) = [weight; bias]. With y, out[0] = sum and out[1] = the norm
+// (the residual add and the norm after it in one pass); without (y null), out = the norm. Rows
+// (rows, n) contiguous, n % 8 == 0 and n <= 8 * 4 * blockDim.x. grid (rows), block 128.
+extern "C" __global__ void sp_add_layernorm_bf16(const bf16 *x, const bf16 *y, const bf16 *wb, bf16 *out,
+                                                 int rows, int n, float eps) {
+    __shared__ float partial[32];
+    const long long r = blockIdx.x;
+    const int chunks = n / 8;
+    float v[4][8];
+    float acc = 0.f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+        const int c = threadIdx.x + u * blockDim.x;
+        if (c >= chunks) continue;
+        const uint4 xa = *reinterpret_cast<const uint4 *>(x + r * n + c * 8);
+        const __nv_bfloat162 *xp = reinterpret_cast<const __nv_bfloat162 *>(&xa);
+        uint4 ya = make_uint4(0, 0, 0, 0);
+        if (y) ya = *reinterpret_cast<const uint4 *>(y + r * n + c * 8);
+        const __nv_bfloat162 *yp = reinterpret_cast<const __nv_bfloat162 *>(&ya);
+        __align__(16) __nv_bfloat162 sv[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 a = __bfloat1622float2(xp[e]);
+            const float2 b = __bfloat1622float2(yp[e]);
+            sv[e] = y ? __floats2bfloat162_rn(a.x + b.x, a.y + b.y) : xp[e];
+            const float2 f = __bfloat1622float2(sv[e]);
+            v[u][2 * e] = f.x;
+            v[u][2 * e + 1] = f.y;
+            acc += f.x + f.y;
+        }
+        if (y) *reinterpret_cast<uint4 *>(out + r * n + c * 8) = *reinterpret_cast<const uint4 *>(sv);
+    }
+    const int warps = (blockDim.x + 31) / 32;
+    acc = sp_warp_sum(acc);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = acc;
+    __syncthreads();
+    float total = 0.f;
+    for (int k = 0; k < warps; ++k) total += partial[k];
+    const float mean = total / n;
+    __syncthreads();  // everyone has read `partial`
+    acc = 0.f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+        if (threadIdx.x + u * blockDim.x >= chunks) continue;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const float dv = v[u][e] - mean;
+            acc += dv * dv;
+        }
+    }
+    acc = sp_warp_sum(acc);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = acc;
+    __syncthreads();
+    total = 0.f;
+    for (int k = 0; k < warps; ++k) total += partial[k];
+    const float rstd = rsqrtf(total / n + eps);
+    bf16 *normed = out + (y ? (long long)rows * n : 0) + r * n;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+        const int c = threadIdx.x + u * blockDim.x;
+        if (c >= chunks) continue;
+        const uint4 wa = *reinterpret_cast<const uint4 *>(wb + c * 8);
+        const uint4 ba = *reinterpret_cast<const uint4 *>(wb + n + c * 8);
+        const __nv_bfloat162 *wp = reinterpret_cast<const __nv_bfloat162 *>(&wa);
+        const __nv_bfloat162 *bp = reinterpret_cast<const __nv_bfloat162 *>(&ba);
+        __align__(16) __nv_bfloat162 o[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 w = __bfloat1622float2(wp[e]), b = __bfloat1622float2(bp[e]);
+            o[e] = __floats2bfloat162_rn((v[u][2 * e] - mean) * rstd * w.x + b.x,
+                                         (v[u][2 * e + 1] - mean) * rstd * w.y + b.y);
+        }
+        *reinterpret_cast<uint4 *>(normed + c * 8) = *reinterpret_cast<const uint4 *>(o);
+    }
+}
+
+// DeepStack injection: out[rows[k]] = round(out[rows[k]] + feat[k]) (a bf16 add, like the
+// reference's `h[mask] = h[mask] + visual`), in place on out (total_rows, n); feat (n_rows, n);
+// rows past total_rows are skipped. n even. Any grid, block 256.
+extern "C" __global__ void sp_rows_add_bf16(bf16 *out, const unsigned *rows, const bf16 *feat, int n_rows, int n,
+                                            int total_rows) {
+    const int pairs = n / 2;
+    const long long total = (long long)n_rows * pairs;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const int k = (int)(idx / pairs), c = 2 * (int)(idx % pairs);
+        const unsigned r = rows[k];
+        if (r >= (unsigned)total_rows) continue;
+        __nv_bfloat162 *o = reinterpret_cast<__nv_bfloat162 *>(out + (long long)r * n + c);
+        const float2 a = __bfloat1622float2(*o);
+        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(feat + (long long)k * n + c));
+        *o = __floats2bfloat162_rn(a.x + b.x, a.y + b.y);
+    }
 }

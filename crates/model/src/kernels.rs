@@ -85,6 +85,20 @@ pub(crate) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) ->
     imp::add_rms_norm(x, y, weight, eps)
 }
 
+/// LayerNorm of `x` (rows, n) (or of `x + y`, rounded like a bf16 add) with `wb` (2, n) =
+/// [weight; bias]: the norm, or (2, rows, n) = [sum, norm] when `y` is given. f32 statistics,
+/// one rounding, as the reference's bf16 LayerNorm.
+pub(crate) fn layer_norm(x: &Tensor, y: Option<&Tensor>, wb: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    imp::layer_norm(x, y, wb, eps)
+}
+
+/// `x` (rows, n) with `feat[k]` added to row `rows[k]` (`rows` (r,) u32, `feat` (r, n)), each sum
+/// rounded like a bf16 add: DeepStack's injection of visual features. Row indices past the end
+/// are skipped.
+pub(crate) fn rows_add(x: &Tensor, rows: &Tensor, feat: &Tensor) -> Result<Option<Tensor>> {
+    imp::rows_add(x, rows, feat)
+}
+
 /// How many blocks share the keys of one sequence and key head in a batched decode of `b`
 /// sequences of at most `max_len` tokens: about four waves of an H100's SMs, one block per ~64
 /// keys at most, rounded down to a power of two (few distinct values: each is a recorded graph).
@@ -113,6 +127,15 @@ pub(crate) enum Act {
 /// pass after its matmul.
 pub(crate) fn bias_act(x: &Tensor, bias: &Tensor, act: Act) -> Result<Option<Tensor>> {
     imp::bias_act(x, bias, act)
+}
+
+/// `act(x w^T + bias)` for `x` (.., k) and `w` (n, k) by cuBLASLt, the bias (and the tanh GELU)
+/// applied to the f32 accumulator in the matmul's epilogue and rounded once, as transformers'
+/// `F.linear` does on CUDA. `act` may be [`Act::None`] or [`Act::GeluTanh`]. `None` where it does
+/// not apply, or with `SCREENPILOT_LT=0`; `SCREENPILOT_LT=bias` keeps the GELU out of the epilogue
+/// (the caller's activation kernel then rounds twice, like the reference's separate GELU).
+pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Option<Tensor>> {
+    imp::linear(x, w, bias, act)
 }
 
 /// Rotary embedding of the vision tower's q and k read from its qkv output (seq, 3 * heads * d),
@@ -156,7 +179,16 @@ mod imp {
     pub(super) fn swiglu(_: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
     }
+    pub(super) fn layer_norm(_: &Tensor, _: Option<&Tensor>, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn rows_add(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
     pub(super) fn bias_act(_: &Tensor, _: &Tensor, _: Act) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn linear(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Act) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn decode_attention_batched(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
@@ -181,7 +213,15 @@ mod imp {
 
     const FLASH_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
     const FUSED_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
-    const BLOCK_M: usize = 64;
+    /// The flash-attention variant for each head dim (measured by tools/check_kernels.py on an H100):
+    /// (entry point, query rows a block, threads a block).
+    fn flash_variant(d: usize) -> (&'static str, usize, u32) {
+        match d {
+            64 => ("sp_flash_attn_bf16_d64_w4_m2_n64_s2", 128, 128),
+            72 => ("sp_flash_attn_bf16_d72_w4_m2_n64_s2", 128, 128),
+            _ => ("sp_flash_attn_bf16_d128_w4_m1_n64_s1", 64, 128),
+        }
+    }
     /// Warps of the decode attention kernel (SP_DEC_WARPS).
     const DECODE_WARPS: u32 = 4;
 
@@ -211,7 +251,7 @@ mod imp {
         let ok = enabled_by_env(is_flash)
             && dtype == DType::BF16
             && *OK.get_or_init(|| {
-                flash!(dev, "sp_flash_attn_bf16_d64_w4_s2").is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
+                flash!(dev, flash_variant(64).0).is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
             });
         ok.then(|| dev.clone())
     }
@@ -322,9 +362,8 @@ mod imp {
             let (b, h, sq, d) = ql.shape().dims4()?;
             let (_, hkv, skv, _) = kl.shape().dims4()?;
             let (q, k, v) = (view(qs, ql)?, view(ks, kl)?, view(vs, vl)?);
-            // Head dims 64 and 72 double-buffer their key/value tiles; 128 has no shared memory for it.
-            let stages = if d <= 72 { 2 } else { 1 };
-            let func = flash!(&dev, &format!("sp_flash_attn_bf16_d{d}_w4_s{stages}"))?;
+            let (name, block_m, threads) = flash_variant(d);
+            let func = flash!(&dev, name)?;
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<bf16>(b * sq * h * d)? };
             let (qst, kst, vst) = (strides3(ql), strides3(kl), strides3(vl));
@@ -333,7 +372,7 @@ mod imp {
             let (sq_i, skv_i, h_i, hkv_i) = (sq as i32, skv as i32, h as i32, hkv as i32);
             let causal = i32::from(self.causal);
             let past = (skv as i64 - sq as i64).max(0) as i32;
-            let m_blocks = sq.div_ceil(BLOCK_M);
+            let m_blocks = sq.div_ceil(block_m);
             let (splits, chunk) = key_splits(m_blocks * h * b, skv, 128, 64);
             let partials = Partials::new(&dev, b * sq * h, splits, d)?;
             let (splits_i, chunk_i) = (splits as i32, chunk as i32);
@@ -345,7 +384,7 @@ mod imp {
             }
             lb.arg(&splits_i).arg(&chunk_i);
             push_partials(&mut lb, &partials);
-            let cfg = LaunchConfig { grid_dim: (m_blocks as u32, h as u32, (b * splits) as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig { grid_dim: (m_blocks as u32, h as u32, (b * splits) as u32), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; shapes and layouts were checked.
             unsafe { lb.launch(cfg) }.w()?;
             if let Some(p) = &partials {
@@ -473,6 +512,132 @@ mod imp {
 
     // ---- residual add + RMSNorm ----
 
+    pub(super) fn rows_add(x: &Tensor, rows: &Tensor, feat: &Tensor) -> Result<Option<Tensor>> {
+        let Ok((_, n)) = x.dims2() else { return Ok(None) };
+        if device_for(x, false).is_none() || n % 2 != 0 || rows.dtype() != DType::U32 || rows.rank() != 1 || feat.dtype() != DType::BF16 || feat.dims() != [rows.dim(0)?, n] {
+            return Ok(None);
+        }
+        let (x, feat) = (x.contiguous()?, feat.contiguous()?);
+        if x.layout().start_offset() % 2 != 0 || feat.layout().start_offset() % 2 != 0 {
+            return Ok(None); // the kernel's 4-byte loads
+        }
+        Ok(Some(x.apply_op3_no_bwd(&rows.contiguous()?, &feat, &RowsAdd)?))
+    }
+
+    struct RowsAdd;
+
+    impl CustomOp3 for RowsAdd {
+        fn name(&self) -> &'static str {
+            "screenpilot-rows-add"
+        }
+
+        cpu_unsupported!();
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, rs: &CudaStorage, rl: &Layout, fs: &CudaStorage, fl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = xs.device().clone();
+            let (total, n) = xl.shape().dims2()?;
+            let n_rows = rl.shape().elem_count();
+            let x = xs.as_cuda_slice::<bf16>()?.slice(xl.start_offset()..xl.start_offset() + total * n);
+            let rows = rs.as_cuda_slice::<u32>()?.slice(rl.start_offset()..);
+            let feat = view(fs, fl)?;
+            // SAFETY: filled by the copy below.
+            let mut out = unsafe { dev.alloc::<bf16>(total * n)? };
+            dev.memcpy_dtod(&x, &mut out)?;
+            if n_rows > 0 {
+                let func = fused!(&dev, "sp_rows_add_bf16")?;
+                let (r_i, n_i, t_i) = (n_rows as i32, n as i32, total as i32);
+                let mut lb = func.builder();
+                lb.arg(&out).arg(&rows).arg(&feat).arg(&r_i).arg(&n_i).arg(&t_i);
+                let blocks = (n_rows * n / 2).div_ceil(256).clamp(1, 8192) as u32;
+                let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+                // SAFETY: the arguments match the kernel's signature; the kernel skips rows out of range.
+                unsafe { lb.launch(cfg) }.w()?;
+            }
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
+        }
+    }
+
+    pub(super) fn layer_norm(x: &Tensor, y: Option<&Tensor>, wb: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+        let n = x.dim(candle_core::D::Minus1)?;
+        // Four 8-element chunks per thread of a 128-thread block.
+        if device_for(x, false).is_none() || x.rank() != 2 || n % 8 != 0 || n > 8 * 4 * 128 || wb.dtype() != DType::BF16 || wb.dims() != [2, n] {
+            return Ok(None);
+        }
+        if y.is_some_and(|y| y.dims() != x.dims() || y.dtype() != DType::BF16) {
+            return Ok(None);
+        }
+        let (x, wb) = (x.contiguous()?, wb.contiguous()?);
+        let y = y.map(Tensor::contiguous).transpose()?;
+        // The kernel's 16-byte loads.
+        if [Some(&x), y.as_ref(), Some(&wb)].into_iter().flatten().any(|t| t.layout().start_offset() % 8 != 0) {
+            return Ok(None);
+        }
+        let op = LayerNormOp { eps };
+        Ok(Some(match y {
+            Some(y) => x.apply_op3_no_bwd(&y, &wb, &op)?,
+            None => x.apply_op2_no_bwd(&wb, &op)?,
+        }))
+    }
+
+    struct LayerNormOp {
+        eps: f32,
+    }
+
+    impl LayerNormOp {
+        fn run(&self, xs: &CudaStorage, xl: &Layout, y: Option<(&CudaStorage, &Layout)>, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            static NULL: u64 = 0;
+            let dev = xs.device().clone();
+            let (rows, n) = xl.shape().dims2()?;
+            let (x, wb) = (view(xs, xl)?, view(ws, wl)?);
+            let y = y.map(|(s, l)| view(s, l)).transpose()?;
+            let parts = if y.is_some() { 2 } else { 1 };
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(parts * rows * n)? };
+            let func = fused!(&dev, "sp_add_layernorm_bf16")?;
+            let (rows_i, n_i) = (rows as i32, n as i32);
+            let mut lb = func.builder();
+            lb.arg(&x);
+            match &y {
+                Some(y) => lb.arg(y),
+                None => lb.arg(&NULL),
+            };
+            lb.arg(&wb).arg(&out).arg(&rows_i).arg(&n_i).arg(&self.eps);
+            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; inputs are contiguous, n % 8 == 0.
+            unsafe { lb.launch(cfg) }.w()?;
+            let shape = if parts == 2 { Shape::from((2, rows, n)) } else { Shape::from((rows, n)) };
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+        }
+    }
+
+    impl CustomOp2 for LayerNormOp {
+        fn name(&self) -> &'static str {
+            "screenpilot-layer-norm"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("screenpilot-layer-norm is CUDA-only")
+        }
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            self.run(xs, xl, None, ws, wl)
+        }
+    }
+
+    impl CustomOp3 for LayerNormOp {
+        fn name(&self) -> &'static str {
+            "screenpilot-add-layer-norm"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("screenpilot-add-layer-norm is CUDA-only")
+        }
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ys: &CudaStorage, yl: &Layout, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            self.run(xs, xl, Some((ys, yl)), ws, wl)
+        }
+    }
+
     pub(super) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
         let n = x.dim(candle_core::D::Minus1)?;
         if device_for(x, false).is_none() || y.dims() != x.dims() || y.dtype() != DType::BF16 || weight.dtype() != DType::BF16 || weight.dims() != [n] {
@@ -519,7 +684,11 @@ mod imp {
         if device_for(gate_up, false).is_none() || gate_up.rank() == 0 || gate_up.dim(candle_core::D::Minus1)? % 2 != 0 {
             return Ok(None);
         }
-        Ok(Some(gate_up.contiguous()?.apply_op1_no_bwd(&SwiGlu)?))
+        let gate_up = gate_up.contiguous()?;
+        if gate_up.layout().start_offset() % 8 != 0 {
+            return Ok(None); // the kernel's 16-byte loads
+        }
+        Ok(Some(gate_up.apply_op1_no_bwd(&SwiGlu)?))
     }
 
     struct SwiGlu;
@@ -548,9 +717,9 @@ mod imp {
             let (rows_i, n_i) = (rows as i32, n as i32);
             let mut lb = func.builder();
             lb.arg(&x).arg(&out).arg(&rows_i).arg(&n_i);
-            let blocks = (rows * n).div_ceil(256).clamp(1, 4096) as u32;
-            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the arguments match the kernel's signature.
+            let per_row = if n % 8 == 0 { n / 8 } else { n };
+            let cfg = LaunchConfig { grid_dim: (per_row.div_ceil(256) as u32, rows.clamp(1, 65535) as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; the input starts 16-byte aligned.
             unsafe { lb.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
         }
@@ -598,17 +767,138 @@ mod imp {
         }
     }
 
+    // ---- cuBLASLt matmul with a bias (+ GELU) epilogue ----
+
+    use candle_core::cuda_backend::cudarc::cublaslt::{Activation, CudaBlasLT, Matmul, MatmulConfig};
+
+    /// One cuBLASLt handle (and its 32 MiB workspace) per stream, made on first use.
+    fn blas_lt(dev: &CudaDevice) -> candle_core::Result<std::sync::Arc<CudaBlasLT>> {
+        static HANDLES: std::sync::Mutex<Vec<(usize, std::sync::Arc<CudaBlasLT>)>> = std::sync::Mutex::new(Vec::new());
+        let stream = dev.cuda_stream();
+        let key = stream.cu_stream() as usize;
+        let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, h)) = handles.iter().find(|(k, _)| *k == key) {
+            return Ok(h.clone());
+        }
+        let h = std::sync::Arc::new(CudaBlasLT::new(stream).map_err(candle_core::Error::wrap)?);
+        handles.push((key, h.clone()));
+        Ok(h)
+    }
+
+    fn lt_mode() -> &'static str {
+        static MODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        MODE.get_or_init(|| std::env::var("SCREENPILOT_LT").unwrap_or_default())
+    }
+
+    pub(super) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Option<Tensor>> {
+        let gelu = match act {
+            Act::None => false,
+            Act::GeluTanh if lt_mode() != "bias" => true,
+            _ => return Ok(None),
+        };
+        if device_for(x, false).is_none() || lt_mode() == "0" || x.rank() == 0 || w.dtype() != DType::BF16 || !w.is_contiguous() {
+            return Ok(None);
+        }
+        let k = x.dim(candle_core::D::Minus1)?;
+        let (n, wk) = w.dims2()?;
+        if wk != k || k == 0 || n == 0 || bias.is_some_and(|b| b.dtype() != DType::BF16 || b.dims() != [n]) {
+            return Ok(None);
+        }
+        let mut dims = x.dims().to_vec();
+        let x = x.contiguous()?;
+        let op = LtLinear { gelu };
+        let out = match bias {
+            Some(b) => x.apply_op3_no_bwd(w, &b.contiguous()?, &op)?,
+            None => x.apply_op2_no_bwd(w, &op)?,
+        };
+        *dims.last_mut().expect("rank checked") = n;
+        Ok(Some(out.reshape(dims)?))
+    }
+
+    struct LtLinear {
+        gelu: bool,
+    }
+
+    impl LtLinear {
+        /// (m, n) = x (m, k) w^T (w: (n, k)), + bias (n) and GELU in the epilogue.
+        fn run(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout, bias: Option<(&CudaStorage, &Layout)>) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = xs.device().clone();
+            let (n, k) = wl.shape().dims2()?;
+            let m = xl.shape().elem_count() / k;
+            let (x, w) = (view(xs, xl)?, view(ws, wl)?);
+            let b = bias.map(|(s, l)| view(s, l)).transpose()?;
+            // SAFETY: every element is written by the matmul.
+            let mut out = unsafe { dev.alloc::<bf16>(m * n)? };
+            // Column-major view: out^T (n, m) = w (k, n)^T x^T (k, m).
+            let cfg = MatmulConfig {
+                transa: true,
+                transb: false,
+                transc: false,
+                m: n as u64,
+                n: m as u64,
+                k: k as u64,
+                alpha: 1.0,
+                lda: k as i64,
+                ldb: k as i64,
+                beta: 0.0,
+                ldc: n as i64,
+                stride_a: None,
+                stride_b: None,
+                stride_c: None,
+                stride_bias: None,
+                batch_size: None,
+            };
+            let act = self.gelu.then_some(Activation::Gelu);
+            let lt = blas_lt(&dev)?;
+            // SAFETY: the sizes above match the buffers (x, w contiguous; checked by `linear`).
+            unsafe { lt.matmul(cfg, &w, &x, &mut out, b.as_ref(), act.as_ref()) }.map_err(candle_core::Error::wrap)?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((m, n))))
+        }
+    }
+
+    impl CustomOp2 for LtLinear {
+        fn name(&self) -> &'static str {
+            "screenpilot-lt-linear"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("screenpilot-lt-linear is CUDA-only")
+        }
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            self.run(xs, xl, ws, wl, None)
+        }
+    }
+
+    impl CustomOp3 for LtLinear {
+        fn name(&self) -> &'static str {
+            "screenpilot-lt-linear-bias"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("screenpilot-lt-linear-bias is CUDA-only")
+        }
+
+        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout, bs: &CudaStorage, bl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            self.run(xs, xl, ws, wl, Some((bs, bl)))
+        }
+    }
+
     pub(super) fn vision_rope(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Result<Option<Tensor>> {
         if device_for(qkv, false).is_none() || cos.dtype() != DType::F32 || sin.dtype() != DType::F32 || qkv.rank() != 2 {
             return Ok(None);
         }
         let (seq, width) = qkv.dims2()?;
         let d = width / (3 * heads.max(1));
-        if heads == 0 || width != 3 * heads * d || d % 2 != 0 || d > 1024 || cos.dims() != [seq, d / 2] || sin.dims() != cos.dims() {
+        if heads == 0 || width != 3 * heads * d || d % 4 != 0 || cos.dims() != [seq, d / 2] || sin.dims() != cos.dims() {
             return Ok(None);
         }
         let op = VisionRope { heads, q_scale };
-        Ok(Some(qkv.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &op)?))
+        let (qkv, cos, sin) = (qkv.contiguous()?, cos.contiguous()?, sin.contiguous()?);
+        if [&qkv, &cos, &sin].iter().any(|t| t.layout().start_offset() % 2 != 0) {
+            return Ok(None); // the kernel's 4- and 8-byte loads
+        }
+        Ok(Some(qkv.apply_op3_no_bwd(&cos, &sin, &op)?))
     }
 
     struct VisionRope {
@@ -636,7 +926,8 @@ mod imp {
             let (seq_i, h_i, d_i) = (seq as i32, self.heads as i32, d as i32);
             let mut lb = func.builder();
             lb.arg(&qkv).arg(&cos).arg(&sin).arg(&out).arg(&seq_i).arg(&h_i).arg(&d_i).arg(&self.q_scale);
-            let cfg = LaunchConfig { grid_dim: (seq as u32, 2 * self.heads as u32, 1), block_dim: (d as u32 / 2, 1, 1), shared_mem_bytes: 0 };
+            let threads = seq * 2 * self.heads * d / 4;
+            let cfg = LaunchConfig { grid_dim: (threads.div_ceil(256).clamp(1, 65535) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; inputs are contiguous.
             unsafe { lb.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((2, self.heads, seq, d))))

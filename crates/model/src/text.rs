@@ -44,6 +44,18 @@ impl RmsNorm {
     }
 }
 
+/// `lin(x)`: prefills (64 rows or more) through cuBLASLt on CUDA bf16 ([`kernels::linear`]),
+/// decode steps and other devices through candle's matmul.
+fn project(lin: &Linear, x: &Tensor) -> Result<Tensor> {
+    let k = x.dim(D::Minus1)?;
+    if k > 0 && x.elem_count() / k >= 64 {
+        if let Some(y) = kernels::linear(x, lin.weight(), lin.bias(), kernels::Act::None)? {
+            return Ok(y);
+        }
+    }
+    Ok(lin.forward(x)?)
+}
+
 /// One matmul for several projections of the same input: the weights `names` (each
 /// (out_i, in)) stacked along the output dimension, with biases when `bias`.
 fn fused_linear(vb: &VarBuilder, parts: &[(&str, usize)], in_dim: usize, bias: bool) -> Result<Linear> {
@@ -408,7 +420,7 @@ impl Attention {
     fn qkv_parts(&self, xs: &Tensor, rope: &RopeTables) -> Result<QkvHeads> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
-        let qkv = scope("text.qkv_proj", dev, || self.qkv.forward(xs))?;
+        let qkv = scope("text.qkv_proj", dev, || project(&self.qkv, xs))?;
         // (b, s, heads + 2 kv_heads, head_dim): q, k and v heads are views of it.
         let qkv = qkv.reshape((b, s, self.heads + 2 * self.kv_heads, self.head_dim))?;
         let q = qkv.narrow(2, 0, self.heads)?;
@@ -455,7 +467,7 @@ impl Attention {
         };
         if let Some(out) = fused {
             let out = out.reshape((b, s, self.heads * self.head_dim))?;
-            return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
+            return Ok(scope("text.o_proj", dev, || project(&self.o_proj, &out))?);
         }
         // Grouped-query attention without copying keys: the `rep` query heads that share a key
         // head become `rep * s` rows of one matmul against it (head h uses key head h / rep).
@@ -471,7 +483,7 @@ impl Attention {
         let p = scope("text.softmax", dev, || softmax_f32(&w))?;
         let out = scope("text.attn_v", dev, || p.matmul(&v))?;
         let out = out.reshape((b, self.heads, s, self.head_dim))?.transpose(1, 2)?.reshape((b, s, self.heads * self.head_dim))?;
-        Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?)
+        Ok(scope("text.o_proj", dev, || project(&self.o_proj, &out))?)
     }
 }
 
@@ -523,7 +535,7 @@ impl DecoderLayer {
     fn mlp_residual(&self, residual: &Tensor, attn: &Tensor) -> Result<(Tensor, Tensor)> {
         let dev = residual.device();
         let (xs, h) = scope("text.add_norm", dev, || self.ln2.add_forward(residual, attn))?;
-        let gu = scope("text.gate_up", dev, || self.gate_up.forward(&h))?;
+        let gu = scope("text.gate_up", dev, || project(&self.gate_up, &h))?;
         let h = scope("text.swiglu", dev, || match kernels::swiglu(&gu)? {
             Some(h) => Ok(h),
             None => {
@@ -531,7 +543,7 @@ impl DecoderLayer {
                 Ok::<_, ModelError>((gu.narrow(D::Minus1, 0, n)?.silu()? * gu.narrow(D::Minus1, n, n)?)?)
             }
         })?;
-        let down = scope("text.down", dev, || self.down.forward(&h))?;
+        let down = scope("text.down", dev, || project(&self.down, &h))?;
         Ok((xs, down))
     }
 }
@@ -603,6 +615,34 @@ impl TextModel {
         Ok(table)
     }
 
+    /// [`MRope::tables`] of `pos`. On CUDA a long pass gathers them from [`Self::position_table`]
+    /// instead of computing them on the host: frequency i of token j is the table's entry at the
+    /// position of i's axis, the same value (the table is computed by the same arithmetic).
+    fn rope_tables(&self, pos: &Positions, dtype: DType, dev: &Device) -> Result<RopeTables> {
+        let n = pos.len();
+        let max = pos.axes.iter().flatten().copied().max().unwrap_or(0);
+        let min = pos.axes.iter().flatten().copied().min().unwrap_or(0);
+        if !dev.is_cuda() || n < 64 || min < 0 || max >= u32::MAX as i64 {
+            return self.rope.tables(pos, dtype, dev);
+        }
+        let table = self.position_table(max as usize + 1, dtype, dev)?;
+        let width = table.dim(1)?;
+        let idx: Vec<u32> = pos.axes.iter().flatten().map(|&p| p as u32).collect();
+        let rows = table.index_select(&Tensor::from_vec(idx, 3 * n, dev)?, 0)?.reshape((3, n, width))?;
+        // One-hot over the three axes for each column (cos and sin halves alike): x * 1 + 0 + 0
+        // is x exactly.
+        let half = width / 2;
+        let mut onehot = vec![0f32; 3 * width];
+        for (i, &a) in self.rope.axis_of.iter().enumerate() {
+            onehot[a * width + i] = 1.0;
+            onehot[a * width + half + i] = 1.0;
+        }
+        let onehot = Tensor::from_vec(onehot, (3, 1, width), dev)?.to_dtype(dtype)?;
+        let cos_sin = rows.broadcast_mul(&onehot)?.sum(0)?;
+        let (cos, sin) = (cos_sin.narrow(1, 0, half)?.contiguous()?, cos_sin.narrow(1, half, half)?.contiguous()?);
+        Ok(RopeTables { cos, sin, cos_sin: (dtype == DType::BF16).then_some(cos_sin), mask: None, step: None })
+    }
+
     /// Runs the decoder over `embeds` (1, seq, hidden) at the given MRoPE positions, appending to
     /// `cache`; returns the final-normed hidden states (1, seq, hidden).
     pub fn forward(
@@ -616,7 +656,7 @@ impl TextModel {
         if pos.len() != seq {
             return Err(ModelError::Input(format!("{} positions for {seq} tokens", pos.len())));
         }
-        let mut rope = scope("text.rope_tables", embeds.device(), || self.rope.tables(pos, embeds.dtype(), embeds.device()))?;
+        let mut rope = scope("text.rope_tables", embeds.device(), || self.rope_tables(pos, embeds.dtype(), embeds.device()))?;
         if seq > 1 {
             rope.mask = Some(scope("text.mask", embeds.device(), || {
                 causal_mask(seq, cache.len(), embeds.dtype(), embeds.device())
@@ -656,7 +696,12 @@ impl TextModel {
                 Some((rows, feat)) => {
                     let sum = (a + b)?;
                     xs = scope("text.deepstack", dev, || {
-                        sum.squeeze(0)?.index_add(rows, &feat.to_dtype(sum.dtype())?, 0)?.unsqueeze(0)
+                        let (flat, feat) = (sum.squeeze(0)?, feat.to_dtype(sum.dtype())?);
+                        let added = match kernels::rows_add(&flat, rows, &feat)? {
+                            Some(t) => t,
+                            None => flat.index_add(rows, &feat, 0)?,
+                        };
+                        Ok::<_, ModelError>(added.unsqueeze(0)?)
                     })?;
                     n1 = scope("text.norm", dev, || next.forward(&xs))?;
                 }

@@ -49,14 +49,49 @@ impl VisionOutput {
     }
 }
 
-fn ln(dim: usize, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
-    layer_norm(dim, LayerNormConfig { eps: 1e-6, ..Default::default() }, vb)
+/// LayerNorm (eps 1e-6); on CUDA bf16 one kernel, which also takes the residual add before it.
+struct Norm {
+    ln: LayerNorm,
+    /// (2, dim) = [weight; bias] for the kernel.
+    wb: Tensor,
 }
 
-/// `act(lin(x))` for a 2-D `x`: on CUDA bf16 the bias and activation run as one kernel after
-/// the matmul (candle's broadcast add is slow on wide rows), else candle's ops (`Linear::forward`
-/// then the activation).
+impl Norm {
+    const EPS: f64 = 1e-6;
+
+    fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        let ln = layer_norm(dim, LayerNormConfig { eps: Self::EPS, ..Default::default() }, vb)?;
+        let bias = ln.bias().ok_or_else(|| ModelError::Input("vision LayerNorm without a bias".into()))?;
+        let wb = Tensor::stack(&[ln.weight(), bias], 0)?;
+        Ok(Self { ln, wb })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = kernels::layer_norm(x, None, &self.wb, Self::EPS as f32)? {
+            return Ok(y);
+        }
+        Ok(self.ln.forward(x)?)
+    }
+
+    /// `(x + y, norm(x + y))`, or `(x, norm(x))` without `y`.
+    fn add_forward(&self, x: &Tensor, y: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let Some(y) = y else { return Ok((x.clone(), self.forward(x)?)) };
+        if let Some(both) = kernels::layer_norm(x, Some(y), &self.wb, Self::EPS as f32)? {
+            return Ok((both.get(0)?, both.get(1)?));
+        }
+        let sum = (x + y)?;
+        let normed = self.ln.forward(&sum)?;
+        Ok((sum, normed))
+    }
+}
+
+/// `act(lin(x))` for a 2-D `x`: on CUDA bf16 one cuBLASLt matmul with the bias (and the tanh
+/// GELU) in its epilogue, or the matmul then one kernel for bias and activation (candle's
+/// broadcast add is slow on wide rows); else candle's ops (`Linear::forward`, the activation).
 fn linear_act(lin: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
+    if let Some(out) = kernels::linear(x, lin.weight(), lin.bias(), act)? {
+        return Ok(out);
+    }
     let Some(bias) = lin.bias() else { return Ok(apply_act(lin.forward(x)?, act)?) };
     bias_act(&x.matmul(&lin.weight().t()?)?, bias, act)
 }
@@ -79,7 +114,7 @@ fn apply_act(x: Tensor, act: Act) -> candle_core::Result<Tensor> {
 }
 
 struct PatchMerger {
-    norm: LayerNorm,
+    norm: Norm,
     fc1: Linear,
     fc2: Linear,
     merged_dim: usize,
@@ -91,7 +126,7 @@ impl PatchMerger {
         let merged_dim = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
         let norm_dim = if postshuffle { merged_dim } else { cfg.hidden_size };
         Ok(Self {
-            norm: ln(norm_dim, vb.pp("norm"))?,
+            norm: Norm::new(norm_dim, vb.pp("norm"))?,
             fc1: linear(merged_dim, merged_dim, vb.pp("linear_fc1"))?,
             fc2: linear(merged_dim, cfg.out_hidden_size, vb.pp("linear_fc2"))?,
             merged_dim,
@@ -220,8 +255,8 @@ pub(crate) fn softmax_f32(xs: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 struct VisionBlock {
-    norm1: LayerNorm,
-    norm2: LayerNorm,
+    norm1: Norm,
+    norm2: Norm,
     attn: VisionAttention,
     fc1: Linear,
     fc2: Linear,
@@ -231,8 +266,8 @@ struct VisionBlock {
 impl VisionBlock {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm1: ln(cfg.hidden_size, vb.pp("norm1"))?,
-            norm2: ln(cfg.hidden_size, vb.pp("norm2"))?,
+            norm1: Norm::new(cfg.hidden_size, vb.pp("norm1"))?,
+            norm2: Norm::new(cfg.hidden_size, vb.pp("norm2"))?,
             attn: VisionAttention::new(cfg, vb.pp("attn"))?,
             fc1: linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("mlp").pp("linear_fc1"))?,
             fc2: linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("mlp").pp("linear_fc2"))?,
@@ -240,15 +275,28 @@ impl VisionBlock {
         })
     }
 
-    fn forward(&self, xs: &Tensor, ctx: &VisionCtx) -> Result<Tensor> {
+    /// The block on the residual stream `xs + pending` (`pending`: the previous block's MLP
+    /// output, not yet added, so that the add runs inside this block's first norm). Returns the
+    /// stream before this block's MLP output and that output: the block's result is their sum.
+    fn forward(&self, xs: &Tensor, pending: Option<&Tensor>, ctx: &VisionCtx) -> Result<(Tensor, Tensor)> {
         let dev = xs.device();
-        let n1 = scope("vision.norm", dev, || self.norm1.forward(xs))?;
-        let xs = (xs + self.attn.forward(&n1, ctx)?)?;
-        let n2 = scope("vision.norm", dev, || self.norm2.forward(&xs))?;
+        let (xs, n1) = scope("vision.norm", dev, || self.norm1.add_forward(xs, pending))?;
+        let attn = self.attn.forward(&n1, ctx)?;
+        let (xs, n2) = scope("vision.norm", dev, || self.norm2.add_forward(&xs, Some(&attn)))?;
         let act = if self.tanh_gelu { Act::GeluTanh } else { Act::GeluErf };
         let h = scope("vision.fc1_gelu", dev, || linear_act(&self.fc1, &n2, act))?;
-        Ok((&xs + scope("vision.fc2", dev, || linear_act(&self.fc2, &h, Act::None))?)?)
+        let out = scope("vision.fc2", dev, || linear_act(&self.fc2, &h, Act::None))?;
+        Ok((xs, out))
     }
+}
+
+/// What the tower adds per patch for a set of image grids.
+#[derive(Clone)]
+struct GridTables {
+    cos: Tensor,
+    sin: Tensor,
+    /// (patches, hidden) interpolated learned position embeddings.
+    pos: Tensor,
 }
 
 /// Qwen3-VL's vision encoder.
@@ -261,8 +309,9 @@ pub struct VisionModel {
     deepstack_mergers: Vec<PatchMerger>,
     cfg: VisionConfig,
     rope_theta: f64,
-    /// The rotary tables of the last grids seen (screens repeat their size).
-    rotary_memo: Mutex<Option<(Vec<GridThw>, Tensor, Tensor)>>,
+    /// The tables of the last grids seen (screens repeat their size): rotary cos, sin and the
+    /// interpolated position embeddings, all functions of the grids and the weights only.
+    grid_memo: Mutex<Option<(Vec<GridThw>, GridTables)>>,
 }
 
 impl VisionModel {
@@ -289,7 +338,7 @@ impl VisionModel {
             deepstack_mergers,
             cfg: cfg.clone(),
             rope_theta: cfg.rope_theta(),
-            rotary_memo: Mutex::new(None),
+            grid_memo: Mutex::new(None),
         })
     }
 
@@ -321,8 +370,9 @@ impl VisionModel {
         let xs = scope("vision.patch_embed", dev, || {
             bias_act(&pixels.to_dtype(dtype)?.matmul(&self.patch_embed_w)?, &self.patch_embed_b, Act::None)
         })?;
-        let xs = (xs + scope("vision.pos_embed", dev, || self.position_embeddings(grids))?)?;
-        let (cos, sin) = scope("vision.rotary_tables", dev, || self.rotary_memoized(grids, dev))?;
+        let tables = scope("vision.grid_tables", dev, || self.grid_tables(grids, dev))?;
+        let xs = (xs + &tables.pos)?;
+        let (cos, sin) = (tables.cos, tables.sin);
         let mut chunks = Vec::new();
         let mut start = 0;
         for g in grids {
@@ -333,12 +383,20 @@ impl VisionModel {
         }
         let ctx = VisionCtx { cos: &cos, sin: &sin, chunks: &chunks };
         let mut xs = xs;
+        let mut pending: Option<Tensor> = None;
         let mut deepstack = Vec::with_capacity(self.deepstack_mergers.len());
         for (i, block) in self.blocks.iter().enumerate() {
-            xs = block.forward(&xs, &ctx)?;
+            let (stream, out) = block.forward(&xs, pending.as_ref(), &ctx)?;
+            (xs, pending) = (stream, Some(out));
             if let Some(k) = self.cfg.deepstack_visual_indexes.iter().position(|&d| d == i) {
+                if let Some(out) = pending.take() {
+                    xs = (xs + out)?;
+                }
                 deepstack.push(scope("vision.mergers", dev, || self.deepstack_mergers[k].forward(&xs))?);
             }
+        }
+        if let Some(out) = pending.take() {
+            xs = (xs + out)?;
         }
         let embeds = scope("vision.mergers", dev, || self.merger.forward(&xs))?;
         Ok(VisionOutput { embeds, deepstack })
@@ -375,17 +433,19 @@ impl VisionModel {
         Ok(gathered.broadcast_mul(&wts)?.sum(1)?)
     }
 
-    /// [`Self::rotary`], reusing the tables of the previous call for the same grids.
-    fn rotary_memoized(&self, grids: &[GridThw], dev: &Device) -> Result<(Tensor, Tensor)> {
-        let mut memo = self.rotary_memo.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((g, cos, sin)) = memo.as_ref() {
+    /// [`Self::rotary`] and [`Self::position_embeddings`], reusing the previous call's tables
+    /// for the same grids.
+    fn grid_tables(&self, grids: &[GridThw], dev: &Device) -> Result<GridTables> {
+        let mut memo = self.grid_memo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, tables)) = memo.as_ref() {
             if g.as_slice() == grids {
-                return Ok((cos.clone(), sin.clone()));
+                return Ok(tables.clone());
             }
         }
         let (cos, sin) = self.rotary(grids, dev)?;
-        *memo = Some((grids.to_vec(), cos.clone(), sin.clone()));
-        Ok((cos, sin))
+        let tables = GridTables { cos, sin, pos: self.position_embeddings(grids)? };
+        *memo = Some((grids.to_vec(), tables.clone()));
+        Ok(tables)
     }
 
     /// cos/sin of the 2-D rotary embedding, first half of each row (the second repeats it):
