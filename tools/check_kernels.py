@@ -27,6 +27,9 @@ KERNELS = os.path.join(ROOT, "crates", "model", "kernels")
 LAUNCHER = r"""
 #include "%s/flash_attn.cu"
 #include "%s/fused.cu"
+#ifdef SP_SM90
+#include "%s/flash_attn_sm90.cu"
+#endif
 static float *scratch_o, *scratch_ml;  // split partials, allocated once (64 MB + 4 MB)
 static void ensure_scratch() {
     if (!scratch_o) {
@@ -150,6 +153,9 @@ static const FlashVariant VARIANTS[] = {
     SP_V(64, 4, 1, 64, 2), SP_V(64, 4, 2, 64, 2), SP_V(64, 8, 1, 64, 2), SP_V(64, 8, 2, 64, 2), SP_V(64, 4, 2, 32, 2), SP_V(64, 4, 2, 48, 2),
     SP_V(72, 4, 1, 64, 2), SP_V(72, 4, 2, 64, 2),
     SP_V(128, 4, 1, 64, 1), SP_V(128, 4, 1, 32, 2), SP_V(128, 8, 1, 64, 1), SP_V(128, 8, 1, 32, 2),
+#ifdef SP_SM90
+    {"wg_d64", 64, 8, 128, sp_flash_attn_wg_bf16_d64},
+#endif
 };
 extern "C" int n_variants() { return sizeof(VARIANTS) / sizeof(VARIANTS[0]); }
 extern "C" const char *variant_name(int i) { return VARIANTS[i].name; }
@@ -180,20 +186,24 @@ def build():
     tmp = tempfile.mkdtemp()
     src = os.path.join(tmp, "launch.cu")
     with open(src, "w") as f:
-        f.write(LAUNCHER % (KERNELS, KERNELS))
+        f.write(LAUNCHER % (KERNELS, KERNELS, KERNELS))
     lib = os.path.join(tmp, "libflash.so")
     major, minor = torch.cuda.get_device_capability()
-    arch = f"sm_{major}{minor}"
-    subprocess.run(["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch={arch}", "-o", lib, src], check=True)
+    # Hopper also gets the wgmma kernel (flash_attn_sm90.cu), which needs the sm_90a target.
+    hopper = (major, minor) == (9, 0)
+    target = ["-gencode", "arch=compute_90a,code=sm_90a", "-DSP_SM90"] if hopper else [f"-arch=sm_{major}{minor}"]
+    subprocess.run(["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", "-o", lib, src] + target, check=True)
     # Also the PTX the Rust build embeds (crates/model/build.rs), to catch errors there.
-    for name in ("flash_attn", "fused"):
-        subprocess.run(["nvcc", "-O3", "--ptx", "-arch=compute_80", "-o", os.path.join(tmp, name + ".ptx"),
+    for name, target in (("flash_attn", "compute_80"), ("fused", "compute_80"), ("flash_attn_sm90", "compute_90a")):
+        subprocess.run(["nvcc", "-O3", "--ptx", f"-arch={target}", "-o", os.path.join(tmp, name + ".ptx"),
                         os.path.join(KERNELS, name + ".cu")], check=True)
     return ctypes.CDLL(lib)
 
 
 # The variant crates/model/src/kernels.rs launches for each head dim (keep in step with it).
 USED = {64: "d64_w4_m2_n64_s2", 72: "d72_w4_m2_n64_s2", 128: "d128_w4_m1_n64_s1"}
+if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
+    USED[64] = "wg_d64"  # flash_attn_sm90.cu on Hopper
 
 
 def variants(lib):

@@ -213,14 +213,29 @@ mod imp {
 
     const FLASH_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
     const FUSED_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+    const FLASH90_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn_sm90.ptx"));
+
     /// The flash-attention variant for each head dim (measured by tools/check_kernels.py on an H100):
-    /// (entry point, query rows a block, threads a block).
-    fn flash_variant(d: usize) -> (&'static str, usize, u32) {
+    /// (entry point, query rows a block, threads a block, from the Hopper module).
+    fn flash_variant(d: usize, hopper: bool) -> (&'static str, usize, u32, bool) {
         match d {
-            64 => ("sp_flash_attn_bf16_d64_w4_m2_n64_s2", 128, 128),
-            72 => ("sp_flash_attn_bf16_d72_w4_m2_n64_s2", 128, 128),
-            _ => ("sp_flash_attn_bf16_d128_w4_m1_n64_s1", 64, 128),
+            64 if hopper => ("sp_flash_attn_wg_bf16_d64", 128, 256, true),
+            64 => ("sp_flash_attn_bf16_d64_w4_m2_n64_s2", 128, 128, false),
+            72 => ("sp_flash_attn_bf16_d72_w4_m2_n64_s2", 128, 128, false),
+            _ => ("sp_flash_attn_bf16_d128_w4_m1_n64_s1", 64, 128, false),
         }
+    }
+
+    /// Whether `dev` is a Hopper GPU (compute capability 9.0) whose driver loads the wgmma kernel
+    /// (flash_attn_sm90.cu); checked once.
+    fn hopper(dev: &CudaDevice) -> bool {
+        use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as A;
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            let ctx = dev.cuda_stream().context().clone();
+            let cc = (ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR));
+            matches!(cc, (Ok(9), Ok(0))) && dev.get_or_load_custom_func(flash_variant(64, true).0, "screenpilot_flash_attn_sm90", FLASH90_PTX).is_ok()
+        })
     }
     /// Warps of the decode attention kernel (SP_DEC_WARPS).
     const DECODE_WARPS: u32 = 4;
@@ -251,7 +266,7 @@ mod imp {
         let ok = enabled_by_env(is_flash)
             && dtype == DType::BF16
             && *OK.get_or_init(|| {
-                flash!(dev, flash_variant(64).0).is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
+                flash!(dev, flash_variant(64, false).0).is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
             });
         ok.then(|| dev.clone())
     }
@@ -362,8 +377,8 @@ mod imp {
             let (b, h, sq, d) = ql.shape().dims4()?;
             let (_, hkv, skv, _) = kl.shape().dims4()?;
             let (q, k, v) = (view(qs, ql)?, view(ks, kl)?, view(vs, vl)?);
-            let (name, block_m, threads) = flash_variant(d);
-            let func = flash!(&dev, name)?;
+            let (name, block_m, threads, sm90) = flash_variant(d, hopper(&dev));
+            let func = if sm90 { dev.get_or_load_custom_func(name, "screenpilot_flash_attn_sm90", FLASH90_PTX)? } else { flash!(&dev, name)? };
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<bf16>(b * sq * h * d)? };
             let (qst, kst, vst) = (strides3(ql), strides3(kl), strides3(vl));

@@ -1,0 +1,248 @@
+// Fused attention for Hopper (sm_90a): the same contract as flash_attn.cu's sp_flash_attn (read
+// that file's header for the layouts, masking and key splits), with warpgroup MMAs (wgmma) in
+// place of mma.sync. Head dim 64 (the 2B/4B vision towers).
+//
+// A block is two warpgroups (8 warps) of 64 query rows each; both read the same key/value tiles,
+// 64 keys at a time, copied by cp.async into shared memory in the 128-byte-swizzled layout wgmma
+// reads (a 64-element row is one 128-byte line; its 16-byte pieces are XORed with row % 8) and
+// double-buffered. Per tile, each warpgroup issues S = Q K^T as four m64n64k16 wgmmas (Q from
+// registers, keys K-major from shared memory), runs the online softmax on the scores in
+// registers (the accumulator layout is mma.sync's, so the softmax is flash_attn.cu's), and issues
+// O += P V as four m64n64k16 wgmmas (P from registers, values MN-major: transposed B).
+// Compiled to PTX for compute_90a only; kernels.rs loads it on devices of compute capability 9.0.
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define SP9_BN 64
+
+__device__ __forceinline__ float sp9_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ uint32_t sp9_pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+// wgmma shared-memory matrix descriptor: 128-byte swizzle, both byte offsets (between 8-row
+// groups; the layouts here never need the other direction) 1024.
+__device__ __forceinline__ uint64_t sp9_desc(const void *smem) {
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    uint64_t d = (uint64_t)((addr & 0x3FFFF) >> 4);
+    d |= (uint64_t)(1024 >> 4) << 16;
+    d |= (uint64_t)(1024 >> 4) << 32;
+    d |= (uint64_t)1 << 62;
+    return d;
+}
+
+__device__ __forceinline__ void sp9_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void sp9_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void sp9_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// d (64 x 64 f32, 32 registers a thread) (+)= a (64 x 16 bf16, 4 registers) * b (16 x 64 from
+// shared memory by descriptor). TRANS_B: b is MN-major (values), else K-major (keys).
+template <int TRANS_B>
+__device__ __forceinline__ void sp9_wgmma(float (*d)[4], const uint32_t *a, uint64_t b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+        "{%32,%33,%34,%35}, %36, p, 1, 1, %37;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+          "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+          "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+          "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "r"(accumulate));
+}
+
+// Rows [row0, row0 + 64) of a (rows, 64) bf16 matrix into a swizzled 64 x 64 tile (zero past
+// `rows`), 16 bytes per cp.async; the caller commits and waits.
+__device__ __forceinline__ void sp9_load_tile(__nv_bfloat16 *tile, const __nv_bfloat16 *src, long long row_stride,
+                                              int row0, int rows) {
+    for (int c = threadIdx.x; c < SP9_BN * 8; c += blockDim.x) {
+        const int r = c / 8, chunk = c % 8;
+        const bool in = row0 + r < rows;
+        const __nv_bfloat16 *g = src + (long long)(in ? row0 + r : 0) * row_stride + chunk * 8;
+        const uint32_t s =
+            static_cast<uint32_t>(__cvta_generic_to_shared(tile)) + r * 128 + ((chunk ^ (r & 7)) << 4);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g), "r"(in ? 16 : 0));
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) sp_flash_attn_wg_bf16_d64(
+    const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v,
+    __nv_bfloat16 *__restrict__ o, int sq, int skv, int heads, int kv_heads, int causal, int past, float scale,
+    long long q_bs, long long q_hs, long long q_rs, long long k_bs, long long k_hs, long long k_rs, long long v_bs,
+    long long v_hs, long long v_rs, long long o_bs, long long o_rs, long long o_hs, int splits, int chunk,
+    float *part_o, float *part_ml) {
+    constexpr int D = 64, BM = 128;
+    __shared__ __align__(1024) __nv_bfloat16 ks[2][SP9_BN * D];
+    __shared__ __align__(1024) __nv_bfloat16 vs[2][SP9_BN * D];
+
+    const int mb = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const int m0 = mb * BM;
+    const int h = blockIdx.y, b = blockIdx.z / splits, split = blockIdx.z % splits;
+    const int kvh = h / (heads / kv_heads);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, tig = lane % 4;
+    q += b * q_bs + h * q_hs;
+    k += b * k_bs + kvh * k_hs;
+    v += b * v_bs + kvh * v_hs;
+    o += b * o_bs + h * o_hs;
+
+    // This warpgroup's 64 rows start at grow; this warp's 16 at wrow (rows wrow + g, + 8).
+    const int grow = m0 + (warp / 4) * 64, wrow = grow + (warp % 4) * 16;
+    const int glast = min(grow + 64, sq) - 1;
+    const int row0 = wrow + g, row1 = row0 + 8;
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const int c = kk * 16 + tig * 2;
+        const uint32_t *p0 = reinterpret_cast<const uint32_t *>(q + (long long)row0 * q_rs + c);
+        const uint32_t *p1 = reinterpret_cast<const uint32_t *>(q + (long long)row1 * q_rs + c);
+        qf[kk][0] = row0 < sq ? p0[0] : 0u;
+        qf[kk][1] = row1 < sq ? p1[0] : 0u;
+        qf[kk][2] = row0 < sq ? p0[4] : 0u;
+        qf[kk][3] = row1 < sq ? p1[4] : 0u;
+    }
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.f, 0.f};
+    const float sl2 = scale * 1.4426950408889634f;
+
+    int kv_end = skv;
+    if (causal) kv_end = min(skv, min(m0 + BM, sq) - 1 + past + 1);
+    kv_end = min(kv_end, (split + 1) * chunk);
+    const int n_start = split * chunk;
+    if (n_start < kv_end) {
+        sp9_load_tile(ks[0], k, k_rs, n_start, skv);
+        sp9_load_tile(vs[0], v, v_rs, n_start, skv);
+        asm volatile("cp.async.commit_group;\n" ::);
+    }
+    for (int n0 = n_start, it = 0; n0 < kv_end; n0 += SP9_BN, ++it) {
+        if (n0 + SP9_BN < kv_end) {
+            sp9_load_tile(ks[(it + 1) % 2], k, k_rs, n0 + SP9_BN, skv);
+            sp9_load_tile(vs[(it + 1) % 2], v, v_rs, n0 + SP9_BN, skv);
+            asm volatile("cp.async.commit_group;\n" ::);
+            asm volatile("cp.async.wait_group 1;\n" ::);
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::);
+        }
+        __syncthreads();
+        // The tile was written through the generic proxy; wgmma reads through the async one.
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        const __nv_bfloat16 *kt = ks[it % 2], *vt = vs[it % 2];
+
+        // Warpgroup-uniform: a warpgroup whose rows all end before this tile (causal) or lie
+        // past the queries skips it (wgmma needs all four warps).
+        if (grow < sq && !(causal && n0 > glast + past)) {
+            float s[SP9_BN / 8][4];
+            sp9_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) sp9_wgmma<0>(s, qf[kk], sp9_desc(kt + kk * 16), kk > 0);
+            sp9_commit();
+            sp9_wait();
+
+            const bool edge = n0 + SP9_BN > kv_end || (causal && n0 + SP9_BN - 1 > wrow + past);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = r == 0 ? row0 : row1;
+                float tile_max = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < SP9_BN / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float x = s[n][2 * r + e];
+                        if (edge) {
+                            const int j = n0 + n * 8 + tig * 2 + e;
+                            if (j >= kv_end || (causal && j > row + past)) x = -INFINITY;
+                        }
+                        s[n][2 * r + e] = x;
+                        tile_max = fmaxf(tile_max, x);
+                    }
+                }
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+                const float m_new = fmaxf(mx[r], tile_max);
+                const float base = m_new == -INFINITY ? 0.f : m_new * sl2;
+                const float alpha = sp9_ex2(mx[r] * sl2 - base);
+                mx[r] = m_new;
+                float part = 0.f;
+#pragma unroll
+                for (int n = 0; n < SP9_BN / 8; ++n) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const float p = sp9_ex2(fmaf(s[n][2 * r + e], sl2, -base));
+                        s[n][2 * r + e] = p;
+                        part += p;
+                    }
+                }
+                sum[r] = sum[r] * alpha + part;
+#pragma unroll
+                for (int n = 0; n < D / 8; ++n) {
+                    acc[n][2 * r] *= alpha;
+                    acc[n][2 * r + 1] *= alpha;
+                }
+            }
+
+            uint32_t pa[SP9_BN / 16][4];
+#pragma unroll
+            for (int kc = 0; kc < SP9_BN / 16; ++kc) {
+                pa[kc][0] = sp9_pack(s[2 * kc][0], s[2 * kc][1]);
+                pa[kc][1] = sp9_pack(s[2 * kc][2], s[2 * kc][3]);
+                pa[kc][2] = sp9_pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+                pa[kc][3] = sp9_pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            }
+            sp9_fence();
+#pragma unroll
+            for (int kc = 0; kc < SP9_BN / 16; ++kc) sp9_wgmma<1>(acc, pa[kc], sp9_desc(vt + kc * 16 * D), 1);
+            sp9_commit();
+            sp9_wait();
+        }
+        __syncthreads();  // both warpgroups are done with this tile's buffers
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float t = sum[r];
+        t += __shfl_xor_sync(0xffffffffu, t, 1);
+        t += __shfl_xor_sync(0xffffffffu, t, 2);
+        sum[r] = t;
+    }
+    if (splits > 1) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = r == 0 ? row0 : row1;
+            if (row >= sq) continue;
+            const long long pr = ((long long)(b * sq + row) * heads + h) * splits + split;
+            if (tig == 0) {
+                part_ml[pr * 2] = mx[r] * sl2;
+                part_ml[pr * 2 + 1] = sum[r];
+            }
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                const int c = n * 8 + tig * 2;
+                part_o[pr * D + c] = acc[n][2 * r];
+                part_o[pr * D + c + 1] = acc[n][2 * r + 1];
+            }
+        }
+        return;
+    }
+    const float inv0 = sum[0] > 0.f ? 1.f / sum[0] : 0.f, inv1 = sum[1] > 0.f ? 1.f / sum[1] : 0.f;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        const int c = n * 8 + tig * 2;
+        if (row0 < sq)
+            *reinterpret_cast<uint32_t *>(o + (long long)row0 * o_rs + c) = sp9_pack(acc[n][0] * inv0, acc[n][1] * inv0);
+        if (row1 < sq)
+            *reinterpret_cast<uint32_t *>(o + (long long)row1 * o_rs + c) = sp9_pack(acc[n][2] * inv1, acc[n][3] * inv1);
+    }
+}
