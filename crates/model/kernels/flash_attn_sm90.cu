@@ -4,12 +4,26 @@
 //
 // A block is two warpgroups (8 warps) of 64 query rows each; both read the same key/value tiles,
 // 64 keys at a time, copied by cp.async into shared memory in the 128-byte-swizzled layout wgmma
-// reads (a 64-element row is one 128-byte line; its 16-byte pieces are XORed with row % 8) and
-// double-buffered. Per tile, each warpgroup issues S = Q K^T as four m64n64k16 wgmmas (Q from
-// registers, keys K-major from shared memory), runs the online softmax on the scores in
-// registers (the accumulator layout is mma.sync's, so the softmax is flash_attn.cu's), and issues
-// O += P V as four m64n64k16 wgmmas (P from registers, values MN-major: transposed B).
-// Compiled to PTX for compute_90a only; kernels.rs loads it on devices of compute capability 9.0.
+// reads (a 64-element row is one 128-byte line; its 16-byte pieces are XORed with row % 8),
+// double-buffered, one block-wide barrier a tile. Per tile, each warpgroup issues S = Q K^T as
+// four m64n64k16 wgmmas (Q from registers, keys K-major from shared memory), runs the online
+// softmax on the scores in registers (the accumulator layout is mma.sync's, so the softmax is
+// flash_attn.cu's), and issues O += P V as four m64n64k16 wgmmas (P from registers, values
+// MN-major: transposed B). Compiled to PTX for compute_90a only; kernels.rs loads it on devices
+// of compute capability 9.0.
+//
+// Where the time goes (clock64 traces of a warp per tile on an H100, vision shape, 2 blocks an
+// SM): wait at the barrier ~1200 cycles, S ~450, softmax ~1600, PV ~350. The softmax is bound by
+// the special-function unit (one exp per score: with head dim 64 the exps take as long as the
+// two matmuls), and every warp of the SM reaches it at the same time, so the tensor cores idle
+// then and the exp unit idles during the matmuls. Deeper prefetching (3-4 stages) changed little;
+// one warpgroup a block (no shared tiles) was slower; staggering the two warpgroups by a named
+// barrier (the second's S after the first's) only moved the time from the softmax to the waits,
+// because the block-wide barrier re-aligns them every tile. What would overlap them is
+// FlashAttention-3's design: producer warps and per-stage barriers instead of the block-wide one,
+// the two warpgroups' matmuls ordered ping-pong so one's softmax runs under the other's wgmmas,
+// and S(t+1) issued before the softmax of tile t (with enough registers per thread for two score
+// tiles).
 
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -75,15 +89,18 @@ __device__ __forceinline__ void sp9_load_tile(__nv_bfloat16 *tile, const __nv_bf
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) sp_flash_attn_wg_bf16_d64(
+// WGS warpgroups of 64 query rows a block; STAGES key/value tile buffers (16 KB each), fetched
+// STAGES - 1 tiles ahead (measured on an H100: 3 and 4 stages gain 2-3%, within noise; the time
+// goes to the softmax, see flash_attn_sm90.cu's header).
+template <int WGS, int STAGES>
+__device__ __forceinline__ void sp9_flash_attn(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v,
     __nv_bfloat16 *__restrict__ o, int sq, int skv, int heads, int kv_heads, int causal, int past, float scale,
     long long q_bs, long long q_hs, long long q_rs, long long k_bs, long long k_hs, long long k_rs, long long v_bs,
     long long v_hs, long long v_rs, long long o_bs, long long o_rs, long long o_hs, int splits, int chunk,
     float *part_o, float *part_ml) {
-    constexpr int D = 64, BM = 128;
-    __shared__ __align__(1024) __nv_bfloat16 ks[2][SP9_BN * D];
-    __shared__ __align__(1024) __nv_bfloat16 vs[2][SP9_BN * D];
+    constexpr int D = 64, BM = 64 * WGS, TILE = SP9_BN * D;
+    __shared__ __align__(1024) __nv_bfloat16 tiles_base[STAGES * 2 * TILE];
 
     const int mb = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
     const int m0 = mb * BM;
@@ -122,24 +139,28 @@ extern "C" __global__ void __launch_bounds__(256) sp_flash_attn_wg_bf16_d64(
     if (causal) kv_end = min(skv, min(m0 + BM, sq) - 1 + past + 1);
     kv_end = min(kv_end, (split + 1) * chunk);
     const int n_start = split * chunk;
-    if (n_start < kv_end) {
-        sp9_load_tile(ks[0], k, k_rs, n_start, skv);
-        sp9_load_tile(vs[0], v, v_rs, n_start, skv);
-        asm volatile("cp.async.commit_group;\n" ::);
-    }
-    for (int n0 = n_start, it = 0; n0 < kv_end; n0 += SP9_BN, ++it) {
-        if (n0 + SP9_BN < kv_end) {
-            sp9_load_tile(ks[(it + 1) % 2], k, k_rs, n0 + SP9_BN, skv);
-            sp9_load_tile(vs[(it + 1) % 2], v, v_rs, n0 + SP9_BN, skv);
-            asm volatile("cp.async.commit_group;\n" ::);
-            asm volatile("cp.async.wait_group 1;\n" ::);
-        } else {
-            asm volatile("cp.async.wait_group 0;\n" ::);
+    const int tiles = kv_end > n_start ? (kv_end - n_start + SP9_BN - 1) / SP9_BN : 0;
+    // Tile t's keys and values in buffer t % STAGES; one cp.async group per tile (empty past the
+    // end, so that the group counts stay fixed).
+    auto fetch = [&](int t) {
+        if (t < tiles) {
+            __nv_bfloat16 *buf = tiles_base + (t % STAGES) * 2 * TILE;
+            sp9_load_tile(buf, k, k_rs, n_start + t * SP9_BN, skv);
+            sp9_load_tile(buf + TILE, v, v_rs, n_start + t * SP9_BN, skv);
         }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+#pragma unroll
+    for (int t = 0; t < STAGES - 1; ++t) fetch(t);
+    for (int it = 0; it < tiles; ++it) {
+        const int n0 = n_start + it * SP9_BN;
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));  // tile `it` is in
+        // Everyone is past tile it - 1, whose buffer the next fetch reuses.
         __syncthreads();
         // The tile was written through the generic proxy; wgmma reads through the async one.
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        const __nv_bfloat16 *kt = ks[it % 2], *vt = vs[it % 2];
+        fetch(it + STAGES - 1);
+        const __nv_bfloat16 *kt = tiles_base + (it % STAGES) * 2 * TILE, *vt = kt + TILE;
 
         // Warpgroup-uniform: a warpgroup whose rows all end before this tile (causal) or lie
         // past the queries skips it (wgmma needs all four warps).
@@ -152,6 +173,7 @@ extern "C" __global__ void __launch_bounds__(256) sp_flash_attn_wg_bf16_d64(
             sp9_wait();
 
             const bool edge = n0 + SP9_BN > kv_end || (causal && n0 + SP9_BN - 1 > wrow + past);
+            float alphas[2];
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 const int row = r == 0 ? row0 : row1;
@@ -186,10 +208,16 @@ extern "C" __global__ void __launch_bounds__(256) sp_flash_attn_wg_bf16_d64(
                     }
                 }
                 sum[r] = sum[r] * alpha + part;
+                alphas[r] = alpha;
+            }
+            // Once the row maxima settle, alpha is 1 for every row of the warp: skip the rescale.
+            if (__any_sync(0xffffffffu, alphas[0] != 1.f || alphas[1] != 1.f)) {
 #pragma unroll
                 for (int n = 0; n < D / 8; ++n) {
-                    acc[n][2 * r] *= alpha;
-                    acc[n][2 * r + 1] *= alpha;
+                    acc[n][0] *= alphas[0];
+                    acc[n][1] *= alphas[0];
+                    acc[n][2] *= alphas[1];
+                    acc[n][3] *= alphas[1];
                 }
             }
 
@@ -207,8 +235,8 @@ extern "C" __global__ void __launch_bounds__(256) sp_flash_attn_wg_bf16_d64(
             sp9_commit();
             sp9_wait();
         }
-        __syncthreads();  // both warpgroups are done with this tile's buffers
     }
+    asm volatile("cp.async.wait_group 0;\n" ::);
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -246,3 +274,15 @@ extern "C" __global__ void __launch_bounds__(256) sp_flash_attn_wg_bf16_d64(
             *reinterpret_cast<uint32_t *>(o + (long long)row1 * o_rs + c) = sp9_pack(acc[n][2] * inv1, acc[n][3] * inv1);
     }
 }
+
+#define SP9_ENTRY(NAME, WGS, STAGES)                                                                              \
+    extern "C" __global__ void __launch_bounds__(WGS * 128) NAME(                                                 \
+        const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, int sq, int skv, \
+        int heads, int kv_heads, int causal, int past, float scale, long long q_bs, long long q_hs, long long q_rs, \
+        long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs, long long v_rs,             \
+        long long o_bs, long long o_rs, long long o_hs, int splits, int chunk, float *part_o, float *part_ml) {     \
+        sp9_flash_attn<WGS, STAGES>(q, k, v, o, sq, skv, heads, kv_heads, causal, past, scale, q_bs, q_hs, q_rs, k_bs,     \
+                            k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs, splits, chunk, part_o, part_ml);       \
+    }
+
+SP9_ENTRY(sp_flash_attn_wg_bf16_d64, 2, 2)
