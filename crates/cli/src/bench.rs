@@ -121,7 +121,7 @@ fn report_stages(title: &str, on: bool) -> anyhow::Result<()> {
     }
     let stages = profile::take();
     let total: f64 = stages.iter().map(|s| s.1.as_secs_f64() * 1000.0).sum();
-    crate::out_line(&format!("-- {title}: {total:.2} ms in profiled stages (device synchronised around each)"))?;
+    crate::out_line(&format!("-- {title}: {total:.2} ms in profiled stages (GPU time between events on CUDA; elsewhere host time, device synchronised around each)"))?;
     for (name, d, n) in stages {
         let ms = d.as_secs_f64() * 1000.0;
         crate::out_line(&format!("   {name:<24}{ms:>10.3} ms {:>6.1}% {n:>7} calls", 100.0 * ms / total.max(1e-9)))?;
