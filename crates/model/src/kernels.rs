@@ -99,6 +99,13 @@ pub(crate) fn rows_add(x: &Tensor, rows: &Tensor, feat: &Tensor) -> Result<Optio
     imp::rows_add(x, rows, feat)
 }
 
+/// Writes `src` (1, heads, s, d) (any strides, last dim contiguous) into rows `offset..offset + s`
+/// of the KV buffer `dst` (1, heads, cap, d) contiguous, in place: a prefill's keys or values
+/// into the cache in one pass. `false` where it does not apply (the caller copies with candle).
+pub(crate) fn kv_write(dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
+    imp::kv_write(dst, src, offset)
+}
+
 /// How many blocks share the keys of one sequence and key head in a batched decode of `b`
 /// sequences of at most `max_len` tokens: about four waves of an H100's SMs, one block per ~64
 /// keys at most, rounded down to a power of two (few distinct values: each is a recorded graph).
@@ -184,6 +191,9 @@ mod imp {
     }
     pub(super) fn rows_add(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+    pub(super) fn kv_write(_: &Tensor, _: &Tensor, _: usize) -> Result<bool> {
+        Ok(false)
     }
     pub(super) fn bias_act(_: &Tensor, _: &Tensor, _: Act) -> Result<Option<Tensor>> {
         Ok(None)
@@ -526,6 +536,60 @@ mod imp {
     }
 
     // ---- residual add + RMSNorm ----
+
+    pub(super) fn kv_write(dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
+        let (Ok((1, heads, cap, d)), Ok((1, sh, s, sd))) = (dst.dims4(), src.dims4()) else { return Ok(false) };
+        let st = src.stride();
+        let ok = device_for(dst, false).is_some()
+            && src.dtype() == DType::BF16
+            && dst.is_contiguous()
+            && dst.layout().start_offset() % 8 == 0
+            && (sh, sd) == (heads, d)
+            && d % 8 == 0
+            && offset + s <= cap
+            && st[3] == 1
+            && st[1] % 8 == 0
+            && st[2] % 8 == 0
+            && src.layout().start_offset() % 8 == 0;
+        if !ok {
+            return Ok(false);
+        }
+        dst.inplace_op2(src, &KvWrite { offset })?;
+        Ok(true)
+    }
+
+    struct KvWrite {
+        offset: usize,
+    }
+
+    impl candle_core::InplaceOp2 for KvWrite {
+        fn name(&self) -> &'static str {
+            "screenpilot-kv-write"
+        }
+
+        fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<()> {
+            candle_core::bail!("screenpilot-kv-write is CUDA-only")
+        }
+
+        fn cuda_fwd(&self, ds: &mut CudaStorage, dl: &Layout, ss: &CudaStorage, sl: &Layout) -> candle_core::Result<()> {
+            let dev = ds.device().clone();
+            let (_, heads, cap, d) = dl.shape().dims4()?;
+            let s = sl.shape().dims()[2];
+            let st = sl.stride();
+            let src = view(ss, sl)?;
+            let mut dst = ds.as_cuda_slice_mut::<bf16>()?.slice_mut(dl.start_offset()..);
+            let func = fused!(&dev, "sp_kv_write_bf16")?;
+            let (s_hs, s_rs) = (st[1] as i64, st[2] as i64);
+            let (h_i, s_i, d_i, cap_i, off_i) = (heads as i32, s as i32, d as i32, cap as i32, self.offset as i32);
+            let mut lb = func.builder();
+            lb.arg(&src).arg(&s_hs).arg(&s_rs).arg(&mut dst).arg(&h_i).arg(&s_i).arg(&d_i).arg(&cap_i).arg(&off_i);
+            let blocks = (heads * s * d / 8).div_ceil(256).clamp(1, 8192) as u32;
+            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; sizes and alignment were checked.
+            unsafe { lb.launch(cfg) }.w()?;
+            Ok(())
+        }
+    }
 
     pub(super) fn rows_add(x: &Tensor, rows: &Tensor, feat: &Tensor) -> Result<Option<Tensor>> {
         let Ok((_, n)) = x.dims2() else { return Ok(None) };

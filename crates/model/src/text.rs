@@ -260,8 +260,12 @@ impl KvCache {
         let filled = self.layers.get(layer).and_then(Option::as_ref).map_or(0, |l| l.filled);
         let needed = filled + k.dim(2)?;
         let l = self.writable(layer, k, needed)?;
-        l.buf.k.slice_set(&k.contiguous()?, 2, filled)?;
-        l.buf.v.slice_set(&v.contiguous()?, 2, filled)?;
+        if !kernels::kv_write(&l.buf.k, k, filled)? {
+            l.buf.k.slice_set(&k.contiguous()?, 2, filled)?;
+        }
+        if !kernels::kv_write(&l.buf.v, v, filled)? {
+            l.buf.v.slice_set(&v.contiguous()?, 2, filled)?;
+        }
         l.filled = needed;
         Ok((l.buf.k.narrow(2, 0, needed)?, l.buf.v.narrow(2, 0, needed)?))
     }
