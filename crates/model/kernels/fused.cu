@@ -59,18 +59,44 @@ extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w
 
 // grid (rows), block 256. out[0] = x + y (rounded like a bf16 add), out[1] = RMSNorm of that sum
 // with weight w (f32 statistics, one rounding, like candle's rmsnorm): the residual add and the
-// next norm in one pass. x, y, out[i]: (rows, n) contiguous.
+// next norm in one pass. x, y, out[i]: (rows, n) contiguous. Rows of n % 8 == 0 and n <= 8 * 4 *
+// blockDim.x go 16 bytes at a time and keep the sum in registers; others one element a thread.
 extern "C" __global__ void sp_add_rmsnorm_bf16(const bf16 *x, const bf16 *y, const bf16 *w, bf16 *out, int rows,
                                                int n, float eps) {
     __shared__ float partial[32];
     const long long r = blockIdx.x;
     const bf16 *xr = x + r * n, *yr = y + r * n;
     bf16 *sum = out + r * n, *normed = out + (long long)rows * n + r * n;
+    const int chunks = n / 8;
+    const bool wide = n % 8 == 0 && chunks <= 4 * (int)blockDim.x;
+    float v[4][8];
     float ss = 0.f;
-    for (int c = threadIdx.x; c < n; c += blockDim.x) {
-        const float v = sp_round(__bfloat162float(xr[c]) + __bfloat162float(yr[c]));
-        sum[c] = __float2bfloat16_rn(v);
-        ss += v * v;
+    if (wide) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int c = threadIdx.x + u * blockDim.x;
+            if (c >= chunks) continue;
+            const uint4 xa = reinterpret_cast<const uint4 *>(xr)[c], ya = reinterpret_cast<const uint4 *>(yr)[c];
+            const __nv_bfloat162 *xp = reinterpret_cast<const __nv_bfloat162 *>(&xa);
+            const __nv_bfloat162 *yp = reinterpret_cast<const __nv_bfloat162 *>(&ya);
+            __align__(16) __nv_bfloat162 sv[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 a = __bfloat1622float2(xp[e]), b = __bfloat1622float2(yp[e]);
+                sv[e] = __floats2bfloat162_rn(a.x + b.x, a.y + b.y);
+                const float2 f = __bfloat1622float2(sv[e]);
+                v[u][2 * e] = f.x;
+                v[u][2 * e + 1] = f.y;
+                ss += f.x * f.x + f.y * f.y;
+            }
+            reinterpret_cast<uint4 *>(sum)[c] = *reinterpret_cast<const uint4 *>(sv);
+        }
+    } else {
+        for (int c = threadIdx.x; c < n; c += blockDim.x) {
+            const float val = sp_round(__bfloat162float(xr[c]) + __bfloat162float(yr[c]));
+            sum[c] = __float2bfloat16_rn(val);
+            ss += val * val;
+        }
     }
     ss = sp_warp_sum(ss);
     if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
@@ -78,8 +104,25 @@ extern "C" __global__ void sp_add_rmsnorm_bf16(const bf16 *x, const bf16 *y, con
     ss = 0.f;
     for (int k = 0; k < (int)(blockDim.x + 31) / 32; ++k) ss += partial[k];
     const float scale = rsqrtf(ss / n + eps);
-    for (int c = threadIdx.x; c < n; c += blockDim.x)
-        normed[c] = __float2bfloat16_rn(scale * __bfloat162float(sum[c]) * __bfloat162float(w[c]));
+    if (wide) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int c = threadIdx.x + u * blockDim.x;
+            if (c >= chunks) continue;
+            const uint4 wa = reinterpret_cast<const uint4 *>(w)[c];
+            const __nv_bfloat162 *wp = reinterpret_cast<const __nv_bfloat162 *>(&wa);
+            __align__(16) __nv_bfloat162 o[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 wf = __bfloat1622float2(wp[e]);
+                o[e] = __floats2bfloat162_rn(scale * v[u][2 * e] * wf.x, scale * v[u][2 * e + 1] * wf.y);
+            }
+            reinterpret_cast<uint4 *>(normed)[c] = *reinterpret_cast<const uint4 *>(o);
+        }
+    } else {
+        for (int c = threadIdx.x; c < n; c += blockDim.x)
+            normed[c] = __float2bfloat16_rn(scale * __bfloat162float(sum[c]) * __bfloat162float(w[c]));
+    }
 }
 
 // gu: (rows, 2n) = [gate | up] per row; out: (rows, n) = round(round(silu(gate)) * up).

@@ -723,6 +723,9 @@ mod imp {
             return Ok(None);
         }
         let (x, y, w) = (x.contiguous()?, y.contiguous()?, weight.contiguous()?);
+        if [&x, &y, &w].iter().any(|t| t.layout().start_offset() % 8 != 0) {
+            return Ok(None); // the kernel's 16-byte loads
+        }
         Ok(Some(x.apply_op3_no_bwd(&y, &w, &AddRmsNorm { eps })?))
     }
 

@@ -92,6 +92,13 @@ fn linear_act(lin: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
     if let Some(out) = kernels::linear(x, lin.weight(), lin.bias(), act)? {
         return Ok(out);
     }
+    // The erf GELU has no epilogue: the matmul with its bias, then the activation on the rounded
+    // result (the reference's order).
+    if act == Act::GeluErf {
+        if let Some(out) = kernels::linear(x, lin.weight(), lin.bias(), Act::None)? {
+            return Ok(apply_act(out, act)?);
+        }
+    }
     let Some(bias) = lin.bias() else { return Ok(apply_act(lin.forward(x)?, act)?) };
     bias_act(&x.matmul(&lin.weight().t()?)?, bias, act)
 }
