@@ -417,6 +417,9 @@ SP_DECODE_NORM_ENTRY(128, 4)
                                part_ml);                                                                         \
     }
 
+// The batched kernel without the norm: not launched by the runtime (the normed kernel above
+// replaces it); tools/check_kernels.py checks it against PyTorch and then the normed kernel
+// bit-identical against norm_rope (device positions) followed by it.
 #define SP_DECODE_BATCHED_ENTRY(D, REP)                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * SP_DEC_WARPS) sp_decode_attn_batched_bf16_d##D##_r##REP(  \
         const bf16 *qk, long long qk_bs, const bf16 *vnew, long long v_bs, long long v_hs, bf16 *out,           \

@@ -2,15 +2,17 @@
 //! feature), for bf16 on GPUs of compute capability 8.0 or newer:
 //! - [`attention`]: fused FlashAttention-2 style attention (head dim 64, 72 or 128) for the vision
 //!   tower and causal prefill; scores stay in registers (f32).
-//! - [`decode_attention_norm`] (and [`decode_attention_batched`] without the norm): one decode
-//!   step of a batch: QK-norm + rope of the new token, its KV row written into each sequence's
-//!   cache, attention with keys split over blocks; lengths, positions and KV buffer addresses are
-//!   read from device memory, so a CUDA graph replays it ([`crate::graph`]).
+//! - [`decode_attention_norm`]: one decode step of a batch: QK-norm + rope of the new token, its
+//!   KV row written into each sequence's cache, attention with keys split over blocks; lengths,
+//!   positions and KV buffer addresses are read from device memory, so a CUDA graph replays it
+//!   ([`crate::graph`]).
 //! - [`decode_attention`]: one new token per sequence over given cached keys (the fallback).
 //! - [`norm_rope`]: QK-norm + rotary embedding + head transpose in one pass.
-//! - [`add_rms_norm`]: residual add + the RMSNorm after it.
+//! - [`add_rms_norm`], [`layer_norm`]: residual add + the norm after it.
 //! - [`swiglu`]: silu(gate) * up.
+//! - [`linear`]: a cuBLASLt matmul with the bias (and tanh GELU) in its epilogue.
 //! - [`bias_act`], [`vision_rope`]: a linear layer's bias + activation; the vision tower's rope.
+//! - [`rows_add`], [`kv_write`]: DeepStack's injection; a prefill's keys and values into the cache.
 //!
 //! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs,
 //! or turned off by `SCREENPILOT_FUSED`); the caller then runs the plain candle ops, which are what the
@@ -32,7 +34,7 @@ pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -
     imp::decode_attention(q, k, v, scale)
 }
 
-/// Most sequences one [`decode_attention_batched`] call takes (SP_MAX_BATCH).
+/// Most sequences one [`decode_attention_norm`] call takes (SP_MAX_BATCH).
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) const MAX_BATCH: usize = 16;
 
@@ -41,30 +43,21 @@ pub(crate) const MAX_BATCH: usize = 16;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) const KV_TABLE_WORDS: usize = 3 * 2 * MAX_BATCH;
 
-/// One decode step for a batch in one launch (plus a merge): `qk` (b, heads + kv_heads, 1, d) =
-/// the new tokens' normed and rotated q and k heads, `v_new` (b, kv_heads, 1, d) their values.
-/// On the device: `table` (KV_TABLE_WORDS,) u32 = each sequence's KV buffers ([`kv_table`]),
-/// `lens` (b,) u32 = the tokens each holds; the buffers must have room for one more. Writes each
-/// sequence's new key and value at row lens[i] and returns the attention output (b, 1,
-/// heads * d), keys spread over `splits` blocks per sequence and head. The caller then counts
-/// the token as held.
-pub(crate) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, table: &Tensor, lens: &Tensor, splits: usize, scale: f32) -> Result<Option<Tensor>> {
-    imp::decode_attention_batched(qk, v_new, heads, table, lens, splits, scale)
-}
-
 /// RMSNorm over the last axis of `x` (b, s, heads, d) with `weights` (2, d) (row 0 for heads
 /// below `split`, row 1 for the rest: q and k heads at once), then rotary embedding with
 /// `cos_sin` ((s, d) or (b, s, d): cos then sin of the d/2 frequencies), returned as
-/// (b, heads, s, d). Rounds like RmsNorm + rope do. With `pos` ((b,) u32 on the device),
-/// `cos_sin` is a table of positions 0.. and row t of batch row i takes position pos[i] + t.
-pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, pos: Option<&Tensor>, eps: f32) -> Result<Option<Tensor>> {
-    imp::norm_rope(x, weights, split, cos_sin, pos, eps)
+/// (b, heads, s, d). Rounds like RmsNorm + rope do.
+pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    imp::norm_rope(x, weights, split, cos_sin, eps)
 }
 
-/// [`norm_rope`] and [`decode_attention_batched`] in one launch: `qkv` (b, 1, (heads + 2
-/// kv_heads) * d) is the raw projection of the new tokens; the kernel norms and rotates the q and
-/// k heads (`weights` (2, d), `cos_sin` a table of positions 0.., `pos` (b,) u32 on the device)
-/// exactly as [`norm_rope`] does, then writes and attends as [`decode_attention_batched`].
+/// One decode step of a batch in one launch (plus a merge of the key splits): `qkv` (b, 1,
+/// (heads + 2 kv_heads) * d) is the raw projection of the new tokens; the kernel norms and rotates the q
+/// and k heads (`weights` (2, d), `cos_sin` a table of positions 0.., `step.pos` (b,) u32 on the
+/// device) exactly as [`norm_rope`] does, writes each sequence's new key and value at row
+/// `step.lens[i]` of the buffers in `step.kv_table` ([`kv_table`]; they must have room for one
+/// more) and returns the attention output (b, 1, heads * d), keys spread over `step.splits`
+/// blocks per sequence and key head. The caller then counts the token as held.
 pub(crate) fn decode_attention_norm(qkv: &Tensor, heads: usize, weights: &Tensor, cos_sin: &Tensor, eps: f32, step: &DecodeStep) -> Result<Option<Tensor>> {
     imp::decode_attention_norm(qkv, heads, weights, cos_sin, eps, step)
 }
@@ -177,7 +170,7 @@ mod imp {
     pub(super) fn decode_attention(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: Option<&Tensor>, _: f32) -> Result<Option<Tensor>> {
+    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn add_rms_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
@@ -199,9 +192,6 @@ mod imp {
         Ok(None)
     }
     pub(super) fn linear(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: Act) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-    pub(super) fn decode_attention_batched(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn vision_rope(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<Option<Tensor>> {
@@ -479,31 +469,26 @@ mod imp {
 
     // ---- QK-norm + rope ----
 
-    pub(super) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, pos: Option<&Tensor>, eps: f32) -> Result<Option<Tensor>> {
+    pub(super) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
         if device_for(x, false).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
             return Ok(None);
         }
         let (b, s, _, d) = x.dims4()?;
-        let rows_ok = match (cos_sin.dims(), pos) {
-            // Every position read must lie in the table; the caller sized it for them.
-            ([_, cd], Some(p)) => *cd == d && p.dims() == [b] && p.dtype() == DType::U32 && p.is_contiguous(),
-            ([rs, cd], None) => *rs == s && *cd == d,
-            ([cb, rs, cd], None) => *cb == b && *rs == s && *cd == d,
+        let rows_ok = match cos_sin.dims() {
+            [rs, cd] => *rs == s && *cd == d,
+            [cb, rs, cd] => *cb == b && *rs == s && *cd == d,
             _ => false,
         };
         if !rows_ok || d % 64 != 0 || d > 512 || weights.dims() != [2, d] {
             return Ok(None);
         }
-        let pos = pos.map(address).transpose()?.unwrap_or(0);
         let (weights, cos_sin) = (weights.contiguous()?, cos_sin.contiguous()?);
-        Ok(Some(x.apply_op3_no_bwd(&weights, &cos_sin, &NormRope { eps, split: split as i32, pos })?))
+        Ok(Some(x.apply_op3_no_bwd(&weights, &cos_sin, &NormRope { eps, split: split as i32 })?))
     }
 
     struct NormRope {
         eps: f32,
         split: i32,
-        /// Device address of the positions (u32 per batch row), or 0 for per-row tables.
-        pos: u64,
     }
 
     impl CustomOp3 for NormRope {
@@ -522,12 +507,13 @@ mod imp {
             let out = unsafe { dev.alloc::<bf16>(b * h * s * d)? };
             let [x_bs, x_rs, x_hs] = strides3(xl);
             let cs_bs = if cl.dims().len() == 3 { (s * d) as i64 } else { 0 };
-            // SAFETY (the launch below): a nonzero `pos` is the address of b u32 positions of a
-            // tensor alive at launch (its memory is freed in stream order, after the kernel).
+            // Per-row tables: no device positions (the kernel's `pos` mode, which the decode kernel
+            // replicates and tools/check_kernels.py uses as its reference, takes a null pointer).
+            static NO_POS: u64 = 0;
             let (s_i, h_i, d_i) = (s as i32, h as i32, d as i32);
             let mut lb = func.builder();
             lb.arg(&x).arg(&w).arg(&self.split).arg(&c).arg(&out).arg(&s_i).arg(&h_i).arg(&d_i).arg(&self.eps);
-            lb.arg(&x_bs).arg(&x_rs).arg(&x_hs).arg(&cs_bs).arg(&self.pos);
+            lb.arg(&x_bs).arg(&x_rs).arg(&x_hs).arg(&cs_bs).arg(&NO_POS);
             let cfg = LaunchConfig { grid_dim: (s as u32, h as u32, b as u32), block_dim: (d as u32 / 2, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; shapes were checked.
             unsafe { lb.launch(cfg) }.w()?;
@@ -893,7 +879,9 @@ mod imp {
             Some(b) => x.apply_op3_no_bwd(w, &b.contiguous()?, &op)?,
             None => x.apply_op2_no_bwd(w, &op)?,
         };
-        *dims.last_mut().expect("rank checked") = n;
+        if let Some(last) = dims.last_mut() {
+            *last = n;
+        }
         Ok(Some(out.reshape(dims)?))
     }
 
@@ -1018,7 +1006,7 @@ mod imp {
 
     // ---- batched decode attention ----
 
-    /// The KV table of one layer for [`decode_attention_batched`]: `buffers[i]` = sequence i's
+    /// The KV table of one layer for [`decode_attention_norm`]: `buffers[i]` = sequence i's
     /// (keys, values), (1, kv_heads, capacity, d) bf16 contiguous each, as KV_TABLE_WORDS u32
     /// (SpKvTable's layout). Checks what the kernel relies on, except the room for one more token
     /// (the caller's: see KvCache::fits_one_in_place).
@@ -1039,73 +1027,6 @@ mod imp {
             stride[i] = (kt.dims()[2] * d) as u64;
         }
         Ok(k.iter().chain(&v).chain(&stride).flat_map(|x| [*x as u32, (*x >> 32) as u32]).collect())
-    }
-
-    pub(super) fn decode_attention_batched(qk: &Tensor, v_new: &Tensor, heads: usize, table: &Tensor, lens: &Tensor, splits: usize, scale: f32) -> Result<Option<Tensor>> {
-        if device_for(qk, false).is_none() || qk.rank() != 4 || v_new.rank() != 4 || !qk.is_contiguous() || v_new.dtype() != DType::BF16 {
-            return Ok(None);
-        }
-        let (b, hq, one, d) = qk.dims4()?;
-        let hkv = hq.saturating_sub(heads);
-        let rep = if hkv == 0 { 0 } else { heads / hkv };
-        if one != 1 || d != 128 || hkv * rep != heads || !matches!(rep, 1 | 2 | 4) || b == 0 || b > MAX_BATCH || splits == 0 {
-            return Ok(None);
-        }
-        if v_new.dims() != [b, hkv, 1, d] || v_new.stride()[3] != 1 {
-            return Ok(None);
-        }
-        let words = |t: &Tensor, n: usize| t.dims() == [n] && t.dtype() == DType::U32 && t.is_contiguous();
-        if !words(lens, b) || !words(table, KV_TABLE_WORDS) {
-            return Ok(None);
-        }
-        let op = DecodeBatched { table: address(table)?, lens: address(lens)?, heads, scale, splits };
-        Ok(Some(qk.apply_op2_no_bwd(v_new, &op)?))
-    }
-
-    struct DecodeBatched {
-        /// Device addresses of the KV table (SpKvTable) and of the tokens each sequence holds.
-        table: u64,
-        lens: u64,
-        heads: usize,
-        scale: f32,
-        splits: usize,
-    }
-
-    impl CustomOp2 for DecodeBatched {
-        fn name(&self) -> &'static str {
-            "screenpilot-decode-attn-batched"
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("{} is CUDA-only", self.name())
-        }
-
-        fn cuda_fwd(&self, qs: &CudaStorage, ql: &Layout, vs: &CudaStorage, vl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let dev = qs.device().clone();
-            let (b, hq, _, d) = ql.shape().dims4()?;
-            let hkv = hq - self.heads;
-            let (qk, vnew) = (view(qs, ql)?, view(vs, vl)?);
-            let func = fused!(&dev, &format!("sp_decode_attn_batched_bf16_d{d}_r{}", self.heads / hkv))?;
-            let splits = self.splits;
-            let partials = Partials::new(&dev, b * self.heads, splits, d)?;
-            // SAFETY: every element is written by the kernel (or the merge).
-            let out = unsafe { dev.alloc::<bf16>(b * self.heads * d)? };
-            let qk_bs = (hq * d) as i64;
-            let (v_bs, v_hs) = (vl.stride()[0] as i64, vl.stride()[1] as i64);
-            let mut lb = func.builder();
-            lb.arg(&qk).arg(&qk_bs).arg(&vnew).arg(&v_bs).arg(&v_hs).arg(&out).arg(&self.scale).arg(&self.lens);
-            push_partials(&mut lb, &partials);
-            lb.arg(&self.table);
-            let cfg = LaunchConfig { grid_dim: (hkv as u32, splits as u32, b as u32), block_dim: (32 * DECODE_WARPS, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the arguments match the kernel's signature; `table` and `lens` address live
-            // u32 tensors checked for length, the table's buffers were checked by kv_table and
-            // have room for row lens[i] (the caller's promise), owned by their caches alone.
-            unsafe { lb.launch(cfg) }.w()?;
-            if let Some(p) = &partials {
-                p.combine(&dev, &out, b * self.heads, splits, d)?;
-            }
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, 1, self.heads * d))))
-        }
     }
 
     // ---- decode attention with QK-norm + rope ----

@@ -378,13 +378,11 @@ fn rotate(xs: &Tensor, t: &RopeTables) -> Result<Tensor> {
     Ok(candle_nn::rotary_emb::rope(&xs.contiguous()?, &t.cos, &t.sin)?)
 }
 
-/// The heads of one qkv projection: q, k rotated and normed; on the fused CUDA path also `qk`,
-/// the contiguous (b, heads + kv_heads, s, head_dim) tensor q and k are views of.
+/// The heads of one qkv projection: q, k rotated and normed, and v.
 pub(crate) struct QkvHeads {
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    qk: Option<Tensor>,
 }
 
 struct Attention {
@@ -430,20 +428,21 @@ impl Attention {
         let q = qkv.narrow(2, 0, self.heads)?;
         let k = qkv.narrow(2, self.heads, self.kv_heads)?;
         let v = qkv.narrow(2, self.heads + self.kv_heads, self.kv_heads)?;
+        // A decode pass with device inputs has no per-pass tables: only its fused kernel
+        // (batch.rs) can run it.
+        if rope.step.is_some() {
+            return Err(ModelError::Input("a decode pass with device inputs needs the fused CUDA kernels".into()));
+        }
         if let Some(table) = &rope.cos_sin {
             // q and k heads in one launch (both norms use the same eps).
             let qk = qkv.narrow(2, 0, self.heads + self.kv_heads)?;
-            let pos = rope.step.as_ref().map(|s| &s.pos);
             let fused = scope("text.norm_rope", dev, || {
-                kernels::norm_rope(&qk, &self.qk_norm_weights, self.heads, table, pos, self.q_norm.eps as f32)
+                kernels::norm_rope(&qk, &self.qk_norm_weights, self.heads, table, self.q_norm.eps as f32)
             })?;
             if let Some(qk) = fused {
                 let (q, k) = (qk.narrow(1, 0, self.heads)?, qk.narrow(1, self.heads, self.kv_heads)?);
-                return Ok(QkvHeads { q, k, v: v.transpose(1, 2)?, qk: Some(qk) });
+                return Ok(QkvHeads { q, k, v: v.transpose(1, 2)? });
             }
-        }
-        if rope.step.is_some() {
-            return Err(ModelError::Input("a decode pass with device inputs needs the fused CUDA kernels".into()));
         }
         let (q, k) = scope("text.qk_norm", dev, || {
             Ok::<_, ModelError>((self.q_norm.forward(&q)?, self.k_norm.forward(&k)?))
@@ -455,13 +454,13 @@ impl Attention {
                 v.transpose(1, 2)?.contiguous()?,
             ))
         })?;
-        Ok(QkvHeads { q, k, v, qk: None })
+        Ok(QkvHeads { q, k, v })
     }
 
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
-        let QkvHeads { q, k, v, .. } = self.qkv_parts(xs, rope)?;
+        let QkvHeads { q, k, v } = self.qkv_parts(xs, rope)?;
         let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let fused = if s > 1 {

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::{Attention, DecoderLayer, KvCache, MRope, QkvHeads, RopeTables, StepInputs, TextModel};
+use super::{Attention, DecoderLayer, KvCache, MRope, QkvHeads, RopeTables, TextModel};
 use crate::error::{ModelError, Result};
 use crate::profile::scope;
 use crate::rope::Positions;
@@ -40,20 +40,6 @@ impl Attention {
         Ok(out.reshape((1, self.heads, 1, self.head_dim))?)
     }
 
-    /// The whole batch's KV writes and attention in one kernel (CUDA): `qk` (b, heads + kv_heads,
-    /// 1, d) is the fused norm+rope output (new queries, then new keys), `v` (b, kv_heads, 1, d);
-    /// `step` holds the caches' lengths and this layer's KV table on the device (the caches made
-    /// room for the token before). `None` (nothing written) where the kernel does not apply.
-    fn attend_batched(&self, qk: &Tensor, v: &Tensor, caches: &mut [&mut KvCache], layer: usize, step: &StepInputs) -> Result<Option<Tensor>> {
-        let scale = (self.head_dim as f64).powf(-0.5) as f32;
-        let table = step.kv_tables.get(layer)?;
-        let out = crate::kernels::decode_attention_batched(qk, v, self.heads, &table, &step.lens, step.splits, scale)?;
-        if out.is_some() {
-            caches.iter_mut().for_each(|c| c.commit_one(layer));
-        }
-        Ok(out)
-    }
-
     /// `xs` (batch, 1, hidden): row i is the new token of `caches[i]`, appended to it here.
     fn forward_decode_batch(
         &self,
@@ -78,13 +64,7 @@ impl Attention {
                 return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?);
             }
         }
-        let QkvHeads { q, k, v, qk } = self.qkv_parts(xs, rope)?;
-        if let (Some(qk), Some(step)) = (qk, &rope.step) {
-            match scope("text.decode_attention", dev, || self.attend_batched(&qk, &v, caches, layer, step))? {
-                Some(out) => return Ok(scope("text.o_proj", dev, || self.o_proj.forward(&out))?),
-                None => return Err(ModelError::Input("the batched decode kernel does not apply to these caches".into())),
-            }
-        }
+        let QkvHeads { q, k, v } = self.qkv_parts(xs, rope)?;
         let out = scope("text.decode_attention", dev, || {
             let mut outs = Vec::with_capacity(b);
             for (i, cache) in caches.iter_mut().enumerate() {
