@@ -150,9 +150,9 @@ typedef void (*FlashFn)(const bf16 *, const bf16 *, const bf16 *, bf16 *, int, i
 struct FlashVariant { const char *name; int d, warps, rows; FlashFn f; };
 #define SP_V(D, W, MT, BN, S) {"d" #D "_w" #W "_m" #MT "_n" #BN "_s" #S, D, W, 16 * W * MT, sp_flash_attn_bf16_d##D##_w##W##_m##MT##_n##BN##_s##S}
 static const FlashVariant VARIANTS[] = {
-    SP_V(64, 4, 1, 64, 2), SP_V(64, 4, 2, 64, 2), SP_V(64, 8, 1, 64, 2), SP_V(64, 8, 2, 64, 2), SP_V(64, 4, 2, 32, 2), SP_V(64, 4, 2, 48, 2),
-    SP_V(72, 4, 1, 64, 2), SP_V(72, 4, 2, 64, 2),
-    SP_V(128, 4, 1, 64, 1), SP_V(128, 4, 1, 32, 2), SP_V(128, 8, 1, 64, 1), SP_V(128, 8, 1, 32, 2),
+    SP_V(64, 4, 2, 64, 2), SP_V(64, 4, 1, 64, 2),
+    SP_V(72, 4, 2, 64, 2), SP_V(72, 4, 1, 64, 2),
+    SP_V(128, 4, 1, 64, 1), SP_V(128, 4, 1, 32, 2),
 #ifdef SP_SM90
     {"wg_d64", 64, 8, 128, sp_flash_attn_wg_bf16_d64},
 #endif

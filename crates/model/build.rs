@@ -13,6 +13,7 @@ fn main() {
     for (k, _) in KERNELS {
         println!("cargo:rerun-if-changed=kernels/{k}.cu");
     }
+    println!("cargo:rerun-if-changed=kernels/attn_common.cuh");
     println!("cargo:rerun-if-env-changed=NVCC");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;

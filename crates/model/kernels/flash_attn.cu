@@ -15,8 +15,7 @@
 // merges the splits. The decode kernel (fused.cu) uses the same partial layout: output row r =
 // (b * sq + i) * heads + h, part_o[r][split][d], part_ml[r][split] = {max (log2 units), sum}.
 
-#include <cuda_bf16.h>
-#include <stdint.h>
+#include "attn_common.cuh"
 
 __device__ __forceinline__ void sp_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
     asm volatile(
@@ -24,11 +23,6 @@ __device__ __forceinline__ void sp_mma(float *c, const uint32_t *a, uint32_t b0,
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t sp_pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
 }
 
 // Four 8x8 bf16 matrices from shared memory, transposed: the B operands of two n8 tiles.
@@ -58,14 +52,6 @@ __device__ __forceinline__ void sp_cp_commit() { asm volatile("cp.async.commit_g
 
 template <int N>
 __device__ __forceinline__ void sp_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// 2^x on the special-function unit (flushes results below 2^-126 to zero, which no softmax
-// weight rounded to bf16 and summed in f32 would notice).
-__device__ __forceinline__ float sp_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 // Four 8x8 bf16 matrices from shared memory, not transposed: the B operands of two n8 tiles when
 // the rows are keys (S = Q K^T).
@@ -104,17 +90,13 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
         }
     }
 
-    // Causal blocks further down see more keys: start those first so the last wave is short.
-    const int mb = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const int m0 = mb * BM;
-    const int h = blockIdx.y, b = blockIdx.z / splits, split = blockIdx.z % splits;
-    const int kvh = h / (heads / kv_heads);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, tig = lane % 4;
-    q += b * q_bs + h * q_hs;
-    k += b * k_bs + kvh * k_hs;
-    v += b * v_bs + kvh * v_hs;
-    o += b * o_bs + h * o_hs;
+    const SpAttnBlock blk = sp_attn_block(BM, causal, heads, kv_heads, splits, q_bs, q_hs, k_bs, k_hs, v_bs, v_hs, o_bs, o_hs);
+    const int m0 = blk.m0, h = blk.h, b = blk.b, split = blk.split;
+    const int warp = blk.warp, lane = blk.lane, g = blk.g, tig = blk.tig;
+    q += blk.q_off;
+    k += blk.k_off;
+    v += blk.v_off;
+    o += blk.o_off;
 
     // This warp's rows: wrow + 16 mt + g (+ 8) for row tile mt.
     const int wrow = m0 + warp * 16 * MT;
@@ -194,45 +176,15 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
             const bool edge = n0 + BN > kv_end || (causal && n0 + BN - 1 > wrow + past);
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
+                float alpha[2];
+                sp_softmax_tile<BN / 8>(s[mt], mx[mt], sum[mt], alpha, wrow + mt * 16 + g, n0, kv_end, causal, past, sl2,
+                                        edge, tig);
 #pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const int row = wrow + mt * 16 + g + r * 8;
-                    float tile_max = -INFINITY;
-#pragma unroll
-                    for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-                        for (int e = 0; e < 2; ++e) {
-                            float x = s[mt][n][2 * r + e];
-                            if (edge) {
-                                int j = n0 + n * 8 + tig * 2 + e;
-                                if (j >= kv_end || (causal && j > row + past)) x = -INFINITY;
-                            }
-                            s[mt][n][2 * r + e] = x;
-                            tile_max = fmaxf(tile_max, x);
-                        }
-                    }
-                    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-                    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-                    const float m_new = fmaxf(mx[mt][r], tile_max);
-                    const float base = m_new == -INFINITY ? 0.f : m_new * sl2;
-                    const float alpha = sp_ex2(mx[mt][r] * sl2 - base);
-                    mx[mt][r] = m_new;
-                    float part = 0.f;
-#pragma unroll
-                    for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-                        for (int e = 0; e < 2; ++e) {
-                            float p = sp_ex2(fmaf(s[mt][n][2 * r + e], sl2, -base));
-                            s[mt][n][2 * r + e] = p;
-                            part += p;
-                        }
-                    }
-                    sum[mt][r] = sum[mt][r] * alpha + part;
-#pragma unroll
-                    for (int n = 0; n < DP / 8; ++n) {
-                        acc[mt][n][2 * r] *= alpha;
-                        acc[mt][n][2 * r + 1] *= alpha;
-                    }
+                for (int n = 0; n < DP / 8; ++n) {
+                    acc[mt][n][0] *= alpha[0];
+                    acc[mt][n][1] *= alpha[0];
+                    acc[mt][n][2] *= alpha[1];
+                    acc[mt][n][3] *= alpha[1];
                 }
             }
 
@@ -333,19 +285,16 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
                                             chunk, part_o, part_ml);                                                \
     }
 
-// Candidates, timed by tools/check_kernels.py; kernels.rs picks one per head dim.
-SP_FLASH_ENTRY(64, 4, 1, 64, 2)
+// The variants kernels.rs launches (two 16-row tiles a warp for head dims 64 and 72; one for 128,
+// whose accumulators leave no registers for a second) and one alternative each, which
+// tools/check_kernels.py checks and times next to them. Measured on an H100 and dropped (see
+// BENCHMARKS.md, change 15): 8 warps a block, 32- and 48-key tiles for head dim 64.
 SP_FLASH_ENTRY(64, 4, 2, 64, 2)
-SP_FLASH_ENTRY(64, 8, 1, 64, 2)
-SP_FLASH_ENTRY(64, 8, 2, 64, 2)
-SP_FLASH_ENTRY(64, 4, 2, 32, 2)
-SP_FLASH_ENTRY(64, 4, 2, 48, 2)
-SP_FLASH_ENTRY(72, 4, 1, 64, 2)
+SP_FLASH_ENTRY(64, 4, 1, 64, 2)
 SP_FLASH_ENTRY(72, 4, 2, 64, 2)
+SP_FLASH_ENTRY(72, 4, 1, 64, 2)
 SP_FLASH_ENTRY(128, 4, 1, 64, 1)
 SP_FLASH_ENTRY(128, 4, 1, 32, 2)
-SP_FLASH_ENTRY(128, 8, 1, 64, 1)
-SP_FLASH_ENTRY(128, 8, 1, 32, 2)
 
 // Merges the key splits of each output row: grid (rows), block d threads; out (rows, d) bf16.
 extern "C" __global__ void sp_attn_combine(const float *part_o, const float *part_ml, __nv_bfloat16 *out,

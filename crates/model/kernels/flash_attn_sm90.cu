@@ -25,21 +25,9 @@
 // and S(t+1) issued before the softmax of tile t (with enough registers per thread for two score
 // tiles).
 
-#include <cuda_bf16.h>
-#include <stdint.h>
+#include "attn_common.cuh"
 
 #define SP9_BN 64
-
-__device__ __forceinline__ float sp9_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
-__device__ __forceinline__ uint32_t sp9_pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
-}
 
 // wgmma shared-memory matrix descriptor: 128-byte swizzle, both byte offsets (between 8-row
 // groups; the layouts here never need the other direction) 1024.
@@ -102,16 +90,12 @@ __device__ __forceinline__ void sp9_flash_attn(
     constexpr int D = 64, BM = 64 * WGS, TILE = SP9_BN * D;
     __shared__ __align__(1024) __nv_bfloat16 tiles_base[STAGES * 2 * TILE];
 
-    const int mb = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const int m0 = mb * BM;
-    const int h = blockIdx.y, b = blockIdx.z / splits, split = blockIdx.z % splits;
-    const int kvh = h / (heads / kv_heads);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, tig = lane % 4;
-    q += b * q_bs + h * q_hs;
-    k += b * k_bs + kvh * k_hs;
-    v += b * v_bs + kvh * v_hs;
-    o += b * o_bs + h * o_hs;
+    const SpAttnBlock blk = sp_attn_block(BM, causal, heads, kv_heads, splits, q_bs, q_hs, k_bs, k_hs, v_bs, v_hs, o_bs, o_hs);
+    const int m0 = blk.m0, h = blk.h, b = blk.b, split = blk.split, warp = blk.warp, g = blk.g, tig = blk.tig;
+    q += blk.q_off;
+    k += blk.k_off;
+    v += blk.v_off;
+    o += blk.o_off;
 
     // This warpgroup's 64 rows start at grow; this warp's 16 at wrow (rows wrow + g, + 8).
     const int grow = m0 + (warp / 4) * 64, wrow = grow + (warp % 4) * 16;
@@ -174,42 +158,7 @@ __device__ __forceinline__ void sp9_flash_attn(
 
             const bool edge = n0 + SP9_BN > kv_end || (causal && n0 + SP9_BN - 1 > wrow + past);
             float alphas[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const int row = r == 0 ? row0 : row1;
-                float tile_max = -INFINITY;
-#pragma unroll
-                for (int n = 0; n < SP9_BN / 8; ++n) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        float x = s[n][2 * r + e];
-                        if (edge) {
-                            const int j = n0 + n * 8 + tig * 2 + e;
-                            if (j >= kv_end || (causal && j > row + past)) x = -INFINITY;
-                        }
-                        s[n][2 * r + e] = x;
-                        tile_max = fmaxf(tile_max, x);
-                    }
-                }
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-                const float m_new = fmaxf(mx[r], tile_max);
-                const float base = m_new == -INFINITY ? 0.f : m_new * sl2;
-                const float alpha = sp9_ex2(mx[r] * sl2 - base);
-                mx[r] = m_new;
-                float part = 0.f;
-#pragma unroll
-                for (int n = 0; n < SP9_BN / 8; ++n) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const float p = sp9_ex2(fmaf(s[n][2 * r + e], sl2, -base));
-                        s[n][2 * r + e] = p;
-                        part += p;
-                    }
-                }
-                sum[r] = sum[r] * alpha + part;
-                alphas[r] = alpha;
-            }
+            sp_softmax_tile<SP9_BN / 8>(s, mx, sum, alphas, row0, n0, kv_end, causal, past, sl2, edge, tig);
             // Once the row maxima settle, alpha is 1 for every row of the warp: skip the rescale.
             if (__any_sync(0xffffffffu, alphas[0] != 1.f || alphas[1] != 1.f)) {
 #pragma unroll
@@ -224,10 +173,10 @@ __device__ __forceinline__ void sp9_flash_attn(
             uint32_t pa[SP9_BN / 16][4];
 #pragma unroll
             for (int kc = 0; kc < SP9_BN / 16; ++kc) {
-                pa[kc][0] = sp9_pack(s[2 * kc][0], s[2 * kc][1]);
-                pa[kc][1] = sp9_pack(s[2 * kc][2], s[2 * kc][3]);
-                pa[kc][2] = sp9_pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-                pa[kc][3] = sp9_pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+                pa[kc][0] = sp_pack_bf16(s[2 * kc][0], s[2 * kc][1]);
+                pa[kc][1] = sp_pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+                pa[kc][2] = sp_pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+                pa[kc][3] = sp_pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
             }
             sp9_fence();
 #pragma unroll
@@ -269,9 +218,9 @@ __device__ __forceinline__ void sp9_flash_attn(
     for (int n = 0; n < D / 8; ++n) {
         const int c = n * 8 + tig * 2;
         if (row0 < sq)
-            *reinterpret_cast<uint32_t *>(o + (long long)row0 * o_rs + c) = sp9_pack(acc[n][0] * inv0, acc[n][1] * inv0);
+            *reinterpret_cast<uint32_t *>(o + (long long)row0 * o_rs + c) = sp_pack_bf16(acc[n][0] * inv0, acc[n][1] * inv0);
         if (row1 < sq)
-            *reinterpret_cast<uint32_t *>(o + (long long)row1 * o_rs + c) = sp9_pack(acc[n][2] * inv1, acc[n][3] * inv1);
+            *reinterpret_cast<uint32_t *>(o + (long long)row1 * o_rs + c) = sp_pack_bf16(acc[n][2] * inv1, acc[n][3] * inv1);
     }
 }
 
