@@ -25,36 +25,43 @@ __device__ __forceinline__ float sp_warp_max(float x) {
     return x;
 }
 
-// grid (s, heads, b), block d/2 threads (d <= 256). x: (b, s, heads, d) with strides x_bs, x_rs,
-// x_hs; w: (d) for heads < w_split, the next d values for the others (q and k heads of one qkv
-// output in one launch); cs: (s, d) = [cos | sin] of each position's d/2 frequencies, plus cs_bs
-// per batch row (0 when all rows share the table); out: (b, heads, s, d). With `pos` (b ints in
-// device memory) cs is instead a table of positions 0.. and row t of batch row b uses its row
-// pos[b] + t: the positions of a decode step need no upload of tables (and a captured CUDA graph
-// reads the current ones).
-// Each thread owns the pair (i, i + d/2) that rotary embedding mixes.
+// grid (s, ceil(heads / 8), b), block (32, 8): one warp per head of one token (d = 64 or 128).
+// x: (b, s, heads, d) with strides x_bs, x_rs, x_hs; w: (d) for heads < w_split, the next d values
+// for the others (q and k heads of one qkv output in one launch); cs: (s, d) = [cos | sin] of each
+// position's d/2 frequencies, plus cs_bs per batch row (0 when all rows share the table); out:
+// (b, heads, s, d). With `pos` (b ints in device memory) cs is instead a table of positions 0..
+// and row t of batch row b uses its row pos[b] + t: the positions of a decode step need no upload
+// of tables (and a captured CUDA graph reads the current ones).
+// Lane l owns the pairs (i, i + d/2) that rotary embedding mixes for i = l (and l + 32 when d =
+// 128); the sum of squares adds each 32-pair half with one warp reduction and then the halves, the
+// order of the decode kernel's norm (sp_decode_attn_norm), so both round alike.
 extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w_split, const bf16 *cs, bf16 *out,
                                              int s, int heads, int d, float eps, long long x_bs, long long x_rs,
                                              long long x_hs, long long cs_bs, const int *pos) {
-    __shared__ float partial[8];
-    const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z, i = threadIdx.x, half = d / 2;
+    const int t = blockIdx.x, h = blockIdx.y * blockDim.y + threadIdx.y, b = blockIdx.z, lane = threadIdx.x;
+    const int half = d / 2, groups = half / 32;  // 1 or 2 pairs a lane
+    if (h >= heads) return;
     const bf16 *row = x + b * x_bs + t * x_rs + h * x_hs;
-    const float x1 = __bfloat162float(row[i]), x2 = __bfloat162float(row[i + half]);
-    float ss = sp_warp_sum(x1 * x1 + x2 * x2);
-    if (i % 32 == 0) partial[i / 32] = ss;
-    __syncthreads();
-    ss = 0.f;
-    for (int k = 0; k < (half + 31) / 32; ++k) ss += partial[k];
+    float x1[2], x2[2], ss = 0.f;
+    for (int k = 0; k < groups; ++k) {
+        const int i = lane + 32 * k;
+        x1[k] = __bfloat162float(row[i]);
+        x2[k] = __bfloat162float(row[i + half]);
+        ss += sp_warp_sum(x1[k] * x1[k] + x2[k] * x2[k]);
+    }
     const float scale = rsqrtf(ss / d + eps);
     if (h >= w_split) w += d;
-    // RMSNorm rounds once (candle's fused kernel), rope rounds each product and the sum (bf16 ops).
-    const float n1 = sp_round(scale * x1 * __bfloat162float(w[i]));
-    const float n2 = sp_round(scale * x2 * __bfloat162float(w[i + half]));
     const bf16 *tab = pos ? cs + ((long long)pos[b] + t) * d : cs + b * cs_bs + (long long)t * d;
-    const float c = __bfloat162float(tab[i]), sn = __bfloat162float(tab[half + i]);
     bf16 *o = out + (((long long)b * heads + h) * s + t) * d;
-    o[i] = __float2bfloat16_rn(sp_round(n1 * c) - sp_round(n2 * sn));
-    o[i + half] = __float2bfloat16_rn(sp_round(n1 * sn) + sp_round(n2 * c));
+    for (int k = 0; k < groups; ++k) {
+        const int i = lane + 32 * k;
+        // RMSNorm rounds once (candle's fused kernel), rope rounds each product and the sum (bf16 ops).
+        const float n1 = sp_round(scale * x1[k] * __bfloat162float(w[i]));
+        const float n2 = sp_round(scale * x2[k] * __bfloat162float(w[i + half]));
+        const float c = __bfloat162float(tab[i]), sn = __bfloat162float(tab[half + i]);
+        o[i] = __float2bfloat16_rn(sp_round(n1 * c) - sp_round(n2 * sn));
+        o[i + half] = __float2bfloat16_rn(sp_round(n1 * sn) + sp_round(n2 * c));
+    }
 }
 
 // grid (rows), block 256. out[0] = x + y (rounded like a bf16 add), out[1] = RMSNorm of that sum
