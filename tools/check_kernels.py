@@ -147,14 +147,17 @@ extern "C" int decode_attn(const void *q, const void *k, const void *v, void *o,
 typedef void (*FlashFn)(const bf16 *, const bf16 *, const bf16 *, bf16 *, int, int, int, int, int, int, float,
                         long long, long long, long long, long long, long long, long long, long long, long long,
                         long long, long long, long long, long long, int, int, float *, float *);
-struct FlashVariant { const char *name; int d, warps, rows; FlashFn f; };
+struct FlashVariant { const char *name; int d, warps, rows; FlashFn f; int smem; };
 #define SP_V(D, W, MT, BN, S) {"d" #D "_w" #W "_m" #MT "_n" #BN "_s" #S, D, W, 16 * W * MT, sp_flash_attn_bf16_d##D##_w##W##_m##MT##_n##BN##_s##S}
 static const FlashVariant VARIANTS[] = {
     SP_V(64, 4, 2, 64, 2), SP_V(64, 4, 1, 64, 2),
     SP_V(72, 4, 2, 64, 2), SP_V(72, 4, 1, 64, 2),
     SP_V(128, 4, 1, 64, 1), SP_V(128, 4, 1, 32, 2),
 #ifdef SP_SM90
-    {"wg_d64", 64, 8, 128, sp_flash_attn_wg_bf16_d64},
+    // flash_attn_sm90.cu: dynamic shared memory, 2 stages of D / 4 KB.
+    {"wg_d64", 64, 8, 128, sp_flash_attn_wg_bf16_d64, 2 * 64 * 256},
+    {"wg_d128", 128, 8, 128, sp_flash_attn_wg_bf16_d128, 2 * 128 * 256},
+    {"wg1_d128", 128, 4, 64, sp_flash_attn_wg1_bf16_d128, 2 * 128 * 256},
 #endif
 };
 extern "C" int n_variants() { return sizeof(VARIANTS) / sizeof(VARIANTS[0]); }
@@ -171,8 +174,9 @@ extern "C" int launch(int variant, const void *q, const void *k, const void *v, 
     splits = (skv + chunk - 1) / chunk;
     dim3 grid((sq + fv.rows - 1) / fv.rows, heads, b * splits), block(fv.warps * 32);
     typedef const __nv_bfloat16 *P;
+    if (fv.smem > 48 * 1024) cudaFuncSetAttribute(fv.f, cudaFuncAttributeMaxDynamicSharedMemorySize, fv.smem);
     for (int it = 0; it < iters; ++it) {
-        fv.f<<<grid, block>>>((P)q, (P)k, (P)v, (__nv_bfloat16 *)o, sq, skv, heads, kv_heads, causal, past, scale,
+        fv.f<<<grid, block, fv.smem>>>((P)q, (P)k, (P)v, (__nv_bfloat16 *)o, sq, skv, heads, kv_heads, causal, past, scale,
             q_bs, q_hs, q_rs, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs, splits, chunk, scratch_o,
             scratch_ml);
         if (splits > 1) combine(o, b * sq * heads, splits, fv.d);
@@ -203,7 +207,7 @@ def build():
 # The variant crates/model/src/kernels.rs launches for each head dim (keep in step with it).
 USED = {64: "d64_w4_m2_n64_s2", 72: "d72_w4_m2_n64_s2", 128: "d128_w4_m1_n64_s1"}
 if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
-    USED[64] = "wg_d64"  # flash_attn_sm90.cu on Hopper
+    USED[64], USED[128] = "wg_d64", "wg1_d128"  # flash_attn_sm90.cu on Hopper
 
 
 def variants(lib):

@@ -1,6 +1,6 @@
 // Fused attention for Hopper (sm_90a): the same contract as flash_attn.cu's sp_flash_attn (read
 // that file's header for the layouts, masking and key splits), with warpgroup MMAs (wgmma) in
-// place of mma.sync. Head dim 64 (the 2B/4B vision towers).
+// place of mma.sync. Head dims 64 (the 2B/4B vision towers) and 128 (the text prefill).
 //
 // A block is two warpgroups (8 warps) of 64 query rows each; both read the same key/value tiles,
 // 64 keys at a time, copied by cp.async into shared memory in the 128-byte-swizzled layout wgmma
@@ -63,32 +63,36 @@ __device__ __forceinline__ void sp9_wgmma(float (*d)[4], const uint32_t *a, uint
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "r"(accumulate));
 }
 
-// Rows [row0, row0 + 64) of a (rows, 64) bf16 matrix into a swizzled 64 x 64 tile (zero past
-// `rows`), 16 bytes per cp.async; the caller commits and waits.
+// Rows [row0, row0 + 64) of a (rows, D) bf16 matrix into D / 64 swizzled 64 x 64 tiles, one per
+// 64 columns, 8 KB apart (zero past `rows`), 16 bytes per cp.async; the caller commits and waits.
+template <int D>
 __device__ __forceinline__ void sp9_load_tile(__nv_bfloat16 *tile, const __nv_bfloat16 *src, long long row_stride,
                                               int row0, int rows) {
-    for (int c = threadIdx.x; c < SP9_BN * 8; c += blockDim.x) {
-        const int r = c / 8, chunk = c % 8;
+    constexpr int CHUNKS = D / 8;
+    for (int c = threadIdx.x; c < SP9_BN * CHUNKS; c += blockDim.x) {
+        const int r = c / CHUNKS, chunk = c % CHUNKS, half = chunk / 8, piece = chunk % 8;
         const bool in = row0 + r < rows;
         const __nv_bfloat16 *g = src + (long long)(in ? row0 + r : 0) * row_stride + chunk * 8;
-        const uint32_t s =
-            static_cast<uint32_t>(__cvta_generic_to_shared(tile)) + r * 128 + ((chunk ^ (r & 7)) << 4);
+        const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(tile)) + half * (SP9_BN * 128) + r * 128 +
+                           ((piece ^ (r & 7)) << 4);
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g), "r"(in ? 16 : 0));
     }
 }
 
-// WGS warpgroups of 64 query rows a block; STAGES key/value tile buffers (16 KB each), fetched
-// STAGES - 1 tiles ahead (measured on an H100: 3 and 4 stages gain 2-3%, within noise; the time
-// goes to the softmax, see flash_attn_sm90.cu's header).
-template <int WGS, int STAGES>
+// Head dim D (64 or 128: a tile is D / 64 column halves of 64 x 64), WGS warpgroups of 64 query
+// rows a block; STAGES key/value tile buffers in dynamic shared memory (D / 4 KB each: the launch
+// passes STAGES * D * 256 bytes), fetched STAGES - 1 tiles ahead (measured on an H100 for head
+// dim 64: 3 and 4 stages gain 2-3%, within noise; the time goes to the softmax, see the header).
+template <int D, int WGS, int STAGES>
 __device__ __forceinline__ void sp9_flash_attn(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v,
     __nv_bfloat16 *__restrict__ o, int sq, int skv, int heads, int kv_heads, int causal, int past, float scale,
     long long q_bs, long long q_hs, long long q_rs, long long k_bs, long long k_hs, long long k_rs, long long v_bs,
     long long v_hs, long long v_rs, long long o_bs, long long o_rs, long long o_hs, int splits, int chunk,
     float *part_o, float *part_ml) {
-    constexpr int D = 64, BM = 64 * WGS, TILE = SP9_BN * D;
-    __shared__ __align__(1024) __nv_bfloat16 tiles_base[STAGES * 2 * TILE];
+    constexpr int BM = 64 * WGS, TILE = SP9_BN * D, HALF = SP9_BN * 64, HALVES = D / 64;
+    extern __shared__ __align__(1024) unsigned char sp9_smem[];
+    __nv_bfloat16 *const tiles_base = reinterpret_cast<__nv_bfloat16 *>(sp9_smem);
 
     const SpAttnBlock blk = sp_attn_block(BM, causal, heads, kv_heads, splits, q_bs, q_hs, k_bs, k_hs, v_bs, v_hs, o_bs, o_hs);
     const int m0 = blk.m0, h = blk.h, b = blk.b, split = blk.split, warp = blk.warp, g = blk.g, tig = blk.tig;
@@ -113,9 +117,11 @@ __device__ __forceinline__ void sp9_flash_attn(
         qf[kk][3] = row1 < sq ? p1[4] : 0u;
     }
 
-    float acc[D / 8][4];
+    float acc[HALVES][8][4];  // output columns 64 hf + 8 n + ...
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    for (int hf = 0; hf < HALVES; ++hf)
+#pragma unroll
+        for (int n = 0; n < 8; ++n) acc[hf][n][0] = acc[hf][n][1] = acc[hf][n][2] = acc[hf][n][3] = 0.f;
     float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.f, 0.f};
     const float sl2 = scale * 1.4426950408889634f;
 
@@ -129,8 +135,8 @@ __device__ __forceinline__ void sp9_flash_attn(
     auto fetch = [&](int t) {
         if (t < tiles) {
             __nv_bfloat16 *buf = tiles_base + (t % STAGES) * 2 * TILE;
-            sp9_load_tile(buf, k, k_rs, n_start + t * SP9_BN, skv);
-            sp9_load_tile(buf + TILE, v, v_rs, n_start + t * SP9_BN, skv);
+            sp9_load_tile<D>(buf, k, k_rs, n_start + t * SP9_BN, skv);
+            sp9_load_tile<D>(buf + TILE, v, v_rs, n_start + t * SP9_BN, skv);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     };
@@ -152,7 +158,8 @@ __device__ __forceinline__ void sp9_flash_attn(
             float s[SP9_BN / 8][4];
             sp9_fence();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) sp9_wgmma<0>(s, qf[kk], sp9_desc(kt + kk * 16), kk > 0);
+            for (int kk = 0; kk < D / 16; ++kk)
+                sp9_wgmma<0>(s, qf[kk], sp9_desc(kt + (kk / 4) * HALF + (kk % 4) * 16), kk > 0);
             sp9_commit();
             sp9_wait();
 
@@ -162,12 +169,14 @@ __device__ __forceinline__ void sp9_flash_attn(
             // Once the row maxima settle, alpha is 1 for every row of the warp: skip the rescale.
             if (__any_sync(0xffffffffu, alphas[0] != 1.f || alphas[1] != 1.f)) {
 #pragma unroll
-                for (int n = 0; n < D / 8; ++n) {
-                    acc[n][0] *= alphas[0];
-                    acc[n][1] *= alphas[0];
-                    acc[n][2] *= alphas[1];
-                    acc[n][3] *= alphas[1];
-                }
+                for (int hf = 0; hf < HALVES; ++hf)
+#pragma unroll
+                    for (int n = 0; n < 8; ++n) {
+                        acc[hf][n][0] *= alphas[0];
+                        acc[hf][n][1] *= alphas[0];
+                        acc[hf][n][2] *= alphas[1];
+                        acc[hf][n][3] *= alphas[1];
+                    }
             }
 
             uint32_t pa[SP9_BN / 16][4];
@@ -180,7 +189,9 @@ __device__ __forceinline__ void sp9_flash_attn(
             }
             sp9_fence();
 #pragma unroll
-            for (int kc = 0; kc < SP9_BN / 16; ++kc) sp9_wgmma<1>(acc, pa[kc], sp9_desc(vt + kc * 16 * D), 1);
+            for (int kc = 0; kc < SP9_BN / 16; ++kc)
+#pragma unroll
+                for (int hf = 0; hf < HALVES; ++hf) sp9_wgmma<1>(acc[hf], pa[kc], sp9_desc(vt + hf * HALF + kc * 16 * 64), 1);
             sp9_commit();
             sp9_wait();
         }
@@ -207,8 +218,8 @@ __device__ __forceinline__ void sp9_flash_attn(
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
                 const int c = n * 8 + tig * 2;
-                part_o[pr * D + c] = acc[n][2 * r];
-                part_o[pr * D + c + 1] = acc[n][2 * r + 1];
+                part_o[pr * D + c] = acc[n / 8][n % 8][2 * r];
+                part_o[pr * D + c + 1] = acc[n / 8][n % 8][2 * r + 1];
             }
         }
         return;
@@ -217,21 +228,24 @@ __device__ __forceinline__ void sp9_flash_attn(
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
         const int c = n * 8 + tig * 2;
+        const float *a = acc[n / 8][n % 8];
         if (row0 < sq)
-            *reinterpret_cast<uint32_t *>(o + (long long)row0 * o_rs + c) = sp_pack_bf16(acc[n][0] * inv0, acc[n][1] * inv0);
+            *reinterpret_cast<uint32_t *>(o + (long long)row0 * o_rs + c) = sp_pack_bf16(a[0] * inv0, a[1] * inv0);
         if (row1 < sq)
-            *reinterpret_cast<uint32_t *>(o + (long long)row1 * o_rs + c) = sp_pack_bf16(acc[n][2] * inv1, acc[n][3] * inv1);
+            *reinterpret_cast<uint32_t *>(o + (long long)row1 * o_rs + c) = sp_pack_bf16(a[2] * inv1, a[3] * inv1);
     }
 }
 
-#define SP9_ENTRY(NAME, WGS, STAGES)                                                                              \
+#define SP9_ENTRY(NAME, D, WGS, STAGES)                                                                           \
     extern "C" __global__ void __launch_bounds__(WGS * 128) NAME(                                                 \
         const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, int sq, int skv, \
         int heads, int kv_heads, int causal, int past, float scale, long long q_bs, long long q_hs, long long q_rs, \
         long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs, long long v_rs,             \
         long long o_bs, long long o_rs, long long o_hs, int splits, int chunk, float *part_o, float *part_ml) {     \
-        sp9_flash_attn<WGS, STAGES>(q, k, v, o, sq, skv, heads, kv_heads, causal, past, scale, q_bs, q_hs, q_rs, k_bs,     \
+        sp9_flash_attn<D, WGS, STAGES>(q, k, v, o, sq, skv, heads, kv_heads, causal, past, scale, q_bs, q_hs, q_rs, k_bs,     \
                             k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs, splits, chunk, part_o, part_ml);       \
     }
 
-SP9_ENTRY(sp_flash_attn_wg_bf16_d64, 2, 2)
+SP9_ENTRY(sp_flash_attn_wg_bf16_d64, 64, 2, 2)
+SP9_ENTRY(sp_flash_attn_wg_bf16_d128, 128, 2, 2)
+SP9_ENTRY(sp_flash_attn_wg1_bf16_d128, 128, 1, 2)
