@@ -19,7 +19,8 @@
 // then and the exp unit idles during the matmuls. Deeper prefetching (3-4 stages) changed little;
 // one warpgroup a block (no shared tiles) was slower; staggering the two warpgroups by a named
 // barrier (the second's S after the first's) only moved the time from the softmax to the waits,
-// because the block-wide barrier re-aligns them every tile. What would overlap them is
+// because the block-wide barrier re-aligns them every tile; 128-key tiles (fewer barriers, 208
+// registers) were slower too (0.33-0.35 ms against 0.30). What would overlap them is
 // FlashAttention-3's design: producer warps and per-stage barriers instead of the block-wide one,
 // the two warpgroups' matmuls ordered ping-pong so one's softmax runs under the other's wgmmas,
 // and S(t+1) issued before the softmax of tile t (with enough registers per thread for two score
