@@ -857,12 +857,16 @@ mod imp {
 
     use candle_core::cuda_backend::cudarc::cublaslt::{Activation, CudaBlasLT, Matmul, MatmulConfig};
 
-    /// One cuBLASLt handle (and its 32 MiB workspace) per stream, made on first use.
+    /// One cuBLASLt handle (and its 32 MiB workspace) per stream, made on first use and dropped
+    /// once nothing but the handle holds its stream (the device it served is gone: a model
+    /// reloaded in the app gets a new device and stream).
     fn blas_lt(dev: &CudaDevice) -> candle_core::Result<std::sync::Arc<CudaBlasLT>> {
+        use candle_core::cuda_backend::cudarc::cublaslt::MatmulShared;
         static HANDLES: std::sync::Mutex<Vec<(usize, std::sync::Arc<CudaBlasLT>)>> = std::sync::Mutex::new(Vec::new());
         let stream = dev.cuda_stream();
         let key = stream.cu_stream() as usize;
         let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+        handles.retain(|(k, h)| *k == key || std::sync::Arc::strong_count(h.stream()) > 1);
         if let Some((_, h)) = handles.iter().find(|(k, _)| *k == key) {
             return Ok(h.clone());
         }
