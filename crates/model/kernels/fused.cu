@@ -64,6 +64,37 @@ extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w
     }
 }
 
+// 8 bf16 of x plus 8 of y, each sum rounded like a bf16 add (y null: x itself), as floats in v;
+// the sums are also stored to `sum` unless it is null. All pointers 16-byte aligned.
+__device__ __forceinline__ void sp_add8(const bf16 *x, const bf16 *y, bf16 *sum, float *v) {
+    const uint4 xa = *reinterpret_cast<const uint4 *>(x);
+    const uint4 ya = y ? *reinterpret_cast<const uint4 *>(y) : make_uint4(0, 0, 0, 0);
+    const __nv_bfloat162 *xp = reinterpret_cast<const __nv_bfloat162 *>(&xa);
+    const __nv_bfloat162 *yp = reinterpret_cast<const __nv_bfloat162 *>(&ya);
+    __align__(16) __nv_bfloat162 sv[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const float2 a = __bfloat1622float2(xp[e]), b = __bfloat1622float2(yp[e]);
+        sv[e] = y ? __floats2bfloat162_rn(a.x + b.x, a.y + b.y) : xp[e];
+        const float2 f = __bfloat1622float2(sv[e]);
+        v[2 * e] = f.x;
+        v[2 * e + 1] = f.y;
+    }
+    if (sum) *reinterpret_cast<uint4 *>(sum) = *reinterpret_cast<const uint4 *>(sv);
+}
+
+// The sum of every thread's `x` over the block (each warp's sum, then the warps' in order),
+// returned to every thread. `partial`: 32 floats of shared memory, free again on return.
+__device__ __forceinline__ float sp_block_sum(float x, float *partial) {
+    x = sp_warp_sum(x);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = x;
+    __syncthreads();
+    float total = 0.f;
+    for (int k = 0; k < (int)(blockDim.x + 31) / 32; ++k) total += partial[k];
+    __syncthreads();
+    return total;
+}
+
 // grid (rows), block 256. out[0] = x + y (rounded like a bf16 add), out[1] = RMSNorm of that sum
 // with weight w (f32 statistics, one rounding, like candle's rmsnorm): the residual add and the
 // next norm in one pass. x, y, out[i]: (rows, n) contiguous. Rows of n % 8 == 0 and n <= 8 * 4 *
@@ -83,20 +114,9 @@ extern "C" __global__ void sp_add_rmsnorm_bf16(const bf16 *x, const bf16 *y, con
         for (int u = 0; u < 4; ++u) {
             const int c = threadIdx.x + u * blockDim.x;
             if (c >= chunks) continue;
-            const uint4 xa = reinterpret_cast<const uint4 *>(xr)[c], ya = reinterpret_cast<const uint4 *>(yr)[c];
-            const __nv_bfloat162 *xp = reinterpret_cast<const __nv_bfloat162 *>(&xa);
-            const __nv_bfloat162 *yp = reinterpret_cast<const __nv_bfloat162 *>(&ya);
-            __align__(16) __nv_bfloat162 sv[4];
+            sp_add8(xr + c * 8, yr + c * 8, sum + c * 8, v[u]);
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float2 a = __bfloat1622float2(xp[e]), b = __bfloat1622float2(yp[e]);
-                sv[e] = __floats2bfloat162_rn(a.x + b.x, a.y + b.y);
-                const float2 f = __bfloat1622float2(sv[e]);
-                v[u][2 * e] = f.x;
-                v[u][2 * e + 1] = f.y;
-                ss += f.x * f.x + f.y * f.y;
-            }
-            reinterpret_cast<uint4 *>(sum)[c] = *reinterpret_cast<const uint4 *>(sv);
+            for (int e = 0; e < 4; ++e) ss += v[u][2 * e] * v[u][2 * e] + v[u][2 * e + 1] * v[u][2 * e + 1];
         }
     } else {
         for (int c = threadIdx.x; c < n; c += blockDim.x) {
@@ -105,12 +125,7 @@ extern "C" __global__ void sp_add_rmsnorm_bf16(const bf16 *x, const bf16 *y, con
             ss += val * val;
         }
     }
-    ss = sp_warp_sum(ss);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-    __syncthreads();
-    ss = 0.f;
-    for (int k = 0; k < (int)(blockDim.x + 31) / 32; ++k) ss += partial[k];
-    const float scale = rsqrtf(ss / n + eps);
+    const float scale = rsqrtf(sp_block_sum(ss, partial) / n + eps);
     if (wide) {
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
@@ -507,32 +522,11 @@ extern "C" __global__ void sp_add_layernorm_bf16(const bf16 *x, const bf16 *y, c
     for (int u = 0; u < 4; ++u) {
         const int c = threadIdx.x + u * blockDim.x;
         if (c >= chunks) continue;
-        const uint4 xa = *reinterpret_cast<const uint4 *>(x + r * n + c * 8);
-        const __nv_bfloat162 *xp = reinterpret_cast<const __nv_bfloat162 *>(&xa);
-        uint4 ya = make_uint4(0, 0, 0, 0);
-        if (y) ya = *reinterpret_cast<const uint4 *>(y + r * n + c * 8);
-        const __nv_bfloat162 *yp = reinterpret_cast<const __nv_bfloat162 *>(&ya);
-        __align__(16) __nv_bfloat162 sv[4];
+        sp_add8(x + r * n + c * 8, y ? y + r * n + c * 8 : nullptr, y ? out + r * n + c * 8 : nullptr, v[u]);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float2 a = __bfloat1622float2(xp[e]);
-            const float2 b = __bfloat1622float2(yp[e]);
-            sv[e] = y ? __floats2bfloat162_rn(a.x + b.x, a.y + b.y) : xp[e];
-            const float2 f = __bfloat1622float2(sv[e]);
-            v[u][2 * e] = f.x;
-            v[u][2 * e + 1] = f.y;
-            acc += f.x + f.y;
-        }
-        if (y) *reinterpret_cast<uint4 *>(out + r * n + c * 8) = *reinterpret_cast<const uint4 *>(sv);
+        for (int e = 0; e < 4; ++e) acc += v[u][2 * e] + v[u][2 * e + 1];
     }
-    const int warps = (blockDim.x + 31) / 32;
-    acc = sp_warp_sum(acc);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = acc;
-    __syncthreads();
-    float total = 0.f;
-    for (int k = 0; k < warps; ++k) total += partial[k];
-    const float mean = total / n;
-    __syncthreads();  // everyone has read `partial`
+    const float mean = sp_block_sum(acc, partial) / n;
     acc = 0.f;
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
@@ -543,12 +537,7 @@ extern "C" __global__ void sp_add_layernorm_bf16(const bf16 *x, const bf16 *y, c
             acc += dv * dv;
         }
     }
-    acc = sp_warp_sum(acc);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = acc;
-    __syncthreads();
-    total = 0.f;
-    for (int k = 0; k < warps; ++k) total += partial[k];
-    const float rstd = rsqrtf(total / n + eps);
+    const float rstd = rsqrtf(sp_block_sum(acc, partial) / n + eps);
     bf16 *normed = out + (y ? (long long)rows * n : 0) + r * n;
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
