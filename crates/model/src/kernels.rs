@@ -133,7 +133,8 @@ pub(crate) fn bias_act(x: &Tensor, bias: &Tensor, act: Act) -> Result<Option<Ten
 /// applied to the f32 accumulator in the matmul's epilogue and rounded once, as transformers'
 /// `F.linear` does on CUDA. `act` may be [`Act::None`] or [`Act::GeluTanh`]. `None` where it does
 /// not apply, or with `SCREENPILOT_LT=0`; `SCREENPILOT_LT=bias` keeps the GELU out of the epilogue
-/// (the caller's activation kernel then rounds twice, like the reference's separate GELU).
+/// (`None` for it: the caller then applies the activation after a matmul with `Act::None`,
+/// rounding twice like the reference's separate GELU).
 pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Option<Tensor>> {
     imp::linear(x, w, bias, act)
 }
@@ -539,7 +540,7 @@ mod imp {
         }
     }
 
-    // ---- residual add + RMSNorm ----
+    // ---- prefill KV writes, DeepStack injection ----
 
     pub(super) fn kv_write(dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
         let (Ok((1, heads, cap, d)), Ok((1, sh, s, sd))) = (dst.dims4(), src.dims4()) else { return Ok(false) };
@@ -639,6 +640,8 @@ mod imp {
             Ok((CudaStorage::wrap_cuda_slice(out, dev), xl.shape().clone()))
         }
     }
+
+    // ---- residual add + LayerNorm / RMSNorm ----
 
     pub(super) fn layer_norm(x: &Tensor, y: Option<&Tensor>, wb: &Tensor, eps: f32) -> Result<Option<Tensor>> {
         let n = x.dim(candle_core::D::Minus1)?;

@@ -92,9 +92,10 @@ fn linear_act(lin: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
     if let Some(out) = kernels::linear(x, lin.weight(), lin.bias(), act)? {
         return Ok(out);
     }
-    // The erf GELU has no epilogue: the matmul with its bias, then the activation on the rounded
-    // result (the reference's order).
-    if act == Act::GeluErf {
+    // An activation the epilogue does not take (the erf GELU; the tanh GELU with
+    // SCREENPILOT_LT=bias): the matmul with its bias, then the activation on the rounded result
+    // (the reference's order).
+    if act != Act::None {
         if let Some(out) = kernels::linear(x, lin.weight(), lin.bias(), Act::None)? {
             return Ok(apply_act(out, act)?);
         }
