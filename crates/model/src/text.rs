@@ -273,13 +273,16 @@ impl KvCache {
 
 /// What every layer of one forward pass shares: the MRoPE tables of the new tokens (first half
 /// of each row, (seq, head_dim / 2); the second half repeats it) and the causal mask of a
-/// multi-token pass, built once.
+/// multi-token pass, built once, when a layer first needs it.
 pub(crate) struct RopeTables {
     cos: Tensor,
     sin: Tensor,
     /// (seq, head_dim) = [cos | sin], for the fused QK-norm + rope kernel (CUDA bf16 only).
     cos_sin: Option<Tensor>,
-    mask: Option<Tensor>,
+    /// A multi-token pass: (new tokens, tokens cached before them). Its additive mask is built on
+    /// first use: the fused attention kernels mask by position and never need it.
+    causal: Option<(usize, usize)>,
+    mask: std::cell::OnceCell<Tensor>,
     /// A decode pass whose inputs are in device memory: then `cos_sin` is the table of positions
     /// 0.. and the kernels read each sequence's position and length from here.
     step: Option<StepInputs>,
@@ -304,7 +307,7 @@ impl RopeTables {
             (Device::Cuda(_), DType::BF16) => Some(Tensor::cat(&[&cos, &sin], D::Minus1)?),
             _ => None,
         };
-        Ok(Self { cos, sin, cos_sin, mask: None, step: None })
+        Ok(Self { cos, sin, cos_sin, causal: None, mask: Default::default(), step: None })
     }
 
     /// Tables for a decode pass with device inputs: `table` from [`TextModel::position_table`],
@@ -314,7 +317,17 @@ impl RopeTables {
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fn on_device(table: &Tensor, step: &Tensor, kv_tables: &Tensor, splits: usize) -> Result<Self> {
         let step = StepInputs { lens: step.get(0)?, pos: step.get(1)?, kv_tables: kv_tables.clone(), splits };
-        Ok(Self { cos: table.clone(), sin: table.clone(), cos_sin: Some(table.clone()), mask: None, step: Some(step) })
+        Ok(Self { cos: table.clone(), sin: table.clone(), cos_sin: Some(table.clone()), causal: None, mask: Default::default(), step: Some(step) })
+    }
+
+    /// The causal mask of a multi-token pass (None for one token), built once.
+    fn mask(&self, dtype: DType, dev: &Device) -> Result<Option<&Tensor>> {
+        let Some((q, past)) = self.causal else { return Ok(None) };
+        if let Some(m) = self.mask.get() {
+            return Ok(Some(m));
+        }
+        let m = scope("text.mask", dev, || causal_mask(q, past, dtype, dev))?;
+        Ok(Some(self.mask.get_or_init(|| m)))
     }
 }
 
@@ -477,7 +490,7 @@ impl Attention {
         let rep = self.heads / self.kv_heads;
         let q = q.reshape((b, self.kv_heads, rep * s, self.head_dim))?;
         let mut w = scope("text.scores", dev, || q.matmul(&k.t()?)? * scale)?;
-        if let Some(mask) = &rope.mask {
+        if let Some(mask) = rope.mask(w.dtype(), dev)? {
             w = scope("text.mask", dev, || {
                 let kv = w.dim(D::Minus1)?;
                 w.reshape((b, self.kv_heads, rep, s, kv))?.broadcast_add(mask)?.reshape((b, self.kv_heads, rep * s, kv))
@@ -643,7 +656,7 @@ impl TextModel {
         let onehot = Tensor::from_vec(onehot, (3, 1, width), dev)?.to_dtype(dtype)?;
         let cos_sin = rows.broadcast_mul(&onehot)?.sum(0)?;
         let (cos, sin) = (cos_sin.narrow(1, 0, half)?.contiguous()?, cos_sin.narrow(1, half, half)?.contiguous()?);
-        Ok(RopeTables { cos, sin, cos_sin: (dtype == DType::BF16).then_some(cos_sin), mask: None, step: None })
+        Ok(RopeTables { cos, sin, cos_sin: (dtype == DType::BF16).then_some(cos_sin), causal: None, mask: Default::default(), step: None })
     }
 
     /// Runs the decoder over `embeds` (1, seq, hidden) at the given MRoPE positions, appending to
@@ -661,9 +674,7 @@ impl TextModel {
         }
         let mut rope = scope("text.rope_tables", embeds.device(), || self.rope_tables(pos, embeds.dtype(), embeds.device()))?;
         if seq > 1 {
-            rope.mask = Some(scope("text.mask", embeds.device(), || {
-                causal_mask(seq, cache.len(), embeds.dtype(), embeds.device())
-            })?);
+            rope.causal = Some((seq, cache.len()));
         }
         match self.run_layers(embeds, deepstack.as_ref(), |i, layer, xs, n1| layer.forward(xs, n1, &rope, cache, i)) {
             Ok(hidden) => {
