@@ -326,6 +326,9 @@ fn print_table(r: &serde_json::Value) -> std::io::Result<()> {
             "decode steps: {} replayed from CUDA graphs, {} recorded, {} eager",
             g["replayed"], g["recorded"], g["eager"]
         ))?;
+        if g["failed"].as_u64().is_some_and(|n| n > 0) {
+            crate::out_line(&format!("CUDA graph recordings failed: {} (last: {})", g["failed"], g["last_failure"]))?;
+        }
     }
     Ok(())
 }

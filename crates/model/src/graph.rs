@@ -25,12 +25,15 @@ use crate::text::{KvCache, TextModel};
 pub(crate) use imp::DeviceDecoder;
 
 /// How the decode steps on the device ran so far: replayed from a recorded graph, recorded
-/// (and run), or eager.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// (and run), or eager; and the recordings that failed (the step then ran eagerly; after
+/// MAX_FAILURES of them no more are tried), with the last one's error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GraphCounts {
     pub replayed: u64,
     pub recorded: u64,
     pub eager: u64,
+    pub failed: u64,
+    pub last_failure: Option<String>,
 }
 
 /// CUDA device `ordinal` as ScreenPilot uses it: all work on one stream per thread, so cudarc's
@@ -84,7 +87,7 @@ mod imp {
     /// Graphs kept at once (each holds its own intermediate buffers, a few MB).
     const MAX_GRAPHS: usize = 8;
     /// Failed recordings after which graphs are given up.
-    const MAX_FAILURES: usize = 3;
+    const MAX_FAILURES: u64 = 3;
 
     /// Decode steps with device inputs on one CUDA device, replayed as graphs where possible.
     pub(crate) struct DeviceDecoder {
@@ -98,7 +101,6 @@ mod imp {
         graphs: HashMap<Key, Captured>,
         /// The key of the last eager step: the next step with the same key is recorded.
         last: Option<Key>,
-        failures: usize,
         steps: u64,
         counts: GraphCounts,
     }
@@ -164,7 +166,7 @@ mod imp {
             let rope = text.position_table(max_pos + 1, DType::BF16, &device)?;
             let key = Key { batch: caches.len(), splits: data.splits, rope: crate::kernels::address(&rope)? };
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let graphs = self.graphs && state.failures < MAX_FAILURES && !crate::profile::on();
+            let graphs = self.graphs && state.counts.failed < MAX_FAILURES && !crate::profile::on();
             state.steps += 1;
             let tick = state.steps;
             if let Some(c) = state.graphs.get_mut(&key).filter(|_| graphs) {
@@ -188,9 +190,8 @@ mod imp {
                         return Ok(logits);
                     }
                     Err(e) => {
-                        state.failures += 1;
-                        let last = if state.failures >= MAX_FAILURES { "; decoding without graphs from now on" } else { "" };
-                        eprintln!("screenpilot: recording a CUDA graph of the decode step failed ({e}){last}");
+                        state.counts.failed += 1;
+                        state.counts.last_failure = Some(e.to_string());
                         for (c, &held) in caches.iter_mut().zip(&data.held) {
                             c.truncate(held)?;
                         }
@@ -207,7 +208,7 @@ mod imp {
         }
 
         pub(crate) fn counts(&self) -> GraphCounts {
-            self.state.lock().unwrap_or_else(|e| e.into_inner()).counts
+            self.state.lock().unwrap_or_else(|e| e.into_inner()).counts.clone()
         }
 
         /// Records the step as a graph and runs it once; returns it and this step's logits. On
