@@ -20,11 +20,15 @@
 // one warpgroup a block (no shared tiles) was slower; staggering the two warpgroups by a named
 // barrier (the second's S after the first's) only moved the time from the softmax to the waits,
 // because the block-wide barrier re-aligns them every tile; 128-key tiles (fewer barriers, 208
-// registers) were slower too (0.33-0.35 ms against 0.30). What would overlap them is
-// FlashAttention-3's design: producer warps and per-stage barriers instead of the block-wide one,
-// the two warpgroups' matmuls ordered ping-pong so one's softmax runs under the other's wgmmas,
-// and S(t+1) issued before the softmax of tile t (with enough registers per thread for two score
-// tiles).
+// registers) were slower too (0.33-0.35 ms against 0.30). Also measured (2026-11-26, H100, same
+// call): per-stage mbarriers instead of the block-wide barrier (every thread's cp.async arrives on
+// the stage's "full" barrier, every thread releases it on an "empty" one), the two warpgroups'
+// matmuls taking turns through named barriers (FlashAttention-3's ping-pong), and O += P(t-1)
+// V(t-1) issued with S(t) so that it runs under the softmax: right results, 128 registers, but
+// 0.318-0.324 ms a vision layer with 3-4 stages against 0.302, and 0.084 / 0.106 ms a prefill
+// layer against 0.078. With two blocks an SM the other block's warpgroups fill the turns anyway;
+// what is left is FlashAttention-3's whole design: one block an SM, producer warps (TMA) with
+// setmaxnreg handing their registers to the consumers, and two score tiles a thread.
 
 #include "attn_common.cuh"
 
