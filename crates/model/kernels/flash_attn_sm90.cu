@@ -26,7 +26,8 @@
 // matmuls taking turns through named barriers (FlashAttention-3's ping-pong), and O += P(t-1)
 // V(t-1) issued with S(t) so that it runs under the softmax: right results, 128 registers, but
 // 0.318-0.324 ms a vision layer with 3-4 stages against 0.302, and 0.084 / 0.106 ms a prefill
-// layer against 0.078. With two blocks an SM the other block's warpgroups fill the turns anyway;
+// layer against 0.078; without the ping-pong the same (0.319-0.320), with one warpgroup a block
+// (four blocks an SM) 0.363. With two blocks an SM the other block's warpgroups fill the turns anyway;
 // what is left is FlashAttention-3's whole design: one block an SM, producer warps (TMA) with
 // setmaxnreg handing their registers to the consumers, and two score tiles a thread.
 
