@@ -357,6 +357,40 @@ mod imp {
         };
     }
 
+    /// CUDA-only CustomOp2 and CustomOp3 impls for an op whose third input is optional: both
+    /// call `run(x, x_layout, second, second_layout, third)` with `third` None or Some.
+    macro_rules! optional_third_input {
+        ($ty:ty, $name2:literal, $name3:literal) => {
+            impl CustomOp2 for $ty {
+                fn name(&self) -> &'static str {
+                    $name2
+                }
+
+                fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+                    candle_core::bail!("{} is CUDA-only", $name2)
+                }
+
+                fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+                    self.run(xs, xl, s2, l2, None)
+                }
+            }
+
+            impl CustomOp3 for $ty {
+                fn name(&self) -> &'static str {
+                    $name3
+                }
+
+                fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+                    candle_core::bail!("{} is CUDA-only", $name3)
+                }
+
+                fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, s2: &CudaStorage, l2: &Layout, s3: &CudaStorage, l3: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+                    self.run(xs, xl, s2, l2, Some((s3, l3)))
+                }
+            }
+        };
+    }
+
     // ---- fused attention (vision, prefill) ----
 
     pub(super) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: bool) -> Result<Option<Tensor>> {
@@ -660,7 +694,7 @@ mod imp {
         }
         let op = LayerNormOp { eps };
         Ok(Some(match y {
-            Some(y) => x.apply_op3_no_bwd(&y, &wb, &op)?,
+            Some(y) => x.apply_op3_no_bwd(&wb, &y, &op)?,
             None => x.apply_op2_no_bwd(&wb, &op)?,
         }))
     }
@@ -670,7 +704,8 @@ mod imp {
     }
 
     impl LayerNormOp {
-        fn run(&self, xs: &CudaStorage, xl: &Layout, y: Option<(&CudaStorage, &Layout)>, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        /// `x` (or `x + y`) normed with `wb` = [weight; bias].
+        fn run(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout, y: Option<(&CudaStorage, &Layout)>) -> candle_core::Result<(CudaStorage, Shape)> {
             static NULL: u64 = 0;
             let dev = xs.device().clone();
             let (rows, n) = xl.shape().dims2()?;
@@ -696,33 +731,7 @@ mod imp {
         }
     }
 
-    impl CustomOp2 for LayerNormOp {
-        fn name(&self) -> &'static str {
-            "screenpilot-layer-norm"
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("screenpilot-layer-norm is CUDA-only")
-        }
-
-        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            self.run(xs, xl, None, ws, wl)
-        }
-    }
-
-    impl CustomOp3 for LayerNormOp {
-        fn name(&self) -> &'static str {
-            "screenpilot-add-layer-norm"
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("screenpilot-add-layer-norm is CUDA-only")
-        }
-
-        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ys: &CudaStorage, yl: &Layout, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            self.run(xs, xl, Some((ys, yl)), ws, wl)
-        }
-    }
+    optional_third_input!(LayerNormOp, "screenpilot-layer-norm", "screenpilot-add-layer-norm");
 
     pub(super) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
         let n = x.dim(candle_core::D::Minus1)?;
@@ -951,33 +960,7 @@ mod imp {
         }
     }
 
-    impl CustomOp2 for LtLinear {
-        fn name(&self) -> &'static str {
-            "screenpilot-lt-linear"
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("screenpilot-lt-linear is CUDA-only")
-        }
-
-        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            self.run(xs, xl, ws, wl, None)
-        }
-    }
-
-    impl CustomOp3 for LtLinear {
-        fn name(&self) -> &'static str {
-            "screenpilot-lt-linear-bias"
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("screenpilot-lt-linear-bias is CUDA-only")
-        }
-
-        fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout, bs: &CudaStorage, bl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            self.run(xs, xl, ws, wl, Some((bs, bl)))
-        }
-    }
+    optional_third_input!(LtLinear, "screenpilot-lt-linear", "screenpilot-lt-linear-bias");
 
     pub(super) fn vision_rope(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Result<Option<Tensor>> {
         if device_for(qkv, false).is_none() || cos.dtype() != DType::F32 || sin.dtype() != DType::F32 || qkv.rank() != 2 {
