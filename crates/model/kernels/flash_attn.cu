@@ -177,7 +177,7 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
                 float alpha[2];
-                sp_softmax_tile<BN / 8>(s[mt], mx[mt], sum[mt], alpha, wrow + mt * 16 + g, n0, kv_end, causal, past, sl2,
+                sp_softmax_step<BN / 8>(s[mt], mx[mt], sum[mt], alpha, wrow + mt * 16 + g, n0, kv_end, causal, past, sl2,
                                         edge, tig);
 #pragma unroll
                 for (int n = 0; n < DP / 8; ++n) {

@@ -69,20 +69,46 @@ __device__ __forceinline__ void sp9_wgmma(float (*d)[4], const uint32_t *a, uint
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TRANS_B), "r"(accumulate));
 }
 
-// Rows [row0, row0 + 64) of a (rows, D) bf16 matrix into D / 64 swizzled 64 x 64 tiles, one per
-// 64 columns, 8 KB apart (zero past `rows`), 16 bytes per cp.async; the caller commits and waits.
-template <int D>
-__device__ __forceinline__ void sp9_load_tile(__nv_bfloat16 *tile, const __nv_bfloat16 *src, long long row_stride,
-                                              int row0, int rows) {
-    constexpr int CHUNKS = D / 8;
-    for (int c = threadIdx.x; c < SP9_BN * CHUNKS; c += blockDim.x) {
-        const int r = c / CHUNKS, chunk = c % CHUNKS, half = chunk / 8, piece = chunk % 8;
-        const bool in = row0 + r < rows;
-        const __nv_bfloat16 *g = src + (long long)(in ? row0 + r : 0) * row_stride + chunk * 8;
-        const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(tile)) + half * (SP9_BN * 128) + r * 128 +
-                           ((piece ^ (r & 7)) << 4);
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g), "r"(in ? 16 : 0));
+// A thread's share of copying successive 64-row tiles of a (rows, D) bf16 matrix into D / 64
+// swizzled 64 x 64 tiles, one per 64 columns, 8 KB apart (zero past `rows`), 16 bytes per
+// cp.async by THREADS threads. The thread's row, column piece, shared-memory offset and source
+// pointer are computed once and the pointer moves on 64 rows a tile (done per copy, with
+// blockDim.x and a 64-bit multiply each, they cost ~70 instructions a tile).
+template <int D, int THREADS>
+struct Sp9Copy {
+    static constexpr int CHUNKS = D / 8, PASSES = SP9_BN * CHUNKS / THREADS, ROWS_PER_PASS = THREADS / CHUNKS;
+    // ROWS_PER_PASS a multiple of 8: a thread's swizzle (row % 8) is the same every pass.
+    static_assert(SP9_BN * CHUNKS % THREADS == 0 && ROWS_PER_PASS % 8 == 0, "whole passes of whole 8-row groups");
+    const __nv_bfloat16 *src, *g;  // the matrix; this thread's piece of the next tile's first row
+    long long pass_step, tile_step;
+    int row;  // the row g points at
+    uint32_t soff;
+    __device__ __forceinline__ Sp9Copy(const __nv_bfloat16 *src_, long long row_stride, int row0) {
+        const int chunk = threadIdx.x % CHUNKS, r = threadIdx.x / CHUNKS;
+        soff = (chunk / 8) * (SP9_BN * 128) + r * 128 + (((chunk % 8) ^ (r & 7)) << 4);
+        src = src_;
+        row = row0 + r;
+        g = src_ + (long long)row * row_stride + chunk * 8;
+        pass_step = ROWS_PER_PASS * row_stride;
+        tile_step = SP9_BN * row_stride;
     }
+    // The next 64 rows into the tile at shared-memory address `tile`; the caller commits and waits.
+    __device__ __forceinline__ void load_next(uint32_t tile, int rows) {
+#pragma unroll
+        for (int pass = 0; pass < PASSES; ++pass) {
+            const bool in = row + pass * ROWS_PER_PASS < rows;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tile + soff + pass * ROWS_PER_PASS * 128),
+                         "l"(in ? g + pass * pass_step : src), "r"(in ? 16 : 0));
+        }
+        g += tile_step;
+        row += SP9_BN;
+    }
+};
+
+// A descriptor `bytes` further on in shared memory (the 14-bit address field, in 16-byte units,
+// never carries: shared memory ends below 256 KB).
+__device__ __forceinline__ uint64_t sp9_desc_at(uint64_t desc, uint32_t bytes) {
+    return ((desc >> 32) << 32) | (uint32_t)((uint32_t)desc + (bytes >> 4));
 }
 
 // Head dim D (64 or 128: a tile is D / 64 column halves of 64 x 64), WGS warpgroups of 64 query
@@ -138,11 +164,14 @@ __device__ __forceinline__ void sp9_flash_attn(
     const int tiles = kv_end > n_start ? (kv_end - n_start + SP9_BN - 1) / SP9_BN : 0;
     // Tile t's keys and values in buffer t % STAGES; one cp.async group per tile (empty past the
     // end, so that the group counts stay fixed).
-    auto fetch = [&](int t) {
+    Sp9Copy<D, WGS * 128> kcopy(k, k_rs, n_start), vcopy(v, v_rs, n_start);
+    const uint32_t smem0 = static_cast<uint32_t>(__cvta_generic_to_shared(tiles_base));
+    const uint64_t desc0 = sp9_desc(tiles_base);
+    auto fetch = [&](int t) {  // called for t = 0, 1, 2, ... in order
         if (t < tiles) {
-            __nv_bfloat16 *buf = tiles_base + (t % STAGES) * 2 * TILE;
-            sp9_load_tile<D>(buf, k, k_rs, n_start + t * SP9_BN, skv);
-            sp9_load_tile<D>(buf + TILE, v, v_rs, n_start + t * SP9_BN, skv);
+            const uint32_t buf = smem0 + (t % STAGES) * 2 * TILE * 2;
+            kcopy.load_next(buf, skv);
+            vcopy.load_next(buf + TILE * 2, skv);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     };
@@ -156,7 +185,8 @@ __device__ __forceinline__ void sp9_flash_attn(
         // The tile was written through the generic proxy; wgmma reads through the async one.
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         fetch(it + STAGES - 1);
-        const __nv_bfloat16 *kt = tiles_base + (it % STAGES) * 2 * TILE, *vt = kt + TILE;
+        // Byte offsets of this tile's keys and values from the first tile.
+        const uint32_t kt = (it % STAGES) * 2 * TILE * 2, vt = kt + TILE * 2;
 
         // Warpgroup-uniform: a warpgroup whose rows all end before this tile (causal) or lie
         // past the queries skips it (wgmma needs all four warps).
@@ -165,13 +195,13 @@ __device__ __forceinline__ void sp9_flash_attn(
             sp9_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk)
-                sp9_wgmma<0>(s, qf[kk], sp9_desc(kt + (kk / 4) * HALF + (kk % 4) * 16), kk > 0);
+                sp9_wgmma<0>(s, qf[kk], sp9_desc_at(desc0, kt + (kk / 4) * HALF * 2 + (kk % 4) * 32), kk > 0);
             sp9_commit();
             sp9_wait();
 
             const bool edge = n0 + SP9_BN > kv_end || (causal && n0 + SP9_BN - 1 > wrow + past);
             float alphas[2];
-            sp_softmax_tile<SP9_BN / 8>(s, mx, sum, alphas, row0, n0, kv_end, causal, past, sl2, edge, tig);
+            sp_softmax_step<SP9_BN / 8>(s, mx, sum, alphas, row0, n0, kv_end, causal, past, sl2, edge, tig);
             // Once the row maxima settle, alpha is 1 for every row of the warp: skip the rescale.
             if (__any_sync(0xffffffffu, alphas[0] != 1.f || alphas[1] != 1.f)) {
 #pragma unroll
@@ -197,7 +227,7 @@ __device__ __forceinline__ void sp9_flash_attn(
 #pragma unroll
             for (int kc = 0; kc < SP9_BN / 16; ++kc)
 #pragma unroll
-                for (int hf = 0; hf < HALVES; ++hf) sp9_wgmma<1>(acc[hf], pa[kc], sp9_desc(vt + hf * HALF + kc * 16 * 64), 1);
+                for (int hf = 0; hf < HALVES; ++hf) sp9_wgmma<1>(acc[hf], pa[kc], sp9_desc_at(desc0, vt + hf * HALF * 2 + kc * 16 * 128), 1);
             sp9_commit();
             sp9_wait();
         }
