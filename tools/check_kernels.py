@@ -154,8 +154,8 @@ static const FlashVariant VARIANTS[] = {
     SP_V(72, 4, 2, 64, 2), SP_V(72, 4, 1, 64, 2),
     SP_V(128, 4, 1, 64, 1), SP_V(128, 4, 1, 32, 2),
 #ifdef SP_SM90
-    // flash_attn_sm90.cu: dynamic shared memory, 2 stages of D / 4 KB.
-    {"wg_d64", 64, 8, 128, sp_flash_attn_wg_bf16_d64, 2 * 64 * 256},
+    // flash_attn_sm90.cu: dynamic shared memory, 2 or 3 stages of D / 4 KB (as kernels.rs).
+    {"wg_d64", 64, 8, 128, sp_flash_attn_wg_bf16_d64, 3 * 64 * 256},
     {"wg_d128", 128, 8, 128, sp_flash_attn_wg_bf16_d128, 2 * 128 * 256},
     {"wg1_d128", 128, 4, 64, sp_flash_attn_wg1_bf16_d128, 2 * 128 * 256},
 #endif
@@ -174,7 +174,7 @@ extern "C" int launch(int variant, const void *q, const void *k, const void *v, 
     splits = (skv + chunk - 1) / chunk;
     dim3 grid((sq + fv.rows - 1) / fv.rows, heads, b * splits), block(fv.warps * 32);
     typedef const __nv_bfloat16 *P;
-    if (fv.smem > 48 * 1024) cudaFuncSetAttribute(fv.f, cudaFuncAttributeMaxDynamicSharedMemorySize, fv.smem);
+    cudaFuncSetAttribute(fv.f, cudaFuncAttributeMaxDynamicSharedMemorySize, fv.smem);
     for (int it = 0; it < iters; ++it) {
         fv.f<<<grid, block, fv.smem>>>((P)q, (P)k, (P)v, (__nv_bfloat16 *)o, sq, skv, heads, kv_heads, causal, past, scale,
             q_bs, q_hs, q_rs, k_bs, k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs, splits, chunk, scratch_o,

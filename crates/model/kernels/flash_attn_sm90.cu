@@ -2,34 +2,34 @@
 // that file's header for the layouts, masking and key splits), with warpgroup MMAs (wgmma) in
 // place of mma.sync. Head dims 64 (the 2B/4B vision towers) and 128 (the text prefill).
 //
-// A block is two warpgroups (8 warps) of 64 query rows each; both read the same key/value tiles,
-// 64 keys at a time, copied by cp.async into shared memory in the 128-byte-swizzled layout wgmma
-// reads (a 64-element row is one 128-byte line; its 16-byte pieces are XORed with row % 8),
-// double-buffered, one block-wide barrier a tile. Per tile, each warpgroup issues S = Q K^T as
-// four m64n64k16 wgmmas (Q from registers, keys K-major from shared memory), runs the online
-// softmax on the scores in registers (the accumulator layout is mma.sync's, so the softmax is
-// flash_attn.cu's), and issues O += P V as four m64n64k16 wgmmas (P from registers, values
-// MN-major: transposed B). Compiled to PTX for compute_90a only; kernels.rs loads it on devices
-// of compute capability 9.0.
+// A block is two warpgroups (8 warps) of 64 query rows each (head dim 128 in the prefill: one);
+// they read the same key/value tiles, 64 keys at a time, copied by cp.async into shared memory in
+// the 128-byte-swizzled layout wgmma reads (a 64-element row is one 128-byte line; its 16-byte
+// pieces are XORed with row % 8). Per tile, each warpgroup issues S = Q K^T as four m64n64k16
+// wgmmas (Q from registers, keys K-major from shared memory), runs the online softmax on the
+// scores in registers (the accumulator layout is mma.sync's, so the softmax is flash_attn.cu's),
+// and issues O += P V as four m64n64k16 wgmmas (P from registers, values MN-major: transposed
+// B). The vision kernel (d 64) keeps three tiles in flight with a "full" and an "empty" mbarrier
+// each, so a warp waits only for the tile it needs and, before refilling a buffer, for warps a
+// tile behind; the prefill kernel (d 128) uses two buffers and a block barrier a tile. Compiled to
+// PTX for compute_90a only; kernels.rs loads it on devices of compute capability 9.0.
 //
-// Where the time goes (clock64 traces of a warp per tile on an H100, vision shape, 2 blocks an
-// SM): wait at the barrier ~1200 cycles, S ~450, softmax ~1600, PV ~350. The softmax is bound by
-// the special-function unit (one exp per score: with head dim 64 the exps take as long as the
-// two matmuls), and every warp of the SM reaches it at the same time, so the tensor cores idle
-// then and the exp unit idles during the matmuls. Deeper prefetching (3-4 stages) changed little;
-// one warpgroup a block (no shared tiles) was slower; staggering the two warpgroups by a named
-// barrier (the second's S after the first's) only moved the time from the softmax to the waits,
-// because the block-wide barrier re-aligns them every tile; 128-key tiles (fewer barriers, 208
-// registers) were slower too (0.33-0.35 ms against 0.30). Also measured (2026-11-26, H100, same
-// call): per-stage mbarriers instead of the block-wide barrier (every thread's cp.async arrives on
-// the stage's "full" barrier, every thread releases it on an "empty" one), the two warpgroups'
-// matmuls taking turns through named barriers (FlashAttention-3's ping-pong), and O += P(t-1)
-// V(t-1) issued with S(t) so that it runs under the softmax: right results, 128 registers, but
-// 0.318-0.324 ms a vision layer with 3-4 stages against 0.302, and 0.084 / 0.106 ms a prefill
-// layer against 0.078; without the ping-pong the same (0.319-0.320), with one warpgroup a block
-// (four blocks an SM) 0.363. With two blocks an SM the other block's warpgroups fill the turns anyway;
-// what is left is FlashAttention-3's whole design: one block an SM, producer warps (TMA) with
-// setmaxnreg handing their registers to the consumers, and two score tiles a thread.
+// Measured on an H100 (2026-11-26, ncu and tools/check_kernels.py; the vision shape, 16 heads x
+// 4096 x 64): cuDNN's kernel (torch's sdpa) takes 0.153 ms and issues 69 M instructions; this one
+// took 0.302 ms and issued 156 M. Two causes: the key mask's compares and selects were predicated
+// and issued on every tile (now a compile-time branch, sp_softmax_step), and each cp.async
+// recomputed its row, swizzle and 64-bit address (now Sp9Copy, once a kernel): 93 M instructions,
+// 0.199 ms (prefill layer 0.078 -> 0.050; torch 0.044). Then a quarter of the warps' time went to
+// the block barrier (ncu's stall sampling: warpgroups drift apart within a tile and the barrier
+// re-aligns them); the mbarriers took the vision layer to 0.181 ms (3, 4 or 5 stages alike; the
+// prefill's one-warpgroup block gained nothing, 0.051 against 0.052).
+// Tried and not kept: O += P(t-1) V(t-1) issued right after S(t), under the softmax
+// (FlashAttention-3's overlap inside a warpgroup): with a wgmma under a branch of its own ptxas
+// serializes every wgmma of the kernel (C7520, "wgmma serialized due to ... WG.AR in divergent
+// path"; the 2026-11-25 attempt at this and at the ping-pong between warpgroups likely measured
+// that), and without that, 0.203 ms at 128 registers (two blocks an SM, some spills) and 0.233-
+// 0.247 at 155-173 (one block an SM), against 0.199 then. What cuDNN does beyond this: producer
+// warps with TMA and setmaxnreg, 128-key tiles, one block an SM.
 
 #include "attn_common.cuh"
 
@@ -105,6 +105,28 @@ struct Sp9Copy {
     }
 };
 
+// Shared-memory mbarriers (sm_90): initialised by one thread, then arrived on and waited for.
+__device__ __forceinline__ void sp9_mbar_init(uint32_t bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Arrives (counting as one of the expected arrivals) once this thread's cp.asyncs so far have landed.
+__device__ __forceinline__ void sp9_mbar_arrive_copies(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void sp9_mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void sp9_mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
 // A descriptor `bytes` further on in shared memory (the 14-bit address field, in 16-byte units,
 // never carries: shared memory ends below 256 KB).
 __device__ __forceinline__ uint64_t sp9_desc_at(uint64_t desc, uint32_t bytes) {
@@ -113,9 +135,9 @@ __device__ __forceinline__ uint64_t sp9_desc_at(uint64_t desc, uint32_t bytes) {
 
 // Head dim D (64 or 128: a tile is D / 64 column halves of 64 x 64), WGS warpgroups of 64 query
 // rows a block; STAGES key/value tile buffers in dynamic shared memory (D / 4 KB each: the launch
-// passes STAGES * D * 256 bytes), fetched STAGES - 1 tiles ahead (measured on an H100 for head
-// dim 64: 3 and 4 stages gain 2-3%, within noise; the time goes to the softmax, see the header).
-template <int D, int WGS, int STAGES>
+// passes STAGES * D * 256 bytes); AHEAD_MB: 0 for a block barrier a tile, else the mbarriers with
+// tiles fetched that many ahead (see below).
+template <int D, int WGS, int STAGES, int AHEAD_MB>
 __device__ __forceinline__ void sp9_flash_attn(
     const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k, const __nv_bfloat16 *__restrict__ v,
     __nv_bfloat16 *__restrict__ o, int sq, int skv, int heads, int kv_heads, int causal, int past, float scale,
@@ -162,29 +184,53 @@ __device__ __forceinline__ void sp9_flash_attn(
     kv_end = min(kv_end, (split + 1) * chunk);
     const int n_start = split * chunk;
     const int tiles = kv_end > n_start ? (kv_end - n_start + SP9_BN - 1) / SP9_BN : 0;
-    // Tile t's keys and values in buffer t % STAGES; one cp.async group per tile (empty past the
-    // end, so that the group counts stay fixed).
+    // Tile t's keys and values in buffer t % STAGES.
     Sp9Copy<D, WGS * 128> kcopy(k, k_rs, n_start), vcopy(v, v_rs, n_start);
     const uint32_t smem0 = static_cast<uint32_t>(__cvta_generic_to_shared(tiles_base));
     const uint64_t desc0 = sp9_desc(tiles_base);
+    // AHEAD_MB == 0: one cp.async group per tile (empty past the end, so that the group counts
+    // stay fixed), fetched STAGES - 1 ahead, a block-wide barrier per tile. AHEAD_MB > 0: tiles
+    // fetched AHEAD_MB ahead; a buffer's "full" mbarrier completes when every thread's copies into
+    // it have landed, its "empty" one when every warp is done with it; a warp only waits for the
+    // tile it needs and, before refilling a buffer, for the warps STAGES - AHEAD_MB - 1 tiles behind.
+    constexpr bool MB = AHEAD_MB > 0;
+    static_assert(!MB || STAGES >= AHEAD_MB + 2, "a warp may run at least a tile ahead of the others");
+    __shared__ __align__(8) uint64_t sp9_bars[MB ? 2 * STAGES : 1];
+    const uint32_t full0 = static_cast<uint32_t>(__cvta_generic_to_shared(sp9_bars)), empty0 = full0 + STAGES * 8;
+    if (MB) {
+        if (threadIdx.x == 0)
+            for (int i = 0; i < STAGES; ++i) {
+                sp9_mbar_init(full0 + i * 8, WGS * 128);
+                sp9_mbar_init(empty0 + i * 8, WGS * 4);
+            }
+        __syncthreads();
+    }
     auto fetch = [&](int t) {  // called for t = 0, 1, 2, ... in order
         if (t < tiles) {
+            if (MB && t >= STAGES) sp9_mbar_wait(empty0 + (t % STAGES) * 8, ((t / STAGES) - 1) & 1);
             const uint32_t buf = smem0 + (t % STAGES) * 2 * TILE * 2;
             kcopy.load_next(buf, skv);
             vcopy.load_next(buf + TILE * 2, skv);
+            if (MB) sp9_mbar_arrive_copies(full0 + (t % STAGES) * 8);
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        if (!MB) asm volatile("cp.async.commit_group;\n" ::);
     };
+    constexpr int AHEAD = MB ? AHEAD_MB : STAGES - 1;
 #pragma unroll
-    for (int t = 0; t < STAGES - 1; ++t) fetch(t);
+    for (int t = 0; t < AHEAD; ++t) fetch(t);
     for (int it = 0; it < tiles; ++it) {
         const int n0 = n_start + it * SP9_BN;
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));  // tile `it` is in
-        // Everyone is past tile it - 1, whose buffer the next fetch reuses.
-        __syncthreads();
+        if (MB) {
+            fetch(it + AHEAD);
+            sp9_mbar_wait(full0 + (it % STAGES) * 8, (it / STAGES) & 1);  // tile `it` is in
+        } else {
+            asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));  // tile `it` is in
+            // Everyone is past tile it - 1, whose buffer the next fetch reuses.
+            __syncthreads();
+        }
         // The tile was written through the generic proxy; wgmma reads through the async one.
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        fetch(it + STAGES - 1);
+        if (!MB) fetch(it + AHEAD);
         // Byte offsets of this tile's keys and values from the first tile.
         const uint32_t kt = (it % STAGES) * 2 * TILE * 2, vt = kt + TILE * 2;
 
@@ -231,8 +277,12 @@ __device__ __forceinline__ void sp9_flash_attn(
             sp9_commit();
             sp9_wait();
         }
+        if (MB) {  // this warp is done with the tile's buffer
+            __syncwarp();
+            if (blk.lane == 0) sp9_mbar_arrive(empty0 + (it % STAGES) * 8);
+        }
     }
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    if (!MB) asm volatile("cp.async.wait_group 0;\n" ::);
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -272,16 +322,19 @@ __device__ __forceinline__ void sp9_flash_attn(
     }
 }
 
-#define SP9_ENTRY(NAME, D, WGS, STAGES)                                                                           \
+#define SP9_ENTRY(NAME, D, WGS, STAGES, AHEAD_MB)                                                                         \
     extern "C" __global__ void __launch_bounds__(WGS * 128) NAME(                                                 \
         const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, int sq, int skv, \
         int heads, int kv_heads, int causal, int past, float scale, long long q_bs, long long q_hs, long long q_rs, \
         long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs, long long v_rs,             \
         long long o_bs, long long o_rs, long long o_hs, int splits, int chunk, float *part_o, float *part_ml) {     \
-        sp9_flash_attn<D, WGS, STAGES>(q, k, v, o, sq, skv, heads, kv_heads, causal, past, scale, q_bs, q_hs, q_rs, k_bs,     \
+        sp9_flash_attn<D, WGS, STAGES, AHEAD_MB>(q, k, v, o, sq, skv, heads, kv_heads, causal, past, scale, q_bs, q_hs, q_rs, k_bs,     \
                             k_hs, k_rs, v_bs, v_hs, v_rs, o_bs, o_rs, o_hs, splits, chunk, part_o, part_ml);       \
     }
 
-SP9_ENTRY(sp_flash_attn_wg_bf16_d64, 64, 2, 2)
-SP9_ENTRY(sp_flash_attn_wg_bf16_d128, 128, 2, 2)
-SP9_ENTRY(sp_flash_attn_wg1_bf16_d128, 128, 1, 2)
+// Vision (d 64): mbarriers, three stages (49 KB of shared memory a block with the barriers: two
+// blocks an SM). Prefill (d 128): one warpgroup a block, the block barrier (mbarriers measured
+// the same there: 0.051 against 0.052 ms a layer).
+SP9_ENTRY(sp_flash_attn_wg_bf16_d64, 64, 2, 3, 1)
+SP9_ENTRY(sp_flash_attn_wg_bf16_d128, 128, 2, 2, 0)
+SP9_ENTRY(sp_flash_attn_wg1_bf16_d128, 128, 1, 2, 0)
