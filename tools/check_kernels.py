@@ -43,7 +43,7 @@ static void combine(void *o, int rows, int splits, int d) {
 extern "C" int norm_rope(const void *x, const void *w, int w_split, const void *cs, void *o, int b, int seq,
                          int heads, int d, float eps, long long x_bs, long long x_rs, long long x_hs,
                          long long cs_bs, const void *pos) {
-    sp_norm_rope_bf16<<<dim3(seq, (heads + 7) / 8, b), dim3(32, 8)>>>((const bf16 *)x, (const bf16 *)w, w_split, (const bf16 *)cs,
+    sp_norm_rope_bf16<<<dim3(seq, 1, b), dim3(32, 8)>>>((const bf16 *)x, (const bf16 *)w, w_split, (const bf16 *)cs,
         (bf16 *)o, seq, heads, d, eps, x_bs, x_rs, x_hs, cs_bs, (const int *)pos);
     return (int)cudaGetLastError();
 }

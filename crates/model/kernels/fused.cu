@@ -25,7 +25,8 @@ __device__ __forceinline__ float sp_warp_max(float x) {
     return x;
 }
 
-// grid (s, ceil(heads / 8), b), block (32, 8): one warp per head of one token (d = 64 or 128).
+// grid (s, 1, b), block (32, 8): the 8 warps of a block share one token's heads, SP_NR_ROWS
+// heads a warp at a time (d = 64 or 128).
 // x: (b, s, heads, d) with strides x_bs, x_rs, x_hs; w: (d) for heads < w_split, the next d values
 // for the others (q and k heads of one qkv output in one launch); cs: (s, d) = [cos | sin] of each
 // position's d/2 frequencies, plus cs_bs per batch row (0 when all rows share the table); out:
@@ -34,34 +35,70 @@ __device__ __forceinline__ float sp_warp_max(float x) {
 // of tables (and a captured CUDA graph reads the current ones).
 // Lane l owns the pairs (i, i + d/2) that rotary embedding mixes for i = l (and l + 32 when d =
 // 128); the sum of squares adds each 32-pair half with one warp reduction and then the halves, the
-// order of the decode kernel's norm (sp_decode_attn_norm), so both round alike.
+// order of the decode kernel's norm (sp_decode_attn_norm), so both round alike. A warp loads its
+// heads' rows, the two norm weights and the token's table before it reduces anything (one warp a
+// head, with each load waiting on the last, took ~18 us a 2B prefill layer on an H100).
+#define SP_NR_ROWS 3
+template <int D>
+__device__ __forceinline__ void sp_norm_rope(const bf16 *x, const bf16 *w, int w_split, const bf16 *cs, bf16 *out, int s,
+                                             int heads, float eps, long long x_bs, long long x_rs, long long x_hs,
+                                             long long cs_bs, const int *pos) {
+    constexpr int d = D, half = D / 2, groups = half / 32;  // 1 or 2 pairs a lane
+    const int t = blockIdx.x, b = blockIdx.z, lane = threadIdx.x;
+    const bf16 *tab = pos ? cs + ((long long)pos[b] + t) * d : cs + b * cs_bs + (long long)t * d;
+    float c[groups], sn[groups], wq[groups][2], wk[groups][2];  // weights [group][first / second of the pair]
+#pragma unroll
+    for (int k = 0; k < groups; ++k) {
+        const int i = lane + 32 * k;
+        c[k] = __bfloat162float(tab[i]);
+        sn[k] = __bfloat162float(tab[half + i]);
+        wq[k][0] = __bfloat162float(w[i]);
+        wq[k][1] = __bfloat162float(w[i + half]);
+        wk[k][0] = __bfloat162float(w[d + i]);
+        wk[k][1] = __bfloat162float(w[d + i + half]);
+    }
+    for (int h0 = threadIdx.y * SP_NR_ROWS; h0 < heads; h0 += blockDim.y * SP_NR_ROWS) {
+        float x1[SP_NR_ROWS][groups], x2[SP_NR_ROWS][groups];
+#pragma unroll
+        for (int r = 0; r < SP_NR_ROWS; ++r) {
+            const bf16 *row = x + b * x_bs + t * x_rs + (h0 + r) * x_hs;
+#pragma unroll
+            for (int k = 0; k < groups; ++k) {
+                const int i = lane + 32 * k;
+                x1[r][k] = h0 + r < heads ? __bfloat162float(row[i]) : 0.f;
+                x2[r][k] = h0 + r < heads ? __bfloat162float(row[i + half]) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < SP_NR_ROWS; ++r) {
+            const int h = h0 + r;
+            if (h >= heads) break;
+            float ss = 0.f;
+#pragma unroll
+            for (int k = 0; k < groups; ++k) ss += sp_warp_sum(x1[r][k] * x1[r][k] + x2[r][k] * x2[r][k]);
+            const float scale = rsqrtf(ss / d + eps);
+            bf16 *o = out + (((long long)b * heads + h) * s + t) * d;
+#pragma unroll
+            for (int k = 0; k < groups; ++k) {
+                const int i = lane + 32 * k;
+                const float w1 = h >= w_split ? wk[k][0] : wq[k][0], w2 = h >= w_split ? wk[k][1] : wq[k][1];
+                // RMSNorm rounds once (candle's fused kernel), rope rounds each product and the sum (bf16 ops).
+                const float n1 = sp_round(scale * x1[r][k] * w1);
+                const float n2 = sp_round(scale * x2[r][k] * w2);
+                o[i] = __float2bfloat16_rn(sp_round(n1 * c[k]) - sp_round(n2 * sn[k]));
+                o[i + half] = __float2bfloat16_rn(sp_round(n1 * sn[k]) + sp_round(n2 * c[k]));
+            }
+        }
+    }
+}
+
 extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w_split, const bf16 *cs, bf16 *out,
                                              int s, int heads, int d, float eps, long long x_bs, long long x_rs,
                                              long long x_hs, long long cs_bs, const int *pos) {
-    const int t = blockIdx.x, h = blockIdx.y * blockDim.y + threadIdx.y, b = blockIdx.z, lane = threadIdx.x;
-    const int half = d / 2, groups = half / 32;  // 1 or 2 pairs a lane
-    if (h >= heads) return;
-    const bf16 *row = x + b * x_bs + t * x_rs + h * x_hs;
-    float x1[2], x2[2], ss = 0.f;
-    for (int k = 0; k < groups; ++k) {
-        const int i = lane + 32 * k;
-        x1[k] = __bfloat162float(row[i]);
-        x2[k] = __bfloat162float(row[i + half]);
-        ss += sp_warp_sum(x1[k] * x1[k] + x2[k] * x2[k]);
-    }
-    const float scale = rsqrtf(ss / d + eps);
-    if (h >= w_split) w += d;
-    const bf16 *tab = pos ? cs + ((long long)pos[b] + t) * d : cs + b * cs_bs + (long long)t * d;
-    bf16 *o = out + (((long long)b * heads + h) * s + t) * d;
-    for (int k = 0; k < groups; ++k) {
-        const int i = lane + 32 * k;
-        // RMSNorm rounds once (candle's fused kernel), rope rounds each product and the sum (bf16 ops).
-        const float n1 = sp_round(scale * x1[k] * __bfloat162float(w[i]));
-        const float n2 = sp_round(scale * x2[k] * __bfloat162float(w[i + half]));
-        const float c = __bfloat162float(tab[i]), sn = __bfloat162float(tab[half + i]);
-        o[i] = __float2bfloat16_rn(sp_round(n1 * c) - sp_round(n2 * sn));
-        o[i + half] = __float2bfloat16_rn(sp_round(n1 * sn) + sp_round(n2 * c));
-    }
+    if (d == 128)
+        sp_norm_rope<128>(x, w, w_split, cs, out, s, heads, eps, x_bs, x_rs, x_hs, cs_bs, pos);
+    else
+        sp_norm_rope<64>(x, w, w_split, cs, out, s, heads, eps, x_bs, x_rs, x_hs, cs_bs, pos);
 }
 
 // 8 bf16 of x plus 8 of y, each sum rounded like a bf16 add (y null: x itself), as floats in v;

@@ -568,8 +568,8 @@ mod imp {
             let mut lb = func.builder();
             lb.arg(&x).arg(&w).arg(&self.split).arg(&c).arg(&out).arg(&s_i).arg(&h_i).arg(&d_i).arg(&self.eps);
             lb.arg(&x_bs).arg(&x_rs).arg(&x_hs).arg(&cs_bs).arg(&NO_POS);
-            // A warp per head, 8 heads a block.
-            let cfg = LaunchConfig { grid_dim: (s as u32, h.div_ceil(8) as u32, b as u32), block_dim: (32, 8, 1), shared_mem_bytes: 0 };
+            // A block per token, its 8 warps sharing the heads.
+            let cfg = LaunchConfig { grid_dim: (s as u32, 1, b as u32), block_dim: (32, 8, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; shapes were checked.
             unsafe { lb.launch(cfg) }.w()?;
             Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, h, s, d))))
