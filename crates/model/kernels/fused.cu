@@ -617,17 +617,16 @@ extern "C" __global__ void sp_rows_add_bf16(bf16 *out, const unsigned *rows, con
 // A prefill's new keys (or values) into a KV buffer: dst (heads, cap, d) contiguous gets rows
 // [offset, offset + s) of each head from src (heads, s, d) with head and row strides s_hs, s_rs
 // (the last dim contiguous; the values are read in place from the qkv projection). 16 bytes a
-// thread; d, the strides and offset * d multiples of 8. Any grid, block 256.
+// thread; d, the strides and offset * d multiples of 8. Grid (s * d / 8 / 256 rounded up, heads),
+// block 256.
 extern "C" __global__ void sp_kv_write_bf16(const bf16 *src, long long s_hs, long long s_rs, bf16 *dst, int heads,
                                             int s, int d, int cap, int offset) {
-    const int chunks = d / 8;
-    const long long total = (long long)heads * s * chunks;
-    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
-         idx += (long long)gridDim.x * blockDim.x) {
-        const int c = (int)(idx % chunks);
-        const long long hr = idx / chunks;
-        const int r = (int)(hr % s), h = (int)(hr / s);
-        *reinterpret_cast<uint4 *>(dst + ((long long)h * cap + offset + r) * d + c * 8) =
-            *reinterpret_cast<const uint4 *>(src + h * s_hs + r * s_rs + c * 8);
-    }
+    // A row of 16-byte pieces per thread block row, 32-bit index math.
+    const int chunks = d / 8, h = blockIdx.y;
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h >= heads || idx >= s * chunks) return;
+    const int r = idx / chunks, c = idx - r * chunks;
+    *reinterpret_cast<uint4 *>(dst + ((long long)h * cap + offset + r) * d + c * 8) =
+        *reinterpret_cast<const uint4 *>(src + h * s_hs + r * s_rs + c * 8);
 }
+

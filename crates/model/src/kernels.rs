@@ -624,8 +624,8 @@ mod imp {
             let (h_i, s_i, d_i, cap_i, off_i) = (heads as i32, s as i32, d as i32, cap as i32, self.offset as i32);
             let mut lb = func.builder();
             lb.arg(&src).arg(&s_hs).arg(&s_rs).arg(&mut dst).arg(&h_i).arg(&s_i).arg(&d_i).arg(&cap_i).arg(&off_i);
-            let blocks = (heads * s * d / 8).div_ceil(256).clamp(1, 8192) as u32;
-            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let blocks = (s * d / 8).div_ceil(256).max(1) as u32;
+            let cfg = LaunchConfig { grid_dim: (blocks, heads as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; sizes and alignment were checked.
             unsafe { lb.launch(cfg) }.w()?;
             Ok(())

@@ -110,8 +110,16 @@ impl KvBuffers {
     /// holding a copy of the first `keep` tokens of `from`.
     fn with_capacity(like: &Tensor, cap: usize, from: Option<&KvBuffers>, keep: usize) -> Result<Self> {
         let (b, h, _, d) = like.dims4()?;
-        let k = Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?;
-        let v = Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?;
+        let (k, v) = if like.device().is_cuda() {
+            // SAFETY: rows past a layer's `filled` are never read (attention gets `narrow`ed views,
+            // the decode kernels each sequence's length), and every row is written before it
+            // counts as filled; skipping the fill saves a memset of the whole capacity per layer.
+            unsafe {
+                (Tensor::empty((b, h, cap, d), like.dtype(), like.device())?, Tensor::empty((b, h, cap, d), like.dtype(), like.device())?)
+            }
+        } else {
+            (Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?, Tensor::zeros((b, h, cap, d), like.dtype(), like.device())?)
+        };
         if let (Some(old), true) = (from, keep > 0) {
             k.slice_set(&old.k.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
             v.slice_set(&old.v.narrow(2, 0, keep)?.contiguous()?, 2, 0)?;
