@@ -13,6 +13,7 @@
 //! - [`linear`]: a cuBLASLt matmul with the bias (and tanh GELU) in its epilogue.
 //! - [`bias_act`], [`vision_rope`]: a linear layer's bias + activation; the vision tower's rope.
 //! - [`rows_add`], [`kv_write`]: DeepStack's injection; a prefill's keys and values into the cache.
+//! - [`patch_rows`]: the vision tower's input rows from the uploaded 8-bit image.
 //!
 //! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs,
 //! or turned off by `SCREENPILOT_FUSED`); the caller then runs the plain candle ops, which are what the
@@ -110,6 +111,13 @@ pub(crate) fn decode_splits(kv_heads: usize, b: usize, max_len: usize) -> usize 
     1 << want.ilog2()
 }
 
+/// The vision tower's bf16 input rows (gh gw, 3 t p p) from `rgb`, an image of (gh p, gw p) pixels
+/// uploaded as bytes (rgb order), and `lut` (3, 256) f32: what
+/// [`crate::preprocess::PreprocessedImage::to_tensor`] builds, rounded to bf16, in one launch.
+pub(crate) fn patch_rows(rgb: &Tensor, lut: &Tensor, grid: (usize, usize), p: usize, m: usize, t: usize) -> Result<Option<Tensor>> {
+    imp::patch_rows(rgb, lut, grid, p, m, t)
+}
+
 /// `silu(gate) * up` for `gate_up` (.., 2n) = [gate | up]: (.., n).
 pub(crate) fn swiglu(gate_up: &Tensor) -> Result<Option<Tensor>> {
     imp::swiglu(gate_up)
@@ -184,6 +192,9 @@ mod imp {
         Ok(None)
     }
     pub(super) fn rows_add(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    pub(super) fn patch_rows(_: &Tensor, _: &Tensor, _: (usize, usize), _: usize, _: usize, _: usize) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn kv_write(_: &Tensor, _: &Tensor, _: usize) -> Result<bool> {
@@ -779,6 +790,51 @@ mod imp {
     }
 
     // ---- SwiGLU ----
+
+    pub(super) fn patch_rows(rgb: &Tensor, lut: &Tensor, grid: (usize, usize), p: usize, m: usize, t: usize) -> Result<Option<Tensor>> {
+        let (gh, gw) = grid;
+        let fits = rgb.dtype() == DType::U8 && rgb.elem_count() == gh * p * gw * p * 3 && lut.dtype() == DType::F32 && lut.elem_count() == 3 * 256;
+        if usable(rgb.device(), DType::BF16, false).is_none() || !fits || m == 0 || gh % m != 0 || gw % m != 0 || t == 0 {
+            return Ok(None);
+        }
+        let op = PatchRows { gh, gw, p, m, t };
+        Ok(Some(rgb.contiguous()?.apply_op2_no_bwd(&lut.contiguous()?, &op)?))
+    }
+
+    struct PatchRows {
+        gh: usize,
+        gw: usize,
+        p: usize,
+        m: usize,
+        t: usize,
+    }
+
+    impl CustomOp2 for PatchRows {
+        fn name(&self) -> &'static str {
+            "screenpilot-patch-rows"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("{} is CUDA-only", self.name())
+        }
+
+        fn cuda_fwd(&self, rs: &CudaStorage, rl: &Layout, ls: &CudaStorage, ll: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let dev = rs.device().clone();
+            let rgb = rs.as_cuda_slice::<u8>()?.slice(rl.start_offset()..);
+            let lut = ls.as_cuda_slice::<f32>()?.slice(ll.start_offset()..);
+            let (n, row) = (self.gh * self.gw, 3 * self.t * self.p * self.p);
+            let func = fused!(&dev, "sp_patch_rows_bf16")?;
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<bf16>(n * row)? };
+            let [gh, gw, p, m, t] = [self.gh, self.gw, self.p, self.m, self.t].map(|v| v as i32);
+            let mut lb = func.builder();
+            lb.arg(&rgb).arg(&lut).arg(&out).arg(&gh).arg(&gw).arg(&p).arg(&m).arg(&t);
+            let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments match the kernel's signature; sizes were checked.
+            unsafe { lb.launch(cfg) }.w()?;
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((n, row))))
+        }
+    }
 
     pub(super) fn swiglu(gate_up: &Tensor) -> Result<Option<Tensor>> {
         if device_for(gate_up, false).is_none() || gate_up.rank() == 0 || gate_up.dim(candle_core::D::Minus1)? % 2 != 0 {

@@ -103,7 +103,8 @@ impl Qwen3Vl {
 
     /// Runs the vision tower over preprocessed images (in order) in one call.
     pub fn encode_images(&self, images: &[&PreprocessedImage]) -> Result<VisionOutput> {
-        let parts = images.iter().map(|i| i.to_tensor(&self.device)).collect::<candle_core::Result<Vec<_>>>()?;
+        let dtype = self.vision.dtype();
+        let parts = images.iter().map(|i| i.to_tensor_as(&self.device, dtype)).collect::<Result<Vec<_>>>()?;
         let pixels = Tensor::cat(&parts, 0)?;
         let grids: Vec<GridThw> = images.iter().map(|i| i.grid).collect();
         self.vision.forward(&pixels, &grids)

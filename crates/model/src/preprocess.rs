@@ -618,6 +618,26 @@ impl PreprocessedImage {
         Tensor::cat(&vec![&frame; t], 2)?.reshape((n, self.patch_dim))
     }
 
+    /// [`Self::to_tensor`] in `dtype`. On CUDA in bf16 one kernel cuts,
+    /// normalises and rounds the uploaded bytes (the same values as
+    /// `to_tensor` then a cast, without its f32 and index intermediates).
+    pub fn to_tensor_as(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+    ) -> crate::error::Result<candle_core::Tensor> {
+        use candle_core::{DType, Tensor};
+        if dtype == DType::BF16 && device.is_cuda() && self.grid.t == 1 {
+            let (p, m, t) = (self.patch(), self.merge.max(1), self.temporal.max(1));
+            let img = Tensor::from_slice(&self.rgb, self.rgb.len(), device)?;
+            let lut = Tensor::from_iter(self.lut.iter().flatten().copied(), device)?;
+            if let Some(rows) = crate::kernels::patch_rows(&img, &lut, (self.grid.h, self.grid.w), p, m, t)? {
+                return Ok(rows);
+            }
+        }
+        Ok(self.to_tensor(device)?.to_dtype(dtype)?)
+    }
+
     /// The model input on the host, `num_patches × patch_dim` (HF's
     /// `pixel_values`).
     pub fn pixels(&self) -> Vec<f32> {
