@@ -736,7 +736,7 @@ mod imp {
                 None => lb.arg(&NULL),
             };
             lb.arg(&wb).arg(&out).arg(&rows_i).arg(&n_i).arg(&self.eps);
-            let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig { grid_dim: (norm_blocks(rows, n, 128, 4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; inputs are contiguous, n % 8 == 0.
             unsafe { lb.launch(cfg) }.w()?;
             let shape = if parts == 2 { Shape::from((2, rows, n)) } else { Shape::from((rows, n)) };
@@ -745,6 +745,13 @@ mod imp {
     }
 
     optional_third_input!(LayerNormOp, "screenpilot-layer-norm", "screenpilot-add-layer-norm");
+
+    /// Blocks of `threads` for the LayerNorm kernel over (rows, n): a block a row, or a warp a row
+    /// where fused.cu's SP_NORM_WARP_ROWS(n, max_u) holds (n = 256 u, 1 <= u <= max_u).
+    fn norm_blocks(rows: usize, n: usize, threads: usize, max_u: usize) -> u32 {
+        let warp_rows = n % 256 == 0 && (1..=max_u).contains(&(n / 256));
+        (if warp_rows { rows.div_ceil(threads / 32) } else { rows }).max(1) as u32
+    }
 
     pub(super) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
         let n = x.dim(candle_core::D::Minus1)?;
