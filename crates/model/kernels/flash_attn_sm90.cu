@@ -322,8 +322,8 @@ __device__ __forceinline__ void sp9_flash_attn(
     }
 }
 
-#define SP9_ENTRY(NAME, D, WGS, STAGES, AHEAD_MB)                                                                         \
-    extern "C" __global__ void __launch_bounds__(WGS * 128) NAME(                                                 \
+#define SP9_ENTRY(NAME, D, WGS, STAGES, AHEAD_MB, MINB)                                                                   \
+    extern "C" __global__ void __launch_bounds__(WGS * 128, MINB) NAME(                                                 \
         const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, int sq, int skv, \
         int heads, int kv_heads, int causal, int past, float scale, long long q_bs, long long q_hs, long long q_rs, \
         long long k_bs, long long k_hs, long long k_rs, long long v_bs, long long v_hs, long long v_rs,             \
@@ -333,8 +333,9 @@ __device__ __forceinline__ void sp9_flash_attn(
     }
 
 // Vision (d 64): mbarriers, three stages (49 KB of shared memory a block with the barriers: two
-// blocks an SM). Prefill (d 128): one warpgroup a block, the block barrier (mbarriers measured
-// the same there: 0.051 against 0.052 ms a layer).
-SP9_ENTRY(sp_flash_attn_wg_bf16_d64, 64, 2, 3, 1)
-SP9_ENTRY(sp_flash_attn_wg_bf16_d128, 128, 2, 2, 0)
-SP9_ENTRY(sp_flash_attn_wg1_bf16_d128, 128, 1, 2, 0)
+// blocks an SM, 128 registers). Prefill (d 128): one warpgroup a block, the block barrier (mbarriers measured
+// the same there: 0.051 against 0.052 ms a layer), registers capped for three blocks an SM (168,
+// a few spilled: 0.046 against 0.053 ms a layer at 192 registers and two blocks).
+SP9_ENTRY(sp_flash_attn_wg_bf16_d64, 64, 2, 3, 1, 2)
+SP9_ENTRY(sp_flash_attn_wg_bf16_d128, 128, 2, 2, 0, 1)
+SP9_ENTRY(sp_flash_attn_wg1_bf16_d128, 128, 1, 2, 0, 3)
