@@ -113,7 +113,7 @@ extern "C" int bias_act(const void *x, const void *b, void *o, int rows, int n, 
 }
 extern "C" int vision_rope(const void *qkv, const void *c, const void *s, void *o, int seq, int heads, int d,
                            float q_scale) {
-    sp_vision_rope_bf16<<<(seq * 2 * heads * d / 4 + 255) / 256, 256>>>((const bf16 *)qkv, (const float *)c, (const float *)s,
+    sp_vision_rope_bf16<<<(seq * 2 * heads * d / (d %% 16 == 0 ? 16 : 4) + 255) / 256, 256>>>((const bf16 *)qkv, (const float *)c, (const float *)s,
         (bf16 *)o, seq, heads, d, q_scale);
     return (int)cudaGetLastError();
 }

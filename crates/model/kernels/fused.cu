@@ -521,10 +521,40 @@ extern "C" __global__ void sp_bias_act_bf16(const bf16 *x, const bf16 *bias, bf1
 // d), computed in f32 with f32 tables cos/sin (seq, d/2) like the reference, q then multiplied by
 // q_scale (a power of two: exact), written as out (2, heads, seq, d) = [q, k]. One thread per two
 // adjacent pairs (i, i + d/2), (i + 1, i + 1 + d/2) (d % 4 == 0), 4-byte loads; consecutive
-// threads walk a row of qkv. Any grid, block 256.
+// threads walk a row of qkv. When d % 16 == 0 and the pointers are 16-byte aligned, one thread
+// per 8 adjacent pairs instead, 16-byte loads and stores (same arithmetic; H100, 2B tower: 17.7
+// -> ~12 us a layer). Any grid, block 256.
 extern "C" __global__ void sp_vision_rope_bf16(const bf16 *qkv, const float *cos, const float *sin, bf16 *out,
                                                int seq, int heads, int d, float q_scale) {
     const int half = d / 2, pairs = half / 2;
+    if (d % 16 == 0 && (((unsigned long long)qkv | (unsigned long long)cos | (unsigned long long)sin | (unsigned long long)out) & 15) == 0) {
+        const int chunks = half / 8;
+        const unsigned total = (unsigned)seq * 2 * heads * chunks;
+        for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+            const int j = idx % chunks, h = (idx / chunks) % heads, part = (idx / chunks / heads) % 2;
+            const int t = idx / chunks / heads / 2, i = 8 * j;
+            const bf16 *x = qkv + ((long long)t * 3 + part) * heads * d + (long long)h * d;
+            const uint4 a = *reinterpret_cast<const uint4 *>(x + i), b = *reinterpret_cast<const uint4 *>(x + i + half);
+            const float4 *cp = reinterpret_cast<const float4 *>(cos + (long long)t * half + i);
+            const float4 *sp = reinterpret_cast<const float4 *>(sin + (long long)t * half + i);
+            const float4 c4[2] = {cp[0], cp[1]}, s4[2] = {sp[0], sp[1]};
+            const float *cf = reinterpret_cast<const float *>(c4), *sf = reinterpret_cast<const float *>(s4);
+            const __nv_bfloat162 *a2 = reinterpret_cast<const __nv_bfloat162 *>(&a), *b2 = reinterpret_cast<const __nv_bfloat162 *>(&b);
+            const float scale = part == 0 ? q_scale : 1.f;
+            __align__(16) __nv_bfloat162 lo[4], hi[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 x1 = __bfloat1622float2(a2[e]), x2 = __bfloat1622float2(b2[e]);
+                const float2 c = make_float2(cf[2 * e], cf[2 * e + 1]), sn = make_float2(sf[2 * e], sf[2 * e + 1]);
+                lo[e] = __floats2bfloat162_rn((x1.x * c.x - x2.x * sn.x) * scale, (x1.y * c.y - x2.y * sn.y) * scale);
+                hi[e] = __floats2bfloat162_rn((x1.x * sn.x + x2.x * c.x) * scale, (x1.y * sn.y + x2.y * c.y) * scale);
+            }
+            bf16 *o = out + (((long long)part * heads + h) * seq + t) * d;
+            *reinterpret_cast<uint4 *>(o + i) = *reinterpret_cast<const uint4 *>(lo);
+            *reinterpret_cast<uint4 *>(o + i + half) = *reinterpret_cast<const uint4 *>(hi);
+        }
+        return;
+    }
     const unsigned total = (unsigned)seq * 2 * heads * pairs;
     for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
         const int j = idx % pairs, h = (idx / pairs) % heads, part = (idx / pairs / heads) % 2;

@@ -1069,7 +1069,8 @@ mod imp {
             let (seq_i, h_i, d_i) = (seq as i32, self.heads as i32, d as i32);
             let mut lb = func.builder();
             lb.arg(&qkv).arg(&cos).arg(&sin).arg(&out).arg(&seq_i).arg(&h_i).arg(&d_i).arg(&self.q_scale);
-            let threads = seq * 2 * self.heads * d / 4;
+            // A thread per 8 pairs when d % 16 == 0 (and aligned: the kernel checks), else per 2.
+            let threads = seq * 2 * self.heads * d / if d % 16 == 0 { 16 } else { 4 };
             let cfg = LaunchConfig { grid_dim: (threads.div_ceil(256).clamp(1, 65535) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the arguments match the kernel's signature; inputs are contiguous.
             unsafe { lb.launch(cfg) }.w()?;
