@@ -46,9 +46,9 @@ static void combine(void *o, int rows, int splits, int d) {
 }
 extern "C" int norm_rope(const void *x, const void *w, int w_split, const void *cs, void *o, int b, int seq,
                          int heads, int d, float eps, long long x_bs, long long x_rs, long long x_hs,
-                         long long cs_bs, const void *pos) {
+                         long long cs_bs, const void *pos, void *kdst, void *vdst, int cap, int offset) {
     sp_norm_rope_bf16<<<dim3(seq, 1, b), dim3(32, 8)>>>((const bf16 *)x, (const bf16 *)w, w_split, (const bf16 *)cs,
-        (bf16 *)o, seq, heads, d, eps, x_bs, x_rs, x_hs, cs_bs, (const int *)pos);
+        (bf16 *)o, seq, heads, d, eps, x_bs, x_rs, x_hs, cs_bs, (const int *)pos, (bf16 *)kdst, (bf16 *)vdst, cap, offset);
     return (int)cudaGetLastError();
 }
 // The KV table of b sequences (kv[2i], kv[2i+1]: key and value buffers of capacity caps[i]), copied
@@ -349,7 +349,7 @@ def check_fused(lib):
         out = torch.empty(b, heads, seq, d, device=dev, dtype=torch.bfloat16)
         table = torch.cat([cos, sin], -1).contiguous()
         rc = lib.norm_rope(ptr(x), ptr(w2), 16, ptr(table), ptr(out), b, seq, heads, d, ctypes.c_float(1e-6),
-                           L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0 if shared else seq * d), None)
+                           L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0 if shared else seq * d), None, None, None, 0, 0)
         assert rc == 0
         if seq == 1 and not shared:
             # The same rows read from a table of positions through device positions (decode
@@ -359,11 +359,28 @@ def check_fused(lib):
             big[pos.long()] = table[:, 0]
             out2 = torch.empty_like(out)
             rc = lib.norm_rope(ptr(x), ptr(w2), 16, ptr(big), ptr(out2), b, seq, heads, d, ctypes.c_float(1e-6),
-                               L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos))
+                               L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos), None, None, 0, 0)
             assert rc == 0
             same = torch.equal(out, out2)
             bad += not same
             print(f"{'norm_rope via positions':28s} {'bit-identical ok' if same else 'FAIL'}")
+        if seq > 1:
+            # Straight into a KV cache (rows [7, 7 + seq) of a capacity of seq + 40): the key heads
+            # and the value heads that follow them in qkv; the query heads alone in out.
+            cap, off = seq + 40, 7
+            kc = torch.full((b, heads - 16, cap, d), float("nan"), device=dev, dtype=torch.bfloat16)
+            vc = kc.clone()
+            qo = torch.empty(b, 16, seq, d, device=dev, dtype=torch.bfloat16)
+            rc = lib.norm_rope(ptr(x), ptr(w2), 16, ptr(table), ptr(qo), b, seq, heads, d, ctypes.c_float(1e-6),
+                               L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0 if shared else seq * d), None,
+                               ptr(kc), ptr(vc), cap, off)
+            assert rc == 0
+            vsrc = qkv[..., heads * d:].reshape(b, seq, heads - 16, d).transpose(1, 2)
+            same = (torch.equal(qo, out[:, :16]) and torch.equal(kc[:, :, off:off + seq], out[:, 16:])
+                    and torch.equal(vc[:, :, off:off + seq], vsrc) and kc[:, :, :off].isnan().all().item()
+                    and vc[:, :, off + seq:].isnan().all().item())
+            bad += not same
+            print(f"{'norm_rope into a KV cache':28s} {'bit-identical ok' if same else 'FAIL'}")
         xf = x.float()
         n = bf(xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()).transpose(1, 2)
         c = cos.float().unsqueeze(1)
@@ -528,12 +545,12 @@ def check_fused(lib):
         x = qkv.view(b, 1, h + 2 * hkv, d)[:, :, : h + hkv]
         qk = torch.empty(b, h + hkv, 1, d, device=dev, dtype=torch.bfloat16)
         rc = lib.norm_rope(ptr(x), ptr(w2), h, ptr(table), ptr(qk), b, 1, h + hkv, d, ctypes.c_float(1e-6),
-                           L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos))
+                           L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos), None, None, 0, 0)
         assert rc == 0
         vnew = qkv[:, (h + hkv) * d:].contiguous()
         out1 = torch.empty(b, h * d, device=dev, dtype=torch.bfloat16)
         two = lambda iters=1: (lib.norm_rope(ptr(x), ptr(w2), h, ptr(table), ptr(qk), b, 1, h + hkv, d, ctypes.c_float(1e-6),
-                                             L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos)),
+                                             L(x.stride(0)), L(x.stride(1)), L(x.stride(2)), L(0), ptr(pos), None, None, 0, 0),
                                lib.decode_batched(ptr(qk), ptr(vnew), ptr(out1), b, hkv, rep, addrs(bufs), capv,
                                                   ptr(lens_dev), ctypes.c_float(d ** -0.5), splits, iters))
         assert two() == (0, 0)

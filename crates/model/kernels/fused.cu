@@ -38,11 +38,16 @@ __device__ __forceinline__ float sp_warp_max(float x) {
 // order of the decode kernel's norm (sp_decode_attn_norm), so both round alike. A warp loads its
 // heads' rows, the two norm weights and the token's table before it reduces anything (one warp a
 // head, with each load waiting on the last, took ~18 us a 2B prefill layer on an H100).
+// With kdst (a prefill writing the KV cache): the heads from w_split on (the keys) go to rows
+// [offset, offset + s) of kdst (b, heads - w_split, cap, d) instead of out, which then holds the
+// w_split query heads only, and the value heads that follow the normed ones in x (as many as the
+// keys) are copied unchanged to the same rows of vdst: the cache write of the layer in this pass.
 #define SP_NR_ROWS 3
 template <int D>
 __device__ __forceinline__ void sp_norm_rope(const bf16 *x, const bf16 *w, int w_split, const bf16 *cs, bf16 *out, int s,
                                              int heads, float eps, long long x_bs, long long x_rs, long long x_hs,
-                                             long long cs_bs, const int *pos) {
+                                             long long cs_bs, const int *pos, bf16 *kdst, bf16 *vdst, int cap,
+                                             int offset) {
     constexpr int d = D, half = D / 2, groups = half / 32;  // 1 or 2 pairs a lane
     const int t = blockIdx.x, b = blockIdx.z, lane = threadIdx.x;
     const bf16 *tab = pos ? cs + ((long long)pos[b] + t) * d : cs + b * cs_bs + (long long)t * d;
@@ -77,7 +82,8 @@ __device__ __forceinline__ void sp_norm_rope(const bf16 *x, const bf16 *w, int w
 #pragma unroll
             for (int k = 0; k < groups; ++k) ss += sp_warp_sum(x1[r][k] * x1[r][k] + x2[r][k] * x2[r][k]);
             const float scale = rsqrtf(ss / d + eps);
-            bf16 *o = out + (((long long)b * heads + h) * s + t) * d;
+            bf16 *o = kdst && h >= w_split ? kdst + (((long long)b * (heads - w_split) + h - w_split) * cap + offset + t) * d
+                                           : out + (((long long)b * (kdst ? w_split : heads) + h) * s + t) * d;
 #pragma unroll
             for (int k = 0; k < groups; ++k) {
                 const int i = lane + 32 * k;
@@ -90,15 +96,22 @@ __device__ __forceinline__ void sp_norm_rope(const bf16 *x, const bf16 *w, int w
             }
         }
     }
+    if (vdst)
+        for (int j = threadIdx.y; j < heads - w_split; j += blockDim.y) {
+            const __nv_bfloat162 *row = reinterpret_cast<const __nv_bfloat162 *>(x + b * x_bs + t * x_rs + (heads + j) * x_hs);
+            __nv_bfloat162 *o = reinterpret_cast<__nv_bfloat162 *>(vdst + (((long long)b * (heads - w_split) + j) * cap + offset + t) * d);
+            for (int i = lane; i < d / 2; i += 32) o[i] = row[i];
+        }
 }
 
 extern "C" __global__ void sp_norm_rope_bf16(const bf16 *x, const bf16 *w, int w_split, const bf16 *cs, bf16 *out,
                                              int s, int heads, int d, float eps, long long x_bs, long long x_rs,
-                                             long long x_hs, long long cs_bs, const int *pos) {
+                                             long long x_hs, long long cs_bs, const int *pos, bf16 *kdst, bf16 *vdst,
+                                             int cap, int offset) {
     if (d == 128)
-        sp_norm_rope<128>(x, w, w_split, cs, out, s, heads, eps, x_bs, x_rs, x_hs, cs_bs, pos);
+        sp_norm_rope<128>(x, w, w_split, cs, out, s, heads, eps, x_bs, x_rs, x_hs, cs_bs, pos, kdst, vdst, cap, offset);
     else
-        sp_norm_rope<64>(x, w, w_split, cs, out, s, heads, eps, x_bs, x_rs, x_hs, cs_bs, pos);
+        sp_norm_rope<64>(x, w, w_split, cs, out, s, heads, eps, x_bs, x_rs, x_hs, cs_bs, pos, kdst, vdst, cap, offset);
 }
 
 // 8 bf16 of x plus 8 of y, each sum rounded like a bf16 add (y null: x itself), as floats in v;

@@ -48,8 +48,23 @@ pub(crate) const KV_TABLE_WORDS: usize = 3 * 2 * MAX_BATCH;
 /// below `split`, row 1 for the rest: q and k heads at once), then rotary embedding with
 /// `cos_sin` ((s, d) or (b, s, d): cos then sin of the d/2 frequencies), returned as
 /// (b, heads, s, d). Rounds like RmsNorm + rope do.
-pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
-    imp::norm_rope(x, weights, split, cos_sin, eps)
+///
+/// With `cache`, `x` is the whole projection (b, s, split + 2 kv_heads, d): the query heads are
+/// returned (b, split, s, d), the key heads written normed and rotated, and the value heads
+/// copied, into rows [offset, offset + s) of the cache's buffers (the layer's KV append, in the
+/// same pass).
+pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32, cache: Option<KvTarget>) -> Result<Option<Tensor>> {
+    imp::norm_rope(x, weights, split, cos_sin, eps, cache)
+}
+
+/// Where [`norm_rope`] writes a prefill's keys and values: rows from `offset` of a layer's
+/// buffers `k`, `v` (b, kv_heads, capacity, d), contiguous and the cache's own.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct KvTarget<'a> {
+    pub k: &'a Tensor,
+    pub v: &'a Tensor,
+    pub offset: usize,
 }
 
 /// One decode step of a batch in one launch (plus a merge of the key splits): `qkv` (b, 1,
@@ -179,7 +194,7 @@ mod imp {
     pub(super) fn decode_attention(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
+    pub(super) fn norm_rope(_: &Tensor, _: &Tensor, _: usize, _: &Tensor, _: f32, _: Option<KvTarget>) -> Result<Option<Tensor>> {
         Ok(None)
     }
     pub(super) fn add_rms_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: f32) -> Result<Option<Tensor>> {
@@ -534,11 +549,24 @@ mod imp {
 
     // ---- QK-norm + rope ----
 
-    pub(super) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    pub(super) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32, cache: Option<KvTarget>) -> Result<Option<Tensor>> {
         if device_for(x, false).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
             return Ok(None);
         }
-        let (b, s, _, d) = x.dims4()?;
+        let (b, s, heads, d) = x.dims4()?;
+        let target = match cache {
+            None => None,
+            Some(KvTarget { k, v, offset }) => {
+                let fits = |t: &Tensor| {
+                    t.dtype() == DType::BF16 && t.is_contiguous() && t.rank() == 4 && t.dims()[0] == b && t.dims()[3] == d && t.dims() == k.dims()
+                };
+                let (kv, cap) = (k.dim(1)?, k.dim(2)?);
+                if !fits(k) || !fits(v) || split + 2 * kv != heads || offset + s > cap {
+                    return Ok(None);
+                }
+                Some(CacheRows { k: address(k)?, v: address(v)?, kv_heads: kv as i32, cap: cap as i32, offset: offset as i32 })
+            }
+        };
         let rows_ok = match cos_sin.dims() {
             [rs, cd] => *rs == s && *cd == d,
             [cb, rs, cd] => *cb == b && *rs == s && *cd == d,
@@ -548,12 +576,22 @@ mod imp {
             return Ok(None);
         }
         let (weights, cos_sin) = (weights.contiguous()?, cos_sin.contiguous()?);
-        Ok(Some(x.apply_op3_no_bwd(&weights, &cos_sin, &NormRope { eps, split: split as i32 })?))
+        Ok(Some(x.apply_op3_no_bwd(&weights, &cos_sin, &NormRope { eps, split: split as i32, target })?))
+    }
+
+    /// A layer's KV buffers as the norm-rope kernel writes them (device addresses).
+    struct CacheRows {
+        k: u64,
+        v: u64,
+        kv_heads: i32,
+        cap: i32,
+        offset: i32,
     }
 
     struct NormRope {
         eps: f32,
         split: i32,
+        target: Option<CacheRows>,
     }
 
     impl CustomOp3 for NormRope {
@@ -565,11 +603,17 @@ mod imp {
 
         fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout, cs: &CudaStorage, cl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             let dev = xs.device().clone();
-            let (b, s, h, d) = xl.shape().dims4()?;
+            let (b, s, all, d) = xl.shape().dims4()?;
+            // The heads normed: all of x, or with a cache target the query and key heads (the
+            // value heads after them are copied); the heads returned: those, or the query heads.
+            let (h, out_h) = match &self.target {
+                Some(t) => (all - t.kv_heads as usize, self.split as usize),
+                None => (all, all),
+            };
             let (x, w, c) = (view(xs, xl)?, view(ws, wl)?, view(cs, cl)?);
             let func = fused!(&dev, "sp_norm_rope_bf16")?;
             // SAFETY: every element is written by the kernel.
-            let out = unsafe { dev.alloc::<bf16>(b * h * s * d)? };
+            let out = unsafe { dev.alloc::<bf16>(b * out_h * s * d)? };
             let [x_bs, x_rs, x_hs] = strides3(xl);
             let cs_bs = if cl.dims().len() == 3 { (s * d) as i64 } else { 0 };
             // Per-row tables: no device positions (the kernel's `pos` mode, which the decode kernel
@@ -579,11 +623,19 @@ mod imp {
             let mut lb = func.builder();
             lb.arg(&x).arg(&w).arg(&self.split).arg(&c).arg(&out).arg(&s_i).arg(&h_i).arg(&d_i).arg(&self.eps);
             lb.arg(&x_bs).arg(&x_rs).arg(&x_hs).arg(&cs_bs).arg(&NO_POS);
+            let (kdst, vdst, cap, offset) = match &self.target {
+                Some(t) => (t.k, t.v, t.cap, t.offset),
+                None => (0, 0, 0, 0),
+            };
+            lb.arg(&kdst).arg(&vdst).arg(&cap).arg(&offset);
             // A block per token, its 8 warps sharing the heads.
             let cfg = LaunchConfig { grid_dim: (s as u32, 1, b as u32), block_dim: (32, 8, 1), shared_mem_bytes: 0 };
-            // SAFETY: the arguments match the kernel's signature; shapes were checked.
+            // SAFETY: the arguments match the kernel's signature; shapes were checked. With a
+            // target, the kernel also writes rows [offset, offset + s) of the cache's own key and
+            // value buffers (norm_rope checked their shapes and the room), which nothing else
+            // reads or writes until this launch is done (one stream).
             unsafe { lb.launch(cfg) }.w()?;
-            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, h, s, d))))
+            Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((b, out_h, s, d))))
         }
     }
 

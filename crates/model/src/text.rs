@@ -277,6 +277,24 @@ impl KvCache {
         l.filled = needed;
         Ok((l.buf.k.narrow(2, 0, needed)?, l.buf.v.narrow(2, 0, needed)?))
     }
+
+    /// [`Self::append`] done by `write`, which gets the layer's buffers and the row to write
+    /// from, writes `like`'s tokens (b, kv_heads, s, head_dim) there and returns what it computed
+    /// with them; `None` from it means it wrote nothing (nothing is counted). Returns that result
+    /// and views of all of the layer's keys and values.
+    pub(crate) fn append_with(
+        &mut self,
+        layer: usize,
+        like: &Tensor,
+        write: impl FnOnce(kernels::KvTarget) -> Result<Option<Tensor>>,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        let filled = self.layers.get(layer).and_then(Option::as_ref).map_or(0, |l| l.filled);
+        let needed = filled + like.dim(2)?;
+        let l = self.writable(layer, like, needed)?;
+        let Some(out) = write(kernels::KvTarget { k: &l.buf.k, v: &l.buf.v, offset: filled })? else { return Ok(None) };
+        l.filled = needed;
+        Ok(Some((out, l.buf.k.narrow(2, 0, needed)?, l.buf.v.narrow(2, 0, needed)?)))
+    }
 }
 
 /// What every layer of one forward pass shares: the MRoPE tables of the new tokens (first half
@@ -437,28 +455,37 @@ impl Attention {
         })
     }
 
-    /// The projections of `xs` (b, s, hidden) as heads: q (b, heads, s, head_dim) and k
-    /// (b, kv_heads, s, head_dim) QK-normed and rotated, v (b, kv_heads, s, head_dim) (on the
-    /// fused path a strided view into the projection, copied once into the KV cache).
-    fn qkv_parts(&self, xs: &Tensor, rope: &RopeTables) -> Result<QkvHeads> {
+    /// The qkv projection of `xs` (b, s, hidden) as (b, s, heads + 2 kv_heads, head_dim).
+    fn project_heads(&self, xs: &Tensor, rope: &RopeTables) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
-        let dev = xs.device();
-        let qkv = scope("text.qkv_proj", dev, || project(&self.qkv, xs))?;
-        // (b, s, heads + 2 kv_heads, head_dim): q, k and v heads are views of it.
-        let qkv = qkv.reshape((b, s, self.heads + 2 * self.kv_heads, self.head_dim))?;
-        let q = qkv.narrow(2, 0, self.heads)?;
-        let k = qkv.narrow(2, self.heads, self.kv_heads)?;
-        let v = qkv.narrow(2, self.heads + self.kv_heads, self.kv_heads)?;
         // A decode pass with device inputs has no per-pass tables: only its fused kernel
         // (batch.rs) can run it.
         if rope.step.is_some() {
             return Err(ModelError::Input("a decode pass with device inputs needs the fused CUDA kernels".into()));
         }
+        let qkv = scope("text.qkv_proj", xs.device(), || project(&self.qkv, xs))?;
+        Ok(qkv.reshape((b, s, self.heads + 2 * self.kv_heads, self.head_dim))?)
+    }
+
+    /// The projections of `xs` (b, s, hidden) as heads: q (b, heads, s, head_dim) and k
+    /// (b, kv_heads, s, head_dim) QK-normed and rotated, v (b, kv_heads, s, head_dim) (on the
+    /// fused path a strided view into the projection, copied once into the KV cache).
+    fn qkv_parts(&self, xs: &Tensor, rope: &RopeTables) -> Result<QkvHeads> {
+        let qkv = self.project_heads(xs, rope)?;
+        self.heads_of(&qkv, rope)
+    }
+
+    /// [`Self::qkv_parts`] of the projection `qkv` (b, s, heads + 2 kv_heads, head_dim).
+    fn heads_of(&self, qkv: &Tensor, rope: &RopeTables) -> Result<QkvHeads> {
+        let dev = qkv.device();
+        let q = qkv.narrow(2, 0, self.heads)?;
+        let k = qkv.narrow(2, self.heads, self.kv_heads)?;
+        let v = qkv.narrow(2, self.heads + self.kv_heads, self.kv_heads)?;
         if let Some(table) = &rope.cos_sin {
             // q and k heads in one launch (both norms use the same eps).
             let qk = qkv.narrow(2, 0, self.heads + self.kv_heads)?;
             let fused = scope("text.norm_rope", dev, || {
-                kernels::norm_rope(&qk, &self.qk_norm_weights, self.heads, table, self.q_norm.eps as f32)
+                kernels::norm_rope(&qk, &self.qk_norm_weights, self.heads, table, self.q_norm.eps as f32, None)
             })?;
             if let Some(qk) = fused {
                 let (q, k) = (qk.narrow(1, 0, self.heads)?, qk.narrow(1, self.heads, self.kv_heads)?);
@@ -478,11 +505,33 @@ impl Attention {
         Ok(QkvHeads { q, k, v })
     }
 
+    /// [`Self::qkv_parts`] with the new keys and values appended to `layer` of `cache`: q, and
+    /// all of the layer's keys and values so far (b, kv_heads, len, head_dim). On the fused path
+    /// one kernel norms and rotates q and k and writes the keys and values into the cache.
+    fn qkv_cached(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<QkvHeads> {
+        let dev = xs.device();
+        let qkv = self.project_heads(xs, rope)?;
+        if let Some(table) = &rope.cos_sin {
+            let v = qkv.narrow(2, self.heads + self.kv_heads, self.kv_heads)?.transpose(1, 2)?;
+            let eps = self.q_norm.eps as f32;
+            let fused = scope("text.norm_rope", dev, || {
+                cache.append_with(layer, &v, |target| {
+                    kernels::norm_rope(&qkv, &self.qk_norm_weights, self.heads, table, eps, Some(target))
+                })
+            })?;
+            if let Some((q, k, v)) = fused {
+                return Ok(QkvHeads { q, k, v });
+            }
+        }
+        let QkvHeads { q, k, v } = self.heads_of(&qkv, rope)?;
+        let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
+        Ok(QkvHeads { q, k, v })
+    }
+
     fn forward(&self, xs: &Tensor, rope: &RopeTables, cache: &mut KvCache, layer: usize) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
         let dev = xs.device();
-        let QkvHeads { q, k, v } = self.qkv_parts(xs, rope)?;
-        let (k, v) = scope("text.kv_append", dev, || cache.append(layer, &k, &v))?;
+        let QkvHeads { q, k, v } = self.qkv_cached(xs, rope, cache, layer)?;
         let scale = (self.head_dim as f64).powf(-0.5);
         let fused = if s > 1 {
             scope("text.flash_attn", dev, || kernels::attention(&q, &k, &v, scale as f32, true))?
