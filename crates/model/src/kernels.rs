@@ -381,6 +381,11 @@ mod imp {
                 candle_core::bail!("{} is CUDA-only", self.name())
             }
         };
+        (two inputs) => {
+            fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+                candle_core::bail!("{} is CUDA-only", self.name())
+            }
+        };
     }
 
     /// CUDA-only CustomOp2 and CustomOp3 impls for an op whose third input is optional: both
@@ -873,9 +878,7 @@ mod imp {
             "screenpilot-patch-rows"
         }
 
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("{} is CUDA-only", self.name())
-        }
+        cpu_unsupported!(two inputs);
 
         fn cuda_fwd(&self, rs: &CudaStorage, rl: &Layout, ls: &CudaStorage, ll: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             let dev = rs.device().clone();
@@ -959,9 +962,7 @@ mod imp {
             "screenpilot-bias-act"
         }
 
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("{} is CUDA-only", self.name())
-        }
+        cpu_unsupported!(two inputs);
 
         fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, bs: &CudaStorage, bl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             let dev = xs.device().clone();
