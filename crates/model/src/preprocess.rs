@@ -598,24 +598,8 @@ impl PreprocessedImage {
         &self,
         device: &candle_core::Device,
     ) -> candle_core::Result<candle_core::Tensor> {
-        use candle_core::{DType, Tensor};
-        let (p, m, t) = (self.patch(), self.merge.max(1), self.temporal.max(1));
-        let (gh, gw) = (self.grid.h, self.grid.w);
-        let n = self.grid.num_patches();
-        if gh % m != 0 || gw % m != 0 || self.rgb.len() != gh * p * gw * p * 3 || self.grid.t != 1 {
-            candle_core::bail!("preprocessed image of {} bytes does not match its grid {:?}", self.rgb.len(), self.grid);
-        }
-        let img = Tensor::from_slice(&self.rgb, vec![gh / m, m, p, gw / m, m, p, 3], device)?;
-        // (bh, mh, py, bw, mw, px, c) -> (bh, bw, mh, mw, c, py, px): patch rows.
-        let rows = img.permute(vec![0, 3, 1, 4, 6, 2, 5])?.contiguous()?.reshape((n, 3, 1, p * p))?;
-        let offsets = Tensor::new(&[0u32, 256, 512], device)?.reshape((1, 3, 1, 1))?;
-        let index = rows.to_dtype(DType::U32)?.broadcast_add(&offsets)?.flatten_all()?;
-        let lut = Tensor::from_iter(self.lut.iter().flatten().copied(), device)?;
-        let frame = lut.index_select(&index, 0)?.reshape((n, 3, 1, p * p))?;
-        if t == 1 {
-            return frame.reshape((n, self.patch_dim));
-        }
-        Tensor::cat(&vec![&frame; t], 2)?.reshape((n, self.patch_dim))
+        let (img, lut) = self.upload(device)?;
+        self.rows(&img, &lut)
     }
 
     /// [`Self::to_tensor`] in `dtype`. On CUDA in bf16 one kernel cuts,
@@ -626,16 +610,54 @@ impl PreprocessedImage {
         device: &candle_core::Device,
         dtype: candle_core::DType,
     ) -> crate::error::Result<candle_core::Tensor> {
-        use candle_core::{DType, Tensor};
-        if dtype == DType::BF16 && device.is_cuda() && self.grid.t == 1 {
+        let (img, lut) = self.upload(device)?;
+        if dtype == candle_core::DType::BF16 {
             let (p, m, t) = (self.patch(), self.merge.max(1), self.temporal.max(1));
-            let img = Tensor::from_slice(&self.rgb, self.rgb.len(), device)?;
-            let lut = Tensor::from_iter(self.lut.iter().flatten().copied(), device)?;
             if let Some(rows) = crate::kernels::patch_rows(&img, &lut, (self.grid.h, self.grid.w), p, m, t)? {
                 return Ok(rows);
             }
         }
-        Ok(self.to_tensor(device)?.to_dtype(dtype)?)
+        Ok(self.rows(&img, &lut)?.to_dtype(dtype)?)
+    }
+
+    /// The 8-bit image (flat) and the normalisation tables (3 x 256, f32) on
+    /// `device`, once the image is checked against its grid.
+    fn upload(
+        &self,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<(candle_core::Tensor, candle_core::Tensor)> {
+        use candle_core::Tensor;
+        let (p, m) = (self.patch(), self.merge.max(1));
+        let (gh, gw) = (self.grid.h, self.grid.w);
+        if gh % m != 0 || gw % m != 0 || self.rgb.len() != gh * p * gw * p * 3 || self.grid.t != 1 {
+            candle_core::bail!("preprocessed image of {} bytes does not match its grid {:?}", self.rgb.len(), self.grid);
+        }
+        let img = Tensor::from_slice(&self.rgb, self.rgb.len(), device)?;
+        let lut = Tensor::from_iter(self.lut.iter().flatten().copied(), device)?;
+        Ok((img, lut))
+    }
+
+    /// The patch rows of the uploaded image `img` with the tables `lut` ([`Self::upload`]'s),
+    /// by tensor ops.
+    fn rows(
+        &self,
+        img: &candle_core::Tensor,
+        lut: &candle_core::Tensor,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        use candle_core::{DType, Tensor};
+        let (p, m, t) = (self.patch(), self.merge.max(1), self.temporal.max(1));
+        let (gh, gw) = (self.grid.h, self.grid.w);
+        let n = self.grid.num_patches();
+        let img = img.reshape(vec![gh / m, m, p, gw / m, m, p, 3])?;
+        // (bh, mh, py, bw, mw, px, c) -> (bh, bw, mh, mw, c, py, px): patch rows.
+        let rows = img.permute(vec![0, 3, 1, 4, 6, 2, 5])?.contiguous()?.reshape((n, 3, 1, p * p))?;
+        let offsets = Tensor::new(&[0u32, 256, 512], img.device())?.reshape((1, 3, 1, 1))?;
+        let index = rows.to_dtype(DType::U32)?.broadcast_add(&offsets)?.flatten_all()?;
+        let frame = lut.index_select(&index, 0)?.reshape((n, 3, 1, p * p))?;
+        if t == 1 {
+            return frame.reshape((n, self.patch_dim));
+        }
+        Tensor::cat(&vec![&frame; t], 2)?.reshape((n, self.patch_dim))
     }
 
     /// The model input on the host, `num_patches × patch_dim` (HF's
