@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::error::{EngineError, Result};
 use crate::events::{Event, FinishReason, RequestTimings, TokenEvent};
+use crate::memory;
 use crate::prefix_cache::{token_keys, PrefixCache};
 use crate::request::{ContentPart, ImageSource, Request, RequestLimits, ValidRequest};
 use crate::sequence::Sequence;
@@ -34,6 +35,17 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Sequences decoded together: one token each per round, in one batched model pass.
     pub max_batch: usize,
+    /// Sequences admitted at once (at least `max_batch`); beyond a batch they take turns, so a
+    /// new request is not kept waiting for the end of others' long answers. Each holds its KV
+    /// cache. Default 4 x `max_batch`.
+    pub max_active: usize,
+    /// Events buffered for one subscriber; one that stops reading (a stalled client) is
+    /// dropped when its buffer is full, and its request stops when nobody else listens.
+    pub subscriber_buffer: usize,
+    /// Bytes a request's vision tower and prefill may take on the host when running on the
+    /// CPU, where a failed allocation would end the process: a request estimated above it is
+    /// refused before it runs. None: the memory available when the request starts.
+    pub host_memory_budget: Option<u64>,
     pub limits: RequestLimits,
     /// Keep every step's logits in [`Completion::step_logits`] (for exactness tests).
     pub record_logits: bool,
@@ -55,6 +67,9 @@ impl Default for EngineConfig {
             prefix_cache_bytes: 1 << 30,
             queue_capacity: 64,
             max_batch: 8,
+            max_active: 32,
+            subscriber_buffer: 1024,
+            host_memory_budget: None,
             limits: RequestLimits::default(),
             record_logits: false,
             reuse_answer_kv: false,
@@ -106,7 +121,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(model: Qwen3Vl, tok: Tokenizer, preprocess: PreprocessConfig, cfg: EngineConfig) -> Self {
+    /// A request's `max_tokens` is capped at the model's context length (or lower, by
+    /// `cfg.limits.max_tokens`).
+    pub fn new(model: Qwen3Vl, tok: Tokenizer, preprocess: PreprocessConfig, mut cfg: EngineConfig) -> Self {
+        cfg.limits.max_tokens = cfg.limits.max_tokens.min(model.max_context);
         Self {
             vision: VisionCache::new(cfg.vision_cache_bytes),
             prefix: PrefixCache::new(cfg.prefix_cache_bytes),
@@ -166,8 +184,9 @@ impl Engine {
     /// cached prefix. `submitted` is when the request arrived (for queue and first-token times).
     pub fn start(&mut self, req: &ValidRequest, submitted: Instant) -> Result<Sequence> {
         let mut timings = RequestTimings { queue_ms: ms(submitted), ..Default::default() };
-        let prepared = self.prepare_images(req, &mut timings)?;
-        let ids = self.tok.encode(&render(&self.messages(req.request(), &prepared.images), &[], true))?;
+        // Everything that can refuse the request runs before the vision tower and the prefill.
+        let (images, image_keys) = self.load_images(req, &mut timings)?;
+        let ids = self.tok.encode(&render(&self.messages(req.request(), &images), &[], true))?;
         let total = ids.len() + req.options().max_tokens;
         if total > self.model.max_context {
             return Err(EngineError::ContextLength {
@@ -178,11 +197,14 @@ impl Engine {
         }
         let merge = self.model.merge_size();
         let per_image: Vec<(ImageKey, usize)> =
-            prepared.keys.iter().zip(&prepared.images).map(|(k, i)| (*k, i.grid.num_tokens(merge))).collect();
+            image_keys.iter().zip(&images).map(|(k, i)| (*k, i.grid.num_tokens(merge))).collect();
         let keys = token_keys(&ids, self.model.config.image_token_id, &per_image)?;
-        let t = Instant::now();
         let max_reuse = ids.len().saturating_sub(self.cfg.min_prefill_tokens.max(1));
-        let mut kv = match self.prefix.lookup(&keys, max_reuse)? {
+        let cached = self.prefix.lookup(&keys, max_reuse)?;
+        self.check_memory(&images, ids.len(), cached.as_ref().map_or(0, |kv| kv.len()))?;
+        let prepared = self.encode_images(images, image_keys, &mut timings)?;
+        let t = Instant::now();
+        let mut kv = match cached {
             Some(kv) => kv,
             None => self.model.new_cache(),
         };
@@ -358,12 +380,42 @@ impl Engine {
             .collect()
     }
 
-    fn prepare_images(&mut self, req: &ValidRequest, timings: &mut RequestTimings) -> Result<PreparedImages> {
+    /// Reads, decodes and preprocesses the request's images, with their cache keys.
+    fn load_images(
+        &self,
+        req: &ValidRequest,
+        timings: &mut RequestTimings,
+    ) -> Result<(Vec<PreprocessedImage>, Vec<ImageKey>)> {
         let t = Instant::now();
         let images = req.images().map(|s| self.load_image(s)).collect::<Result<Vec<_>>>()?;
         let keys: Vec<ImageKey> = images.iter().map(ImageKey::of).collect();
         timings.preprocess_ms = ms(t);
         timings.images = images.len();
+        Ok((images, keys))
+    }
+
+    /// On the CPU, refuses a request whose vision tower and prefill would need more memory than
+    /// the budget (a failed host allocation would end the process; see [`crate::memory`]).
+    fn check_memory(&self, images: &[PreprocessedImage], prompt_tokens: usize, cached: usize) -> Result<()> {
+        if !self.model.device().is_cpu() {
+            return Ok(());
+        }
+        let Some(budget) = self.cfg.host_memory_budget.or_else(memory::available_host_bytes) else {
+            return Ok(());
+        };
+        let patches: Vec<usize> = images.iter().map(|i| i.grid.t * i.grid.h * i.grid.w).collect();
+        let dtype = self.model.dtype().size_in_bytes();
+        let needed = memory::estimate_peak_bytes(&self.model.config, &patches, prompt_tokens - cached, cached, dtype);
+        memory::check(needed, budget)
+    }
+
+    /// The vision features of preprocessed images (through the vision cache when it is on).
+    fn encode_images(
+        &mut self,
+        images: Vec<PreprocessedImage>,
+        keys: Vec<ImageKey>,
+        timings: &mut RequestTimings,
+    ) -> Result<PreparedImages> {
         if images.is_empty() {
             return Ok(PreparedImages { images, keys, vision: None });
         }

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod memory;
 pub mod prefix_cache;
 pub mod request;
 pub mod sequence;

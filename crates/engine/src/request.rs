@@ -84,6 +84,8 @@ pub struct Request {
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
     pub max_images: usize,
+    /// The most tokens a request may ask for; the engine lowers it to the model's context
+    /// length (the default leaves it at that).
     pub max_tokens: usize,
     pub max_stop_strings: usize,
     pub max_text_bytes: usize,
@@ -91,7 +93,7 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { max_images: 16, max_tokens: 8192, max_stop_strings: 8, max_text_bytes: 1 << 20 }
+        Self { max_images: 16, max_tokens: usize::MAX, max_stop_strings: 8, max_text_bytes: 1 << 20 }
     }
 }
 

@@ -1,12 +1,20 @@
 //! The async service: [`EngineHandle`] (cheap to clone) puts requests on a bounded queue and
 //! refuses them at once with [`EngineError::Busy`] when it is full. One worker thread owns the
 //! [`Engine`] (the model is not shared across threads) and runs continuous batching: between
-//! rounds it admits a queued request (its prefill runs then), and each round advances every
-//! active sequence by one token in one batched model pass (each with its own sampler, stop
-//! strings and timings); finished sequences leave the batch after the round. A request whose
-//! subscribers all went away is stopped before its next round. Identical requests that arrive
-//! while the first is still queued share one computation: every subscriber receives every event
-//! (once it runs, a repeat is a new job, made cheap by the caches).
+//! rounds it admits a queued request (its prefill runs then), and each round advances up to
+//! `max_batch` active sequences by one token in one batched model pass (each with its own
+//! sampler, stop strings and timings); finished sequences leave after the round.
+//!
+//! Fairness: up to `max_active` sequences are admitted (more than one batch), and each round
+//! takes the sequences that have waited longest (a new one first, for its first token), so a
+//! newcomer gets its first token after its prefill however long the others' answers are, and
+//! every running answer keeps advancing.
+//!
+//! Each subscriber has a bounded event buffer: one that stops reading (a stalled HTTP client)
+//! is dropped when its buffer is full, and a request whose subscribers all went away is stopped
+//! before its next round. Identical requests that arrive while the first is still queued share
+//! one computation: every subscriber receives every event (once it runs, a repeat is a new job,
+//! made cheap by the caches).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -51,6 +59,9 @@ pub struct EngineStats {
     pub peak_in_flight: usize,
     pub queue_capacity: usize,
     pub max_batch: usize,
+    pub max_active: usize,
+    /// Subscribers dropped because they stopped reading (their event buffer was full).
+    pub stalled: u64,
     pub caches: CacheReport,
 }
 
@@ -58,15 +69,24 @@ pub struct EngineStats {
 struct Job {
     req: ValidRequest,
     submitted: Instant,
-    subs: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    subs: Mutex<Vec<mpsc::Sender<Event>>>,
 }
 
 impl Job {
-    /// Sends an event to every subscriber still listening; false when none is left.
-    fn broadcast(&self, ev: &Event) -> bool {
+    /// Sends an event to every subscriber still listening, dropping those that went away or
+    /// whose buffer is full (they stopped reading); returns (anyone left, stalled ones dropped).
+    fn broadcast(&self, ev: &Event) -> (bool, u64) {
         let mut subs = lock(&self.subs);
-        subs.retain(|s| s.send(ev.clone()).is_ok());
-        !subs.is_empty()
+        let mut stalled = 0;
+        subs.retain(|s| match s.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                stalled += 1;
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        });
+        (!subs.is_empty(), stalled)
     }
 
     fn abandoned(&self) -> bool {
@@ -104,7 +124,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The events of one request. Dropping it (or [`EventStream::cancel`]) withdraws this
 /// subscriber; when no subscriber is left the computation stops before its next step.
 pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::Receiver<Event>,
     coalesced: bool,
 }
 
@@ -150,6 +170,7 @@ pub struct EngineHandle {
     state: Arc<State>,
     limits: RequestLimits,
     capacity: usize,
+    subscriber_buffer: usize,
 }
 
 impl EngineHandle {
@@ -158,7 +179,12 @@ impl EngineHandle {
         let cfg = engine.config().clone();
         let capacity = cfg.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
-        let stats = EngineStats { queue_capacity: capacity, max_batch: cfg.max_batch.max(1), ..Default::default() };
+        let stats = EngineStats {
+            queue_capacity: capacity,
+            max_batch: cfg.max_batch.max(1),
+            max_active: cfg.max_active.max(cfg.max_batch).max(1),
+            ..Default::default()
+        };
         let state = Arc::new(State {
             pending: Mutex::new(HashMap::new()),
             stats: Mutex::new(stats),
@@ -168,9 +194,9 @@ impl EngineHandle {
         let worker_state = state.clone();
         std::thread::Builder::new()
             .name("screenpilot-engine".into())
-            .spawn(move || Worker { engine, rx, state: worker_state, active: Vec::new() }.run())
+            .spawn(move || Worker { engine, rx, state: worker_state, active: Vec::new(), rounds: 0 }.run())
             .map_err(|e| EngineError::Io(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self { tx, state, limits: cfg.limits, capacity })
+        Ok(Self { tx, state, limits: cfg.limits, capacity, subscriber_buffer: cfg.subscriber_buffer.max(16) })
     }
 
     /// Checks a request against the engine's limits.
@@ -181,7 +207,7 @@ impl EngineHandle {
     /// Queues a request and returns its events; fails at once with [`EngineError::Busy`] when
     /// the queue is full. An identical request still queued is joined instead.
     pub fn submit(&self, req: ValidRequest) -> Result<EventStream> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(self.subscriber_buffer);
         let fp = req.fingerprint();
         let mut pending = lock(&self.state.pending);
         if let Some(job) = pending.get(&fp).filter(|j| j.req == req) {
@@ -242,6 +268,8 @@ struct Active {
     job: Arc<Job>,
     seq: Sequence,
     failed: bool,
+    /// The round this sequence last advanced in (0: not yet, so it goes first).
+    last_round: u64,
 }
 
 struct Worker {
@@ -249,16 +277,18 @@ struct Worker {
     rx: mpsc::Receiver<Arc<Job>>,
     state: Arc<State>,
     active: Vec<Active>,
+    rounds: u64,
 }
 
 impl Worker {
     fn run(mut self) {
-        let max_batch = self.engine.config().max_batch.max(1);
+        let cfg = self.engine.config();
+        let max_active = cfg.max_active.max(cfg.max_batch).max(1);
         let mut open = true;
         loop {
             // Admit queued requests: any number while idle, one per round while decoding.
             let mut admitted = 0;
-            while open && self.active.len() < max_batch && (self.active.is_empty() || admitted == 0) {
+            while open && self.active.len() < max_active && (self.active.is_empty() || admitted == 0) {
                 let job = if self.active.is_empty() {
                     match self.rx.blocking_recv() {
                         Some(j) => j,
@@ -290,7 +320,7 @@ impl Worker {
         }
     }
 
-    /// Takes a job off the queue and prefills it.
+    /// Takes a job off the queue and prefills it, unless every client of it has gone.
     fn admit(&mut self, job: Arc<Job>) {
         {
             let mut pending = lock(&self.state.pending);
@@ -310,44 +340,73 @@ impl Worker {
                     s.started += 1;
                     s.caches = caches;
                 });
-                self.active.push(Active { job, seq, failed: false });
+                self.active.push(Active { job, seq, failed: false, last_round: 0 });
             }
             Err(e) => {
-                job.broadcast(&Event::Error(e));
+                self.broadcast(&job, &Event::Error(e));
                 self.state.job_done(|s| s.failed += 1);
             }
         }
     }
 
-    /// One token for every active sequence, all fed to the model in one batched pass; then the
-    /// finished ones are retired. A request nobody listens to any more is cancelled first.
+    /// Sends an event to a job's subscribers, counting those dropped for not reading; false
+    /// when nobody listens any more.
+    fn broadcast(&self, job: &Job, ev: &Event) -> bool {
+        let (listening, stalled) = job.broadcast(ev);
+        if stalled > 0 {
+            self.state.update(|s| s.stalled += stalled);
+        }
+        listening
+    }
+
+    /// The indices of the sequences to advance this round: at most `max_batch` of the live
+    /// ones, those that advanced longest ago first (new ones before all others).
+    fn pick_batch(&self) -> Vec<usize> {
+        let max_batch = self.engine.config().max_batch.max(1);
+        let mut live: Vec<usize> =
+            (0..self.active.len()).filter(|&i| self.active[i].seq.finished().is_none()).collect();
+        live.sort_by_key(|&i| self.active[i].last_round);
+        live.truncate(max_batch);
+        live.sort_unstable();
+        live
+    }
+
+    /// One token for each sequence of this round's batch, all fed to the model in one batched
+    /// pass; then the finished ones are retired. A request nobody listens to any more is
+    /// cancelled first.
     fn round(&mut self) {
         let start = Instant::now();
+        self.rounds += 1;
         for a in &mut self.active {
             if a.job.abandoned() {
                 a.seq.cancel();
             }
         }
-        let live: Vec<usize> = (0..self.active.len()).filter(|&i| self.active[i].seq.finished().is_none()).collect();
+        let batch = self.pick_batch();
         let engine = &mut self.engine;
-        let mut seqs: Vec<&mut Sequence> =
-            self.active.iter_mut().map(|a| &mut a.seq).filter(|s| s.finished().is_none()).collect();
+        let mut seqs: Vec<&mut Sequence> = self
+            .active
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| batch.binary_search(i).is_ok())
+            .map(|(_, a)| &mut a.seq)
+            .collect();
         // A panic (a bug) inside the batched step fails every sequence of the batch.
-        let results = guard(|| Ok(engine.step_batch(&mut seqs))).unwrap_or_else(|e| vec![Err(e); live.len()]);
+        let results = guard(|| Ok(engine.step_batch(&mut seqs))).unwrap_or_else(|e| vec![Err(e); batch.len()]);
         let mut steps = 0;
-        for (&i, result) in live.iter().zip(results) {
-            let a = &mut self.active[i];
+        for (&i, result) in batch.iter().zip(results) {
+            self.active[i].last_round = self.rounds;
             match result {
                 Ok(Some(tok)) => {
                     steps += 1;
-                    if !a.job.broadcast(&Event::Token(tok)) {
-                        a.seq.cancel();
+                    if !self.broadcast(&self.active[i].job, &Event::Token(tok)) {
+                        self.active[i].seq.cancel();
                     }
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    a.job.broadcast(&Event::Error(e));
-                    a.failed = true;
+                    self.broadcast(&self.active[i].job, &Event::Error(e));
+                    self.active[i].failed = true;
                 }
             }
         }
@@ -371,12 +430,14 @@ impl Worker {
             return;
         }
         let job = a.job;
+        let mut stalled = 0;
         let c = self.engine.finish(a.seq, &mut |ev| {
-            job.broadcast(ev);
+            stalled += job.broadcast(ev).1;
         });
         let caches = self.engine.cache_report();
         self.state.job_done(|s| {
             s.caches = caches;
+            s.stalled += stalled;
             if c.finish == FinishReason::Cancelled {
                 s.cancelled += 1;
             } else {

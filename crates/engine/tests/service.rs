@@ -15,8 +15,10 @@ use screenpilot_engine::{
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// A service that admits no more than one batch (so queue-capacity tests see a full batch).
 fn handle(queue_capacity: usize, max_batch: usize) -> EngineHandle {
-    EngineHandle::spawn(engine(EngineConfig { queue_capacity, max_batch, ..Default::default() })).unwrap()
+    EngineHandle::spawn(engine(EngineConfig { queue_capacity, max_batch, max_active: max_batch, ..Default::default() }))
+        .unwrap()
 }
 
 fn handle_with(cfg: EngineConfig) -> EngineHandle {
