@@ -1,7 +1,8 @@
 //! The agent loop: task -> screenshot -> model -> parsed action -> bounds check ->
 //! policy -> execution -> wait for the screen to settle -> next screenshot, until the
 //! model terminates or answers, a limit is hit, the user rejects, or the stop flag rises.
-//! Every decision is written to the audit log.
+//! Every decision is written to the audit log; an approved action's record is written
+//! before its first input event, and the action does not run when that write fails.
 
 use crate::actuator::{Actuator, StopFlag};
 use crate::audit::{now_rfc3339, screenshot_hash, AuditDecision, AuditLog, AuditRecord};
@@ -185,23 +186,34 @@ impl Agent<'_> {
             Ok(Verdict::RejectedByUser) => (AuditDecision::RejectedByUser, Some(Outcome::RejectedByUser)),
             Ok(Verdict::ActionsDisabled) => (AuditDecision::RefusedDisabled, Some(Outcome::ActionsDisabled)),
             Ok(Verdict::StepLimitReached) => (AuditDecision::RefusedStepLimit, Some(Outcome::StepLimitReached)),
-            Ok(Verdict::Approved) => match execute(&mut *self.actuator, screen, &self.stop) {
-                Ok(()) => (AuditDecision::Executed, None),
-                Err(AgentError::Stopped) => (AuditDecision::Stopped, Some(Outcome::Stopped)),
-                Err(e) => {
-                    self.audit(ctx, entry(AuditDecision::Failed, Some(e.to_string())))?;
-                    return Err(e);
-                }
-            },
+            Ok(Verdict::Approved) => return self.execute_audited(ctx, action, screen),
         };
         self.audit(ctx, entry(decision, None))?;
         Ok(outcome)
     }
 
+    /// Fail closed: the `approved` record reaches the disk before the first input event, and
+    /// no event is sent when it cannot be written. The outcome is recorded after the action.
+    fn execute_audited(&mut self, ctx: &TurnCtx<'_>, action: &ModelAction, screen: &ScreenAction) -> Result<Option<Outcome>> {
+        let entry = |decision, detail| Entry { action: Some(action), screen: Some(screen), decision, detail };
+        self.audit(ctx, entry(AuditDecision::Approved, Some("about to execute".into())))?;
+        let (decision, detail, result) = match execute(&mut *self.actuator, screen, &self.stop) {
+            Ok(()) => (AuditDecision::Executed, None, Ok(None)),
+            Err(AgentError::Stopped) => (AuditDecision::Stopped, None, Ok(Some(Outcome::Stopped))),
+            Err(e) => (AuditDecision::Failed, Some(e.to_string()), Err(e)),
+        };
+        match self.audit(ctx, entry(decision, detail)) {
+            Ok(()) => result,
+            Err(AgentError::Audit(e)) => Err(AgentError::AuditAfterAction(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes one record; [`AgentError::Audit`] when it cannot be written.
     fn audit(&mut self, ctx: &TurnCtx<'_>, e: Entry<'_>) -> Result<()> {
         let (turn, shot, output) = (ctx.turn, ctx.shot, ctx.output);
         let Some(log) = self.audit.as_deref_mut() else { return Ok(()) };
-        log.record(&AuditRecord {
+        Ok(log.record(&AuditRecord {
             time: now_rfc3339(),
             turn,
             screenshot_sha256: screenshot_hash(&shot.image),
@@ -211,7 +223,7 @@ impl Agent<'_> {
             screen_action: e.screen.cloned(),
             decision: e.decision,
             detail: e.detail,
-        })
+        })?)
     }
 }
 

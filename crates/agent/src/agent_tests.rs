@@ -73,7 +73,7 @@ fn approved_click_lands_on_the_mapped_point_and_terminate_ends_the_task() {
     let at = OsPoint { x: 1920 + 100, y: 100 };
     assert_eq!(r.events, vec![InputEvent::MoveTo(at), InputEvent::Button(MouseButton::Left, Press::Click)]);
     let decisions: Vec<&str> = r.audit.iter().map(|l| l["decision"].as_str().unwrap()).collect();
-    assert_eq!(decisions, vec!["executed", "finished"]);
+    assert_eq!(decisions, vec!["approved", "executed", "finished"]);
     assert_eq!(r.audit[0]["screen_coordinates"], serde_json::json!([{"x": 2020, "y": 100}]));
     assert_eq!(r.audit[0]["screenshot_sha256"].as_str().unwrap().len(), 64);
     // The second request holds the task screenshot and the one after the click.

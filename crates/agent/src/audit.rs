@@ -1,7 +1,23 @@
 //! Audit log: one JSON object per line for every model turn and every action decision
 //! (time, screenshot hash, model output, action, screen coordinates, decision).
+//!
+//! **Tamper evidence.** Every line carries `prev_sha256`: the SHA-256 (lower-case hex) of the
+//! exact bytes of the line before it, without its newline. The first line of a file carries
+//! [`GENESIS`]; a log opened on a file that already has lines chains from its last line.
+//! [`crate::audit_verify::verify`] walks the chain and names the first line that does not fit,
+//! so an edited, deleted or reordered line shows. The chain is not a signature: someone who
+//! rewrites every later hash goes unseen, and lines cut off the end show only against a
+//! remembered head hash (`verify` reports it).
+//!
+//! **Fail closed.** [`AuditLog::record`] returns `Ok` only once the line is written, flushed and
+//! (for files) synced to disk, so a full disk (`ENOSPC`) surfaces there. A file-backed log also
+//! checks before every record that its path still names the file it holds open, so a log whose
+//! file or folder was removed fails instead of writing into an unlinked file. Callers write
+//! the record of an action *before* its first input event and do not act when that fails.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use image::RgbImage;
@@ -9,14 +25,18 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::coords::OsPoint;
-use crate::error::Result;
 use crate::model_action::ModelAction;
 use crate::screen_action::ScreenAction;
+
+/// `prev_sha256` of the first line of a log: 64 zeros.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What happened to an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditDecision {
+    /// Passed the gate and about to run: written before the first input event.
+    Approved,
     /// Executed.
     Executed,
     /// The user rejected it.
@@ -37,7 +57,7 @@ pub enum AuditDecision {
     NoAction,
 }
 
-/// One line of the audit log.
+/// One line of the audit log (without its `prev_sha256`, which [`AuditLog`] adds).
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
     /// UTC time, RFC 3339.
@@ -60,30 +80,210 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-/// Writes [`AuditRecord`]s as JSON lines to any writer (a file in the app).
+/// A record as written: the record's fields, then the hash of the line before.
+#[derive(Serialize)]
+struct ChainedLine<'a> {
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+    prev_sha256: &'a str,
+}
+
+/// Why the audit log could not be opened, written or read. The OS error is part of the
+/// message (not a `source`), so the one line a user sees says what happened.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Opening (or reading the tail of) the log file failed.
+    #[error("cannot open the audit log {}: {error}", path.display())]
+    Open {
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// Writing, flushing or syncing a record failed (full disk, I/O error).
+    #[error("cannot write to the audit log {name}: {error}")]
+    Write {
+        /// The log file's path, or `(stream)`.
+        name: String,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// The log's file no longer exists at its path (removed, replaced, or its folder gone).
+    #[error("the audit log {} was removed or replaced while in use", path.display())]
+    Gone {
+        /// The log file.
+        path: PathBuf,
+    },
+    /// A record could not be encoded as JSON.
+    #[error("cannot encode an audit record: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Reading a log (to verify it) failed.
+    #[error("cannot read the audit log: {0}")]
+    Read(io::Error),
+}
+
+enum Sink {
+    Stream(Box<dyn Write + Send>),
+    File { file: File, path: PathBuf },
+}
+
+/// Writes [`AuditRecord`]s as hash-chained JSON lines to a file or any writer.
 pub struct AuditLog {
-    sink: Box<dyn Write + Send>,
+    sink: Sink,
+    /// Hash of the last line (the next record's `prev_sha256`).
+    prev: String,
+    /// The file ends in a line without its newline (a torn write): end it first.
+    needs_newline: bool,
+    /// A write failed: re-read the chain state from the file before the next one.
+    resync: bool,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuditLog")
+        write!(f, "AuditLog({})", self.name())
     }
 }
 
 impl AuditLog {
-    /// A log writing to `sink`.
+    /// A log writing to `sink`, chaining from [`GENESIS`] (a new, empty stream).
     pub fn new(sink: Box<dyn Write + Send>) -> Self {
-        Self { sink }
+        Self::chained(sink, GENESIS.to_string())
     }
 
-    /// Appends one record and flushes.
-    pub fn record(&mut self, record: &AuditRecord) -> Result<()> {
-        let line = serde_json::to_string(record).map_err(std::io::Error::other)?;
-        writeln!(self.sink, "{line}")?;
-        self.sink.flush()?;
+    /// A log writing to `sink` whose first record follows a line hashing to `prev`.
+    pub fn chained(sink: Box<dyn Write + Send>, prev: String) -> Self {
+        Self { sink: Sink::Stream(sink), prev, needs_newline: false, resync: false }
+    }
+
+    /// Opens (creating if needed) the log file at `path` for appending; the first record
+    /// chains from the file's last line, or from [`GENESIS`] when the file is empty.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let open_err = |error| AuditError::Open { path: path.to_path_buf(), error };
+        let mut file = File::options().read(true).append(true).create(true).open(path).map_err(open_err)?;
+        let (prev, needs_newline) = tail_state(&mut file).map_err(open_err)?;
+        Ok(Self { sink: Sink::File { file, path: path.to_path_buf() }, prev, needs_newline, resync: false })
+    }
+
+    /// The hash the next record will carry as `prev_sha256` (the chain's head).
+    pub fn head(&self) -> &str {
+        &self.prev
+    }
+
+    fn name(&self) -> String {
+        match &self.sink {
+            Sink::Stream(_) => "(stream)".to_string(),
+            Sink::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// Appends one record; `Ok` only once it is written, flushed and (files) synced.
+    pub fn record(&mut self, record: &AuditRecord) -> Result<(), AuditError> {
+        if let Sink::File { file, path } = &mut self.sink {
+            ensure_same_file(file, path)?;
+            if self.resync {
+                let (prev, needs_newline) = tail_state(file).map_err(|error| AuditError::Open { path: path.clone(), error })?;
+                (self.prev, self.needs_newline, self.resync) = (prev, needs_newline, false);
+            }
+        }
+        let line = serde_json::to_vec(&ChainedLine { record, prev_sha256: &self.prev })?;
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        if self.needs_newline {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(&line);
+        bytes.push(b'\n');
+        let written = match &mut self.sink {
+            Sink::Stream(w) => w.write_all(&bytes).and_then(|()| w.flush()),
+            Sink::File { file, .. } => file.write_all(&bytes).and_then(|()| file.flush()).and_then(|()| file.sync_data()),
+        };
+        match written {
+            Ok(()) => {
+                self.prev = sha256_hex(&line);
+                self.needs_newline = false;
+                Ok(())
+            }
+            Err(error) => {
+                // A partial line may have reached the file: read the state back next time.
+                self.resync = matches!(self.sink, Sink::File { .. });
+                Err(AuditError::Write { name: self.name(), error })
+            }
+        }
+    }
+}
+
+/// Fails with [`AuditError::Gone`] when `path` no longer names the open `file`.
+fn ensure_same_file(file: &File, path: &Path) -> Result<(), AuditError> {
+    let gone = || AuditError::Gone { path: path.to_path_buf() };
+    let on_disk = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Err(gone()),
+        Err(error) => return Err(AuditError::Write { name: path.display().to_string(), error }),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let held = file.metadata().map_err(|error| AuditError::Write { name: path.display().to_string(), error })?;
+        if (held.dev(), held.ino()) != (on_disk.dev(), on_disk.ino()) || held.nlink() == 0 {
+            return Err(gone());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (file, on_disk);
+    Ok(())
+}
+
+/// The hash of the file's last line (or [`GENESIS`] when empty) and whether that line
+/// lacks its newline. Reads backwards from the end, so a long log costs one line's read.
+fn tail_state(file: &mut File) -> io::Result<(String, bool)> {
+    const CHUNK: u64 = 8192;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok((GENESIS.to_string(), false));
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    let torn = last[0] != b'\n';
+    let end = if torn { len } else { len - 1 };
+    let mut start = end;
+    let mut buf = Vec::new();
+    while start > 0 {
+        let n = CHUNK.min(start);
+        buf.resize(usize::try_from(n).map_err(io::Error::other)?, 0);
+        file.seek(SeekFrom::Start(start - n))?;
+        file.read_exact(&mut buf)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            start = start - n + i as u64 + 1;
+            break;
+        }
+        start -= n;
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut h = Sha256::new();
+    io::copy(&mut (&*file).take(end - start), &mut HashWriter(&mut h))?;
+    Ok((hex(&h.finalize()), torn))
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 (lower-case hex) over the image size and pixels.
@@ -92,7 +292,7 @@ pub fn screenshot_hash(image: &RgbImage) -> String {
     h.update(image.width().to_le_bytes());
     h.update(image.height().to_le_bytes());
     h.update(image.as_raw());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
 }
 
 /// The current UTC time as RFC 3339 with milliseconds.
@@ -124,22 +324,5 @@ pub fn format_rfc3339(secs: u64, millis: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_known_instants() {
-        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(format_rfc3339(1_767_225_599, 999), "2025-12-31T23:59:59.999Z");
-    }
-
-    #[test]
-    fn hash_depends_on_pixels() {
-        let a = RgbImage::new(4, 4);
-        let mut b = a.clone();
-        b.put_pixel(1, 1, image::Rgb([1, 0, 0]));
-        assert_ne!(screenshot_hash(&a), screenshot_hash(&b));
-        assert_eq!(screenshot_hash(&a).len(), 64);
-    }
-}
+#[path = "audit_tests.rs"]
+mod tests;

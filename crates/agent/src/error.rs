@@ -62,9 +62,14 @@ pub enum AgentError {
     /// Reading the pointer position failed.
     #[error("pointer read-back: {0}")]
     Pointer(String),
-    /// Writing the audit log failed.
-    #[error("audit log: {0}")]
-    Audit(#[from] std::io::Error),
+    /// The audit record could not be written, so the action it was about was not
+    /// performed (fail closed).
+    #[error("the audit log could not be written, so the action was not performed: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    /// The action was started, but the record of its outcome could not be written; nothing
+    /// more runs.
+    #[error("the action was started, but its outcome could not be written to the audit log, so the task stops: {0}")]
+    AuditAfterAction(crate::audit::AuditError),
 }
 
 /// Result alias for this crate.

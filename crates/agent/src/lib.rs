@@ -9,6 +9,7 @@
 pub mod actuator;
 pub mod agent;
 pub mod audit;
+pub mod audit_verify;
 pub mod brain;
 pub mod calibrate;
 pub mod capture;

@@ -22,6 +22,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure the speed workload (image + text prompt, then greedy tokens).
     Bench(BenchArgs),
+    /// Check the audit log of the agent's actions (`audit verify FILE`).
+    Audit(crate::audit::AuditArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 mod args;
 mod ask;
+mod audit;
 mod bench;
 mod bench_batch;
 mod ground;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
 fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         args::Command::Ask(a) => ask::run(a),
+        args::Command::Audit(a) => audit::run(a),
         args::Command::Bench(a) => bench::run(a),
         args::Command::Ground(a) => ground::run(a),
         args::Command::Serve(a) => serve::run(a),

@@ -2,7 +2,9 @@
 //! `parse_tool_calls`, mapped onto the capture's monitor) that the UI shows on the screenshot;
 //! the user accepts or rejects it. Accepted actions pass the agent's policy gate (actions are
 //! off until the user turns them on) and run through an [`Actuator`] with a [`StopFlag`].
-//! Every proposal's fate is appended to the audit log.
+//! Every proposal's fate is appended to the (hash-chained) audit log; an accepted action's
+//! record is written before its first input event, and the action does not run when that
+//! write fails (full disk, read-only or removed log).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,11 +74,11 @@ impl ActionDesk {
         if let Some(dir) = audit_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| DesktopError::io(dir, e))?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(audit_path).map_err(|e| DesktopError::io(audit_path, e))?;
+        let audit = AuditLog::open(audit_path).map_err(screenpilot_agent::AgentError::from)?;
         Ok(Self {
             policy: Policy::default(),
             actuator,
-            audit: AuditLog::new(Box::new(file)),
+            audit,
             audit_path: audit_path.to_path_buf(),
             stop,
             pending: None,
@@ -116,7 +118,7 @@ impl ActionDesk {
             decision,
             detail,
         };
-        Ok(self.audit.record(&rec)?)
+        self.audit.record(&rec).map_err(|e| screenpilot_agent::AgentError::Audit(e).into())
     }
 
     /// Parses the first `computer_use` call in `model_output` and maps it onto `shot`.
@@ -178,20 +180,20 @@ impl ActionDesk {
                 return Ok(Outcome::Stopped);
             }
         }
+        // Fail closed: no input event unless this record is on disk.
+        self.record(&p, AuditDecision::Approved, Some("about to execute".into()))?;
         let stop = self.stop_flag();
-        match execute(self.actuator.as_mut(), &p.action, &stop) {
-            Ok(()) => {
-                self.record(&p, AuditDecision::Executed, None)?;
-                Ok(Outcome::Executed)
+        let (decision, detail, result) = match execute(self.actuator.as_mut(), &p.action, &stop) {
+            Ok(()) => (AuditDecision::Executed, None, Ok(Outcome::Executed)),
+            Err(screenpilot_agent::AgentError::Stopped) => (AuditDecision::Stopped, None, Ok(Outcome::Stopped)),
+            Err(e) => (AuditDecision::Failed, Some(e.to_string()), Err(e.into())),
+        };
+        match self.record(&p, decision, detail) {
+            Err(DesktopError::Agent(screenpilot_agent::AgentError::Audit(e))) => {
+                Err(screenpilot_agent::AgentError::AuditAfterAction(e).into())
             }
-            Err(screenpilot_agent::AgentError::Stopped) => {
-                self.record(&p, AuditDecision::Stopped, None)?;
-                Ok(Outcome::Stopped)
-            }
-            Err(e) => {
-                self.record(&p, AuditDecision::Failed, Some(e.to_string()))?;
-                Err(e.into())
-            }
+            Err(e) => Err(e),
+            Ok(()) => result,
         }
     }
 }
@@ -232,6 +234,18 @@ mod tests {
         assert!(desk.decide(true).is_err(), "nothing pending");
         let log = std::fs::read_to_string(&path).unwrap();
         let decisions: Vec<String> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["decision"].as_str().unwrap().to_string()).collect();
-        assert_eq!(decisions, ["refused_disabled", "rejected_by_user", "stopped", "executed"]);
+        assert_eq!(decisions, ["refused_disabled", "rejected_by_user", "stopped", "approved", "executed"]);
+        assert!(screenpilot_agent::audit_verify::verify_file(&path).unwrap().is_ok());
+    }
+
+    #[test]
+    fn an_accepted_action_does_not_run_when_its_audit_record_cannot_be_written() {
+        let rec = RecordingActuator::default();
+        let mut desk = ActionDesk::new(Box::new(rec.clone()), Path::new("/dev/full"), Arc::default()).unwrap();
+        desk.set_enabled(true);
+        desk.propose(CLICK, shot()).unwrap();
+        let err = desk.decide(true).unwrap_err().to_string();
+        assert!(err.contains("audit log could not be written, so the action was not performed"), "{err}");
+        assert!(rec.events().is_empty(), "no input may be sent: {:?}", rec.events());
     }
 }
