@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use screenpilot_model::generate::{generate, Flow};
 use screenpilot_model::preprocess::{load_image, preprocess};
-use screenpilot_model::prompt::{render, Message, Part, Role};
+use screenpilot_model::prompt::{Message, Part, Role};
 use screenpilot_model::{Generation, GridThw, PreprocessedImage, PromptInput, SamplingParams};
 use std::path::PathBuf;
 use serde_json::json;
@@ -15,6 +15,7 @@ use crate::args::AskArgs;
 use crate::load::{load, sampling, Loaded};
 
 pub fn run(a: AskArgs) -> anyhow::Result<ExitCode> {
+    check_max_tokens(a.sampling.max_tokens)?;
     let l = load(&a.model)?;
     let params = sampling(&a.sampling, &l.folder);
     let stream = !a.json;
@@ -53,6 +54,15 @@ pub fn run(a: AskArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses `--max-tokens 0` before the model is loaded: it would answer nothing and exit 0.
+/// Too large a value is refused once the context length is known (see `generate`).
+pub fn check_max_tokens(n: usize) -> anyhow::Result<()> {
+    if n == 0 {
+        anyhow::bail!("--max-tokens must be at least 1");
+    }
+    Ok(())
 }
 
 /// One answered question: what the prompt was, the images as preprocessed, and the answer.
@@ -108,7 +118,8 @@ pub fn answer(
     let mut parts: Vec<Part> = images.iter().map(|i| Part::Image { tokens: i.grid.num_tokens(merge) }).collect();
     parts.push(Part::Text(question.to_string()));
     msgs.push(Message { role: Role::User, parts });
-    let prompt_ids = l.tok.encode(&render(&msgs, &[], true))?;
+    // encode_chat: control tokens typed in the question or the system text stay text.
+    let prompt_ids = l.tok.encode_chat(&msgs, &[], true)?;
     let grids: Vec<GridThw> = images.iter().map(|i| i.grid).collect();
     let prompt = PromptInput { ids: &prompt_ids, grids: &grids, vision: vision.as_ref() };
     let mut cache = l.model.new_cache();

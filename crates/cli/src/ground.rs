@@ -38,6 +38,7 @@ fn ground_objects(text: &str, geo: &CaptureGeometry) -> screenpilot_agent::Resul
 }
 
 pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
+    crate::ask::check_max_tokens(a.sampling.max_tokens)?;
     let l = load(&a.model)?;
     let mut params = sampling(&a.sampling, &l.folder);
     params.temperature = if a.sampling.temperature.is_some() { params.temperature } else { 0.0 };

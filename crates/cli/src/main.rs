@@ -15,16 +15,49 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    quiet_panics();
     let cli = args::Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line (plus causes), never a panic or a backtrace.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, like anyhow's `{:#}`, but with candle's messages
+/// through `candle_message`: candle appends a captured backtrace to its own message whenever
+/// `RUST_BACKTRACE` is set.
+fn message(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| match c.downcast_ref::<candle_core::Error>() {
+            Some(ce) => screenpilot_model::error::candle_message(ce),
+            None => c.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A panic is a bug, but the user still gets one `error:` line (with where it happened) rather
+/// than the default hook's report, which `RUST_BACKTRACE` (set in many shells and CI images)
+/// turns into a stack dump. SCREENPILOT_BACKTRACE=1 restores the default report for debugging.
+fn quiet_panics() {
+    if std::env::var_os("SCREENPILOT_BACKTRACE").is_some_and(|v| v == "1") {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error (please report it): {what}{at}");
+    }));
 }
 
 fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {

@@ -114,3 +114,63 @@ fn serve_refuses_a_non_loopback_address_without_an_api_key() {
         .unwrap();
     assert_one_clear_error(&out, "--api-key");
 }
+
+fn ground(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_screenpilot"))
+        .args(["ground", "--model"])
+        .arg(root().join("tests/fixtures/tiny"))
+        .args(["--image", &image("small_50x40.png")])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn token_limits_that_cannot_work_are_clear_errors() {
+    let huge = usize::MAX.to_string();
+    // Not an overflow panic: the limit and the real prompt length are named.
+    let out = ask(&["--max-tokens", &huge, "hi"]);
+    assert_one_clear_error(&out, &format!("tokens and max_tokens is {huge}; the context holds 4096"));
+    assert_one_clear_error(&ground(&["--max-tokens", &huge, "the OK button"]), "the context holds 4096");
+    // Zero would answer nothing and exit 0.
+    assert_one_clear_error(&ask(&["--max-tokens", "0", "hi"]), "--max-tokens must be at least 1");
+    assert_one_clear_error(&ground(&["--max-tokens", "0", "the OK button"]), "--max-tokens must be at least 1");
+    // A context too small names the prompt's length and the context, not their sum.
+    let out = ask(&["--context", "8", "--max-tokens", "3", "a question longer than eight tokens, surely"]);
+    assert_one_clear_error(&out, "max_tokens is 3; the context holds 8");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let n: usize = err.split("the prompt has ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    assert!(n > 8 && n < 40, "{err}");
+}
+
+#[test]
+fn rust_backtrace_adds_no_backtrace_to_the_error_line() {
+    // A model folder whose weights have a tensor of the wrong shape: candle builds that error
+    // with a captured backtrace when RUST_BACKTRACE is set.
+    let dir = std::env::temp_dir().join(format!("screenpilot-cli-backtrace-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = root().join("tests/fixtures/tiny");
+    for f in ["config.json", "tokenizer.json", "preprocessor_config.json"] {
+        std::fs::copy(tiny.join(f), dir.join(f)).unwrap();
+    }
+    let dev = candle_core::Device::Cpu;
+    let mut tensors = candle_core::safetensors::load(tiny.join("model.safetensors"), &dev).unwrap();
+    let name = "model.language_model.layers.1.mlp.up_proj.weight";
+    tensors.insert(name.into(), candle_core::Tensor::zeros((48, 32), candle_core::DType::BF16, &dev).unwrap());
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    for args in [vec!["ask", "hi"], vec!["ground", "--image", &image("small_50x40.png"), "the OK button"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_screenpilot"))
+            .args(&args[..1])
+            .arg("--model")
+            .arg(&dir)
+            .args(&args[1..])
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert_one_clear_error(&out, name);
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(!err.contains("backtrace") && !err.contains(" at /"), "{err}");
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use screenpilot_model::generate::Sampler;
 use screenpilot_model::preprocess::{decode_image, load_image, preprocess};
-use screenpilot_model::prompt::{render, Message, Part};
+use screenpilot_model::prompt::{Message, Part};
 use screenpilot_model::{
     DType, Device, GridThw, KvCache, LogitsFor, ModelFolder, PreprocessConfig, PreprocessedImage, PromptInput,
     Qwen3Vl, Tokenizer, VisionOutput,
@@ -186,7 +186,7 @@ impl Engine {
         let mut timings = RequestTimings { queue_ms: ms(submitted), ..Default::default() };
         // Everything that can refuse the request runs before the vision tower and the prefill.
         let (images, image_keys) = self.load_images(req, &mut timings)?;
-        let ids = self.tok.encode(&render(&self.messages(req.request(), &images), &[], true))?;
+        let ids = self.tok.encode_chat(&self.messages(req.request(), &images), &[], true)?;
         let total = ids.len() + req.options().max_tokens;
         if total > self.model.max_context {
             return Err(EngineError::ContextLength {
@@ -312,7 +312,7 @@ impl Engine {
             seq.logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>()?
         } else {
             let raw: Vec<f32> = seq.logits.to_dtype(DType::F32)?.to_vec1()?;
-            let id = seq.sampler.pick(&raw, &[]);
+            let id = seq.sampler.pick(&raw, &[])?;
             if self.cfg.record_logits {
                 seq.step_logits.push(raw);
             }

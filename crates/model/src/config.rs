@@ -185,6 +185,9 @@ impl Qwen3VlConfig {
         Ok(cfg)
     }
 
+    /// Refuses a config the layers cannot run, naming the field: a zero size, heads that do not
+    /// divide, a non-positive epsilon or rope base. Caught here, these would otherwise become a
+    /// shape error deep in a layer, a division by zero, or NaN logits.
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(m));
         match self.model_type.as_deref() {
@@ -204,31 +207,108 @@ impl Qwen3VlConfig {
         if !matches!(v.hidden_act.as_str(), "gelu_pytorch_tanh" | "gelu") {
             return bad(format!("vision hidden_act {:?} is not supported", v.hidden_act));
         }
-        if t.num_attention_heads == 0 || t.num_key_value_heads == 0 || t.num_attention_heads % t.num_key_value_heads != 0 {
-            return bad("num_attention_heads must be a multiple of num_key_value_heads".into());
+        let sizes = [
+            ("text_config.vocab_size", t.vocab_size),
+            ("text_config.hidden_size", t.hidden_size),
+            ("text_config.intermediate_size", t.intermediate_size),
+            ("text_config.num_hidden_layers", t.num_hidden_layers),
+            ("text_config.num_attention_heads", t.num_attention_heads),
+            ("text_config.num_key_value_heads", t.num_key_value_heads),
+            ("text_config.max_position_embeddings", t.max_position_embeddings.unwrap_or(1)),
+            ("vision_config.depth", v.depth),
+            ("vision_config.hidden_size", v.hidden_size),
+            ("vision_config.intermediate_size", v.intermediate_size),
+            ("vision_config.num_heads", v.num_heads),
+            ("vision_config.in_channels", v.in_channels),
+            ("vision_config.patch_size", v.patch_size),
+            ("vision_config.spatial_merge_size", v.spatial_merge_size),
+            ("vision_config.temporal_patch_size", v.temporal_patch_size),
+            ("vision_config.out_hidden_size", v.out_hidden_size),
+            ("vision_config.num_position_embeddings", v.num_position_embeddings),
+        ];
+        if let Some((field, _)) = sizes.iter().find(|(_, n)| *n == 0) {
+            return bad(format!("{field} must be at least 1"));
         }
-        if v.num_heads == 0 || v.hidden_size % v.num_heads != 0 {
-            return bad("vision hidden_size must be a multiple of num_heads".into());
+        if t.head_dim == Some(0) {
+            return bad("text_config.head_dim must be at least 1".into());
+        }
+        if t.num_attention_heads % t.num_key_value_heads != 0 {
+            return bad(format!(
+                "text_config.num_attention_heads ({}) must be a multiple of text_config.num_key_value_heads ({})",
+                t.num_attention_heads, t.num_key_value_heads
+            ));
+        }
+        // With an explicit head_dim, Qwen3 projects heads * head_dim back to hidden_size, so only
+        // a head_dim derived from hidden_size needs it to divide.
+        if t.head_dim.is_none() && t.hidden_size % t.num_attention_heads != 0 {
+            return bad(format!(
+                "text_config.hidden_size ({}) must be a multiple of text_config.num_attention_heads ({}) \
+                 when head_dim is not given",
+                t.hidden_size, t.num_attention_heads
+            ));
+        }
+        if !(t.rms_norm_eps > 0.0 && t.rms_norm_eps.is_finite()) {
+            return bad(format!("text_config.rms_norm_eps must be > 0, got {}", t.rms_norm_eps));
+        }
+        if v.hidden_size % v.num_heads != 0 {
+            return bad(format!(
+                "vision_config.hidden_size ({}) must be a multiple of vision_config.num_heads ({})",
+                v.hidden_size, v.num_heads
+            ));
+        }
+        // The 2-D rope gives half of each head to rows and half to columns, in sin/cos pairs.
+        if v.head_dim() % 4 != 0 {
+            return bad(format!(
+                "vision_config.hidden_size / num_heads = {} must be a multiple of 4 (the 2-D rope)",
+                v.head_dim()
+            ));
+        }
+        let theta = v.rope_theta();
+        if !(theta > 0.0 && theta.is_finite()) {
+            return bad(format!("vision_config.rope_parameters.rope_theta must be > 0, got {theta}"));
         }
         let side = v.grid_per_side();
-        if side * side != v.num_position_embeddings {
-            return bad("vision num_position_embeddings must be a perfect square".into());
+        if side.checked_mul(side) != Some(v.num_position_embeddings) {
+            return bad("vision_config.num_position_embeddings must be a perfect square".into());
+        }
+        let patch = [v.temporal_patch_size, v.patch_size, v.patch_size].iter().try_fold(v.in_channels, |a, &b| a.checked_mul(b));
+        if patch.is_none() {
+            return bad("vision_config: in_channels * temporal_patch_size * patch_size^2 is too large".into());
         }
         if v.out_hidden_size != t.hidden_size {
             return bad(format!(
-                "vision out_hidden_size {} differs from text hidden_size {}",
+                "vision_config.out_hidden_size {} differs from text_config.hidden_size {}",
                 v.out_hidden_size, t.hidden_size
             ));
         }
         if v.deepstack_visual_indexes.iter().any(|&i| i >= v.depth) {
-            return bad("deepstack_visual_indexes must be below the vision depth".into());
+            return bad("vision_config.deepstack_visual_indexes must be below the vision depth".into());
         }
         if v.deepstack_visual_indexes.len() > t.num_hidden_layers {
-            return bad("more DeepStack taps than text layers".into());
+            return bad("vision_config.deepstack_visual_indexes: more DeepStack taps than text layers".into());
+        }
+        let ids = [
+            ("image_token_id", self.image_token_id),
+            ("video_token_id", self.video_token_id),
+            ("vision_start_token_id", self.vision_start_token_id),
+            ("vision_end_token_id", self.vision_end_token_id),
+        ];
+        if let Some((field, id)) = ids.iter().find(|(_, id)| *id as usize >= t.vocab_size) {
+            return bad(format!("{field} {id} is not below text_config.vocab_size {}", t.vocab_size));
         }
         let p = self.text_params()?;
-        if p.mrope_section.iter().sum::<usize>() != p.head_dim / 2 {
-            return bad(format!("mrope_section {:?} must sum to head_dim/2 = {}", p.mrope_section, p.head_dim / 2));
+        if p.head_dim % 2 != 0 {
+            return bad(format!("text_config.head_dim {} must be even (rope rotates pairs)", p.head_dim));
+        }
+        if !(p.rope_theta > 0.0 && p.rope_theta.is_finite()) {
+            return bad(format!("text_config rope_theta must be > 0, got {}", p.rope_theta));
+        }
+        if p.mrope_section.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(p.head_dim / 2) {
+            return bad(format!(
+                "text_config mrope_section {:?} must sum to head_dim/2 = {}",
+                p.mrope_section,
+                p.head_dim / 2
+            ));
         }
         Ok(())
     }

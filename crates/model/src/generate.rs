@@ -54,6 +54,9 @@ impl SamplingParams {
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
             return bad("repetition_penalty must be > 0");
         }
+        if self.max_new_tokens == 0 {
+            return bad("max_tokens must be at least 1");
+        }
         Ok(())
     }
 }
@@ -70,34 +73,33 @@ impl Sampler {
         Self { params, rng }
     }
 
-    /// Chooses the next token from raw logits, given every token seen so far.
     /// Whether [`Self::pick`] is a plain argmax (temperature 0, no repetition penalty).
     pub fn is_greedy(&self) -> bool {
         self.params.temperature == 0.0 && self.params.repetition_penalty == 1.0
     }
 
-    pub fn pick(&mut self, logits: &[f32], seen: &[u32]) -> u32 {
-        let mut l = logits.to_vec();
-        let p = self.params.repetition_penalty as f32;
-        if p != 1.0 {
-            let mut done = std::collections::HashSet::new();
-            for &t in seen {
-                if let (true, Some(x)) = (done.insert(t), l.get_mut(t as usize)) {
-                    *x = if *x > 0.0 { *x / p } else { *x * p };
-                }
-            }
-        }
+    /// Chooses the next token from raw logits, given every token seen so far. The id is always
+    /// an index of `logits`. Logits holding NaN or +inf, or nothing above -inf, are an error:
+    /// they mean the forward pass failed, and any id taken from them would be garbage.
+    pub fn pick(&mut self, logits: &[f32], seen: &[u32]) -> Result<u32> {
+        check_logits(logits)?;
+        let l = self.penalized(logits, seen);
         if self.params.temperature == 0.0 {
-            return argmax(&l);
+            return Ok(argmax_f64(&l));
         }
-        let t = self.params.temperature as f32;
-        let mut cand: Vec<(u32, f32)> = l.iter().enumerate().map(|(i, &x)| (i as u32, x / t)).collect();
+        // Everything in f64 with the maximum subtracted before dividing by the temperature: the
+        // exponents are <= 0 for any temperature > 0, so nothing overflows, and a temperature so
+        // small that every other token underflows to probability 0 is greedy, as its limit is.
+        let t = self.params.temperature;
+        let mut cand: Vec<(u32, f64)> = l.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+        // Stable: ties keep the lower id first, like argmax.
         cand.sort_by(|a, b| b.1.total_cmp(&a.1));
         if self.params.top_k > 0 {
             cand.truncate(self.params.top_k);
         }
         let max = cand.first().map(|c| c.1).unwrap_or(0.0);
-        let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
+        let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) / t).exp()).collect();
+        // >= 1: the first candidate is the maximum and contributes exp(0).
         let sum: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= sum);
         if self.params.top_p < 1.0 {
@@ -120,18 +122,64 @@ impl Sampler {
         for (c, pr) in cand.iter().zip(&probs) {
             acc += pr;
             if r < acc {
-                return c.0;
+                return Ok(c.0);
             }
         }
-        cand.last().map(|c| c.0).unwrap_or(0)
+        // Rounding left the total a hair below r: the last candidate with any mass.
+        let last = cand.iter().zip(&probs).rev().find(|(_, p)| **p > 0.0).map(|(c, _)| c.0);
+        last.or(cand.first().map(|c| c.0)).ok_or_else(|| ModelError::BadLogits("no candidate token".into()))
+    }
+
+    /// The logits in f64 with the repetition penalty applied to every token seen. The result
+    /// stays finite where the input was (clamped), so a tiny penalty cannot make +inf or NaN.
+    fn penalized(&self, logits: &[f32], seen: &[u32]) -> Vec<f64> {
+        let mut l: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+        let p = self.params.repetition_penalty;
+        if p != 1.0 {
+            let mut done = std::collections::HashSet::new();
+            for &t in seen {
+                if let (true, Some(x)) = (done.insert(t), l.get_mut(t as usize)) {
+                    if x.is_finite() {
+                        *x = (if *x > 0.0 { *x / p } else { *x * p }).clamp(f64::MIN, f64::MAX);
+                    }
+                }
+            }
+        }
+        l
     }
 }
 
-/// Index of the largest value; the first one on ties, like torch.argmax.
-pub fn argmax(xs: &[f32]) -> u32 {
+/// Refuses logits no token can be chosen from: empty, NaN, +inf, or all -inf.
+fn check_logits(logits: &[f32]) -> Result<()> {
+    if let Some(i) = logits.iter().position(|x| x.is_nan()) {
+        return Err(ModelError::BadLogits(format!("NaN at token {i}")));
+    }
+    if let Some(i) = logits.iter().position(|&x| x == f32::INFINITY) {
+        return Err(ModelError::BadLogits(format!("+inf at token {i}")));
+    }
+    if !logits.iter().any(|x| x.is_finite()) {
+        return Err(ModelError::BadLogits(format!("none of the {} logits is finite", logits.len())));
+    }
+    Ok(())
+}
+
+/// [`argmax`] of checked (NaN-free) f64 logits.
+fn argmax_f64(xs: &[f64]) -> u32 {
     let mut best = 0;
     for (i, &x) in xs.iter().enumerate() {
         if x > xs[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Index of the largest value; the first one on ties, like torch.argmax. NaN never wins (so
+/// the id is a real candidate when there is one); an empty slice gives 0.
+pub fn argmax(xs: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] || (xs[best].is_nan() && !x.is_nan()) {
             best = i;
         }
     }
@@ -213,9 +261,14 @@ pub fn generate(
     on_text: &mut dyn FnMut(&str) -> Flow,
 ) -> Result<Generation> {
     params.validate()?;
-    let total = prompt.ids.len() + params.max_new_tokens;
-    if total > model.max_context {
-        return Err(ModelError::PromptTooLong { tokens: total, max: model.max_context });
+    // checked_add: max_new_tokens may be anything a caller parsed (usize::MAX included).
+    let fits = prompt.ids.len().checked_add(params.max_new_tokens).is_some_and(|t| t <= model.max_context);
+    if !fits {
+        return Err(ModelError::ContextLength {
+            prompt_tokens: prompt.ids.len(),
+            max_new_tokens: params.max_new_tokens,
+            context: model.max_context,
+        });
     }
     let start = Instant::now();
     let prefill_tokens = prompt.ids.len() - cache.len().min(prompt.ids.len());
@@ -231,7 +284,7 @@ pub fn generate(
     let mut first_logits = Vec::new();
     while steps.len() < params.max_new_tokens {
         let raw: Vec<f32> = logits.to_vec1()?;
-        let id = sampler.pick(&raw, &seen);
+        let id = sampler.pick(&raw, &seen)?;
         if steps.is_empty() {
             first_logits = raw.clone();
             timings.prefill_ms = ms(start.elapsed());
@@ -292,26 +345,26 @@ mod tests {
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 3.0, 3.0, 1.0]), 1);
         let mut s = Sampler::new(SamplingParams::default());
-        assert_eq!(s.pick(&[0.0, 3.0, 2.0], &[]), 1);
+        assert_eq!(s.pick(&[0.0, 3.0, 2.0], &[]).unwrap(), 1);
     }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
         let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() });
         // token 0 (3.0 -> 1.5) loses to token 1 (2.0)
-        assert_eq!(s.pick(&[3.0, 2.0, -1.0], &[0, 0]), 1);
+        assert_eq!(s.pick(&[3.0, 2.0, -1.0], &[0, 0]).unwrap(), 1);
     }
 
     #[test]
     fn same_seed_same_samples_and_top_k_one_is_greedy() {
         let p = SamplingParams { temperature: 1.0, seed: 7, ..Default::default() };
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
-        let a: Vec<u32> = { let mut s = Sampler::new(p.clone()); (0..20).map(|_| s.pick(&logits, &[])).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(p.clone()); (0..20).map(|_| s.pick(&logits, &[])).collect() };
+        let a: Vec<u32> = { let mut s = Sampler::new(p.clone()); (0..20).map(|_| s.pick(&logits, &[]).unwrap()).collect() };
+        let b: Vec<u32> = { let mut s = Sampler::new(p.clone()); (0..20).map(|_| s.pick(&logits, &[]).unwrap()).collect() };
         assert_eq!(a, b);
         assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 1, "sampling never varied");
         let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() });
-        assert_eq!(s.pick(&logits, &[]), argmax(&logits));
+        assert_eq!(s.pick(&logits, &[]).unwrap(), argmax(&logits));
     }
 
     #[test]
@@ -319,7 +372,7 @@ mod tests {
         let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.5, seed: 3, ..Default::default() });
         // token 2 holds ~94% of the mass: with top_p 0.5 it is the only candidate.
         for _ in 0..50 {
-            assert_eq!(s.pick(&[0.0, 0.0, 4.0, 0.0], &[]), 2);
+            assert_eq!(s.pick(&[0.0, 0.0, 4.0, 0.0], &[]).unwrap(), 2);
         }
     }
 

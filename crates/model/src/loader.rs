@@ -96,8 +96,11 @@ impl ModelFolder {
                 if name == "__metadata__" {
                     continue;
                 }
+                // The header check bounded every shape by the file size, so these cannot overflow;
+                // saturating all the same, as a count is not worth a panic.
                 let shape = t.get("shape").and_then(|s| s.as_array());
-                n += shape.map(|s| s.iter().filter_map(|d| d.as_u64()).product::<u64>()).unwrap_or(0);
+                let elems = shape.map(|s| s.iter().filter_map(|d| d.as_u64()).fold(1u64, u64::saturating_mul));
+                n = n.saturating_add(elems.unwrap_or(0));
             }
         }
         Ok(n)
@@ -111,7 +114,7 @@ impl ModelFolder {
         // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on nobody
         // truncating them while the model is loaded (the header and sizes were checked above).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
-            .map_err(|e| ModelError::Weights(e.to_string()))?;
+            .map_err(|e| ModelError::Weights(crate::error::candle_message(&e)))?;
         Ok(vb)
     }
 }
@@ -140,8 +143,10 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.iter().map(|f| require(dir, f)).collect()
 }
 
-/// Reads and checks a safetensors file's header: it parses and its data fits the file, so a
-/// truncated download is reported by name instead of failing deep inside the loader.
+/// Reads and checks a safetensors file's header: it parses, every tensor's bytes match its dtype
+/// and shape, the tensors tile the data area without gaps or overlaps, and the data fits the
+/// file. A truncated download or a hostile header is reported by name here, with checked
+/// arithmetic, instead of failing (or overflowing) deep inside the loader.
 fn checked_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
     use std::io::Read;
     let bad = |m: String| ModelError::Weights(format!("{}: {m}", path.display()));
@@ -157,16 +162,77 @@ fn checked_header(path: &Path) -> Result<serde_json::Map<String, serde_json::Val
     f.read_exact(&mut header).map_err(|_| bad("truncated header".into()))?;
     let meta: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-    let end = meta
-        .values()
-        .filter_map(|v| v.get("data_offsets")?.get(1)?.as_u64())
-        .max()
-        .unwrap_or(0);
-    if 8 + n + end > size {
-        return Err(bad(format!(
+    let end = data_end(&meta).map_err(bad)?;
+    // 8 + n <= size was checked above; `end` is any u64 the header claims.
+    let need = (8 + n).checked_add(end);
+    match need {
+        Some(need) if need == size => Ok(meta),
+        Some(need) if need < size => Err(bad(format!(
+            "{} bytes follow the last tensor (which ends at byte {need}): not a safetensors file",
+            size - need
+        ))),
+        _ => Err(bad(format!(
             "truncated: tensors need {} bytes but the file has {size} (re-download it)",
-            8 + n + end
-        )));
+            need.map_or_else(|| format!("more than {}", u64::MAX), |v| v.to_string())
+        ))),
     }
-    Ok(meta)
+}
+
+/// The end of the data area the header describes: checked like the safetensors crate does,
+/// sorted by offset, each tensor starting where the previous one ended.
+fn data_end(meta: &serde_json::Map<String, serde_json::Value>) -> std::result::Result<u64, String> {
+    let mut spans = Vec::with_capacity(meta.len());
+    for (name, v) in meta {
+        if name != "__metadata__" {
+            spans.push(tensor_span(name, v)?);
+        }
+    }
+    spans.sort_by_key(|s| (s.begin, s.end));
+    let mut end = 0u64;
+    for s in &spans {
+        if s.begin != end {
+            let what = if s.begin < end { "overlaps the tensor before it" } else { "leaves a gap before it" };
+            return Err(format!("tensor {}: data_offsets [{}, {}] {what}", s.name, s.begin, s.end));
+        }
+        end = s.end;
+    }
+    Ok(end)
+}
+
+/// Where one tensor's bytes lie in the data area.
+struct Span<'a> {
+    name: &'a str,
+    begin: u64,
+    end: u64,
+}
+
+/// Checks one header entry: a known dtype, a shape, and `data_offsets` `[begin, end]` holding
+/// exactly dtype * shape bytes (products checked, so a huge shape cannot overflow).
+fn tensor_span<'a>(name: &'a str, v: &serde_json::Value) -> std::result::Result<Span<'a>, String> {
+    let info: safetensors::tensor::TensorInfo =
+        serde_json::from_value(v.clone()).map_err(|e| format!("tensor {name}: bad header entry: {e}"))?;
+    let (begin, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+    if end < begin {
+        return Err(format!("tensor {name}: data_offsets [{begin}, {end}] end before they begin"));
+    }
+    let elements = info
+        .shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| format!("tensor {name}: shape {:?} is too large", info.shape))?;
+    // u128: a u64 element count times a bit width cannot overflow it.
+    let bits = elements as u128 * info.dtype.bitsize() as u128;
+    if bits % 8 != 0 {
+        return Err(format!("tensor {name}: shape {:?} of {:?} is not a whole number of bytes", info.shape, info.dtype));
+    }
+    if (end - begin) as u128 != bits / 8 {
+        return Err(format!(
+            "tensor {name}: data_offsets [{begin}, {end}] hold {} bytes but {:?} {:?} needs {}",
+            end - begin,
+            info.dtype,
+            info.shape,
+            bits / 8
+        ));
+    }
+    Ok(Span { name, begin, end })
 }

@@ -56,7 +56,7 @@ impl Qwen3Vl {
     pub fn new(config: &Qwen3VlConfig, vb: VarBuilder) -> Result<Self> {
         let params = config.text_params()?;
         let wrap = |e: ModelError| match e {
-            ModelError::Candle(c) => ModelError::Weights(c.to_string()),
+            ModelError::Candle(c) => ModelError::Weights(crate::error::candle_message(&c)),
             other => other,
         };
         let vision = VisionModel::new(&config.vision_config, vb.pp("model").pp("visual")).map_err(wrap)?;

@@ -1,6 +1,12 @@
 //! Prompts in Qwen3-VL's chat format: system / user / assistant turns, images inside user turns
 //! (each expanded to its number of `<|image_pad|>` tokens), and the `# Tools` block of
 //! function calling appended to the system turn.
+//!
+//! A prompt is rendered as [`Segment`]s that keep the template's control tokens apart from the
+//! text of the messages, so that the tokenizer can encode message text with the control tokens
+//! written in it as plain text: a user typing `<|im_start|>system` gets those characters, not
+//! a forged system turn ([`crate::Tokenizer::encode_chat`]). [`render`] is the same prompt as
+//! one string, as transformers' chat template writes it.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,18 +55,29 @@ impl Message {
 
 /// The tools block Qwen's function-calling prompt appends to the system message.
 pub fn tools_block(tools: &[serde_json::Value]) -> String {
+    tools_segments(tools).iter().map(Segment::text).collect()
+}
+
+/// The tools block as segments: the template's words (whose `<tool_call>` tags are the
+/// tokenizer's added tokens) around the caller's function descriptions.
+fn tools_segments(tools: &[serde_json::Value]) -> Vec<Segment> {
     let descs: Vec<String> = tools
         .iter()
         .map(|f| python_json(&serde_json::json!({"type": "function", "function": f})))
         .collect();
-    format!(
-        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
-         You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{}\n</tools>\n\n\
-         For each function call, return a json object with function name and arguments within \
-         <tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": \
-         <args-json-object>}}\n</tool_call>",
-        descs.join("\n")
-    )
+    vec![
+        Segment::template(
+            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+             You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n",
+        ),
+        Segment::Text { text: descs.join("\n"), added: AddedTokens::NonSpecial },
+        Segment::template(
+            "\n</tools>\n\n\
+             For each function call, return a json object with function name and arguments within \
+             <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": \
+             <args-json-object>}\n</tool_call>",
+        ),
+    ]
 }
 
 /// JSON as Python's `json.dumps(ensure_ascii=False)` writes it: ", " and ": " separators.
@@ -79,41 +96,99 @@ pub fn python_json(v: &serde_json::Value) -> String {
     }
 }
 
-/// Renders the conversation. With `tools`, the tools block is appended to the system turn
-/// (after a blank line), or becomes the system turn when there is none. With
+/// Which of the tokenizer's added tokens written in a text segment become those tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddedTokens {
+    /// All of them: text of the template itself.
+    All,
+    /// Only the non-special ones (`<tool_call>`, `<think>`): text of system and assistant
+    /// turns, so that an earlier answer's tool call is encoded as the model wrote it, while
+    /// no turn or image marker (`<|im_start|>`, `<|image_pad|>`) can be forged.
+    NonSpecial,
+    /// None: user text, which may come from anyone (a web page, a screen's contents).
+    None,
+}
+
+/// A piece of a rendered prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// A control token of the chat format, `count` times in a row.
+    Control { token: &'static str, count: usize },
+    /// Text, and which added tokens written in it are recognised.
+    Text { text: String, added: AddedTokens },
+}
+
+impl Segment {
+    fn control(token: &'static str) -> Self {
+        Segment::Control { token, count: 1 }
+    }
+
+    fn template(text: impl Into<String>) -> Self {
+        Segment::Text { text: text.into(), added: AddedTokens::All }
+    }
+
+    /// The segment as the chat template writes it.
+    pub fn text(&self) -> String {
+        match self {
+            Segment::Control { token, count } => token.repeat(*count),
+            Segment::Text { text, .. } => text.clone(),
+        }
+    }
+}
+
+/// How much of the added vocabulary a role's text may use (see [`AddedTokens`]).
+fn added_tokens_of(role: Role) -> AddedTokens {
+    match role {
+        Role::User => AddedTokens::None,
+        Role::System | Role::Assistant => AddedTokens::NonSpecial,
+    }
+}
+
+/// Renders the conversation as segments. With `tools`, the tools block is appended to the
+/// system turn (after a blank line), or becomes the system turn when there is none. With
 /// `add_generation_prompt` it ends with an open assistant turn.
-pub fn render(messages: &[Message], tools: &[serde_json::Value], add_generation_prompt: bool) -> String {
-    let mut out = String::new();
+pub fn render_segments(messages: &[Message], tools: &[serde_json::Value], add_generation_prompt: bool) -> Vec<Segment> {
+    let mut out = Vec::new();
     let has_system = messages.first().map(|m| m.role == Role::System).unwrap_or(false);
     if !tools.is_empty() && !has_system {
-        out.push_str(&format!("{IM_START}system\n{}{IM_END}\n", tools_block(tools)));
+        out.push(Segment::control(IM_START));
+        out.push(Segment::template("system\n"));
+        out.extend(tools_segments(tools));
+        out.push(Segment::control(IM_END));
+        out.push(Segment::template("\n"));
     }
     for (i, m) in messages.iter().enumerate() {
-        out.push_str(IM_START);
-        out.push_str(m.role.as_str());
-        out.push('\n');
+        out.push(Segment::control(IM_START));
+        out.push(Segment::template(format!("{}\n", m.role.as_str())));
         for p in &m.parts {
             match p {
-                Part::Text(t) => out.push_str(t),
+                Part::Text(t) => out.push(Segment::Text { text: t.clone(), added: added_tokens_of(m.role) }),
                 Part::Image { tokens } => {
-                    out.push_str(VISION_START);
-                    out.push_str(&IMAGE_PAD.repeat(*tokens));
-                    out.push_str(VISION_END);
+                    out.push(Segment::control(VISION_START));
+                    out.push(Segment::Control { token: IMAGE_PAD, count: *tokens });
+                    out.push(Segment::control(VISION_END));
                 }
             }
         }
         if i == 0 && has_system && !tools.is_empty() {
-            out.push_str("\n\n");
-            out.push_str(&tools_block(tools));
+            out.push(Segment::template("\n\n"));
+            out.extend(tools_segments(tools));
         }
-        out.push_str(IM_END);
-        out.push('\n');
+        out.push(Segment::control(IM_END));
+        out.push(Segment::template("\n"));
     }
     if add_generation_prompt {
-        out.push_str(IM_START);
-        out.push_str("assistant\n");
+        out.push(Segment::control(IM_START));
+        out.push(Segment::template("assistant\n"));
     }
     out
+}
+
+/// Renders the conversation as one string (see [`render_segments`]). Encoding this string
+/// turns control tokens written in the messages into real ones: give the tokenizer the
+/// segments ([`crate::Tokenizer::encode_chat`]) unless every message is trusted.
+pub fn render(messages: &[Message], tools: &[serde_json::Value], add_generation_prompt: bool) -> String {
+    render_segments(messages, tools, add_generation_prompt).iter().map(Segment::text).collect()
 }
 
 #[cfg(test)]

@@ -107,7 +107,10 @@ fn prompt_longer_than_the_context_is_refused_and_the_cache_is_untouched() {
     let mut cache = model.new_cache();
     let params = SamplingParams { max_new_tokens: 4, ..Default::default() };
     let err = generate(&model, &tok, &prompt, &params, &mut cache, &mut |_| Flow::Continue).unwrap_err();
-    assert!(matches!(err, ModelError::PromptTooLong { tokens: 24, max: 16 }), "{err}");
+    assert!(
+        matches!(err, ModelError::ContextLength { prompt_tokens: 20, max_new_tokens: 4, context: 16 }),
+        "{err}"
+    );
     assert!(cache.is_empty());
     // A prompt that fits but leaves no room for the answer is refused too.
     let ids: Vec<u32> = (0..14).collect();
