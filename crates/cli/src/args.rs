@@ -210,4 +210,21 @@ pub struct ServeArgs {
     /// Budget of the prefix KV cache.
     #[arg(long, default_value_t = 1024)]
     pub prefix_cache_mib: usize,
+    /// Let image URLs name regular files under DIR (`file:///...` or an absolute path);
+    /// repeatable. Without it no local file is read.
+    #[arg(long = "allow-local-files", value_name = "DIR")]
+    pub allow_local_files: Vec<std::path::PathBuf>,
+    /// Also answer requests whose Host (or browser Origin) is NAME (`name` or `name:port`);
+    /// repeatable. By default only this address, localhost, 127.0.0.1 and [::1].
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_host: Vec<String>,
+    /// Largest image accepted, in pixels (width x height), checked before decoding.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub max_image_pixels: u64,
+    /// Largest image width or height accepted, in pixels.
+    #[arg(long, default_value_t = 16384)]
+    pub max_image_side: u32,
+    /// Largest image file or data accepted, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub max_image_file_mib: u64,
 }

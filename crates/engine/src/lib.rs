@@ -8,6 +8,7 @@
 //! - [`service`]: the async handle ([`EngineHandle`]) — a bounded queue, one worker thread,
 //!   continuous batching (every active sequence decoded in one batched model pass per round),
 //!   cancellation and coalescing of identical requests.
+//! - [`intake`]: reading and decoding a request's images off the engine thread, under limits.
 //! - [`server`]: an OpenAI-compatible HTTP API (axum).
 //! - [`bench`]: measuring a second question on the same image, and batched throughput.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod intake;
 pub mod memory;
 pub mod prefix_cache;
 pub mod request;

@@ -58,10 +58,10 @@ fn json(body: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_client_gets_answers_streamed_and_not_with_images() {
     let python = tokio::task::spawn_blocking(python_with_openai).await.unwrap();
-    let cfg = ServeConfig { api_key: Some("sk-test".into()), ..Default::default() };
-    let server = start(cfg, EngineConfig::default()).await;
     let dir = std::env::temp_dir().join(format!("screenpilot-openai-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let cfg = ServeConfig { api_key: Some("sk-test".into()), allowed_dirs: vec![dir.clone()], ..Default::default() };
+    let server = start(cfg, EngineConfig::default()).await;
     let png = dir.join("screen.png");
     std::fs::write(&png, png_bytes(21, 160, 128)).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
@@ -84,8 +84,7 @@ async fn the_official_openai_client_gets_answers_streamed_and_not_with_images() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_with_4xx_statuses() {
-    let cfg =
-        ServeConfig { api_key: Some("k".into()), max_body_bytes: 4096, allow_local_files: false, ..Default::default() };
+    let cfg = ServeConfig { api_key: Some("k".into()), max_body_bytes: 4096, ..Default::default() };
     let s = start(cfg, EngineConfig::default()).await;
     let auth = [("Authorization", "Bearer k"), ("Content-Type", "application/json")];
     let chat = |body: &str| body.as_bytes().to_vec();

@@ -27,6 +27,9 @@
 //!
 //! [`load_image`] / [`decode_image`] also apply the EXIF orientation, as
 //! transformers' `load_image` (`ImageOps.exif_transpose`) does for paths/URLs.
+//! Both enforce the default [`ImageLimits`] (dimensions checked from the header
+//! before decoding, regular files only, a size cap); [`load_image_limited`] /
+//! [`decode_image_limited`] take other limits.
 //!
 //! Exactness, as checked with `tools/check_preprocess.py` (see its header for
 //! how to run it) against torch 2.11 / torchvision 0.26 / transformers 5.17
@@ -38,10 +41,12 @@
 //! integer arithmetic, so it should agree, but only AVX-512 was tested.
 
 use std::borrow::Cow;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageDecoder, RgbImage};
+use image::{DynamicImage, RgbImage};
+
+mod limits;
+pub use limits::{decode_image_limited, load_image_limited, read_image_file, ImageLimits};
 
 /// Qwen3-VL's default `size.shortest_edge` (minimum pixel count).
 pub const QWEN3_VL_MIN_PIXELS: u64 = 65_536;
@@ -81,6 +86,15 @@ pub enum PreprocessError {
     /// The preprocessor configuration is invalid or unsupported.
     #[error("bad preprocessor config: {0}")]
     Config(String),
+    /// The header announces more pixels than [`ImageLimits`] allow; refused before decoding.
+    #[error("image is {width}x{height} pixels, over the limit of {limit}")]
+    TooLarge { width: u32, height: u32, limit: String },
+    /// The file or data is bigger than [`ImageLimits::max_file_bytes`].
+    #[error("image data {what} is over the limit of {max_bytes} bytes")]
+    FileTooLarge { what: String, max_bytes: u64 },
+    /// The path names a FIFO, a device, a directory or another non-regular file.
+    #[error("{path} is not a regular file")]
+    NotRegularFile { path: PathBuf },
 }
 
 impl PreprocessError {
@@ -793,47 +807,22 @@ pub fn preprocess(
     })
 }
 
-/// Read and decode an image file (see [`decode_image`]). Errors name the file:
-/// [`PreprocessError::Read`] when it cannot be read, `Decode` /
-/// `UnsupportedFormat` / `Empty` otherwise.
+/// Read and decode an image file (see [`decode_image`]) under the default
+/// [`ImageLimits`]. Errors name the file: [`PreprocessError::Read`] when it
+/// cannot be read, `NotRegularFile` / `FileTooLarge` / `TooLarge` when a limit
+/// refuses it, `Decode` / `UnsupportedFormat` / `Empty` otherwise.
 pub fn load_image(path: &Path) -> Result<DynamicImage, PreprocessError> {
-    let bytes = std::fs::read(path).map_err(|source| PreprocessError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    decode_image(&bytes).map_err(|e| e.in_file(path))
+    load_image_limited(path, &ImageLimits::default())
 }
 
 /// Decode PNG / JPEG / WebP / BMP / GIF bytes (format sniffed from the
-/// content; GIF: first frame) and apply the EXIF orientation if there is one,
-/// like transformers' `load_image`. Truncated or corrupt data gives
-/// [`PreprocessError::Decode`], unknown data [`PreprocessError::UnsupportedFormat`],
-/// a 0-pixel image [`PreprocessError::Empty`].
+/// content; GIF: first frame) under the default [`ImageLimits`], and apply the
+/// EXIF orientation if there is one, like transformers' `load_image`.
+/// Truncated or corrupt data gives [`PreprocessError::Decode`], unknown data
+/// [`PreprocessError::UnsupportedFormat`], a 0-pixel image
+/// [`PreprocessError::Empty`], too many pixels [`PreprocessError::TooLarge`].
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, PreprocessError> {
-    if bytes.is_empty() {
-        return Err(PreprocessError::Decode("no data (0 bytes)".into()));
-    }
-    let reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(PreprocessError::UnsupportedFormat(
-            "not a PNG, JPEG, WebP, BMP or GIF image (unrecognised signature)".into(),
-        ));
-    }
-    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
-    img.apply_orientation(orientation);
-    if img.width() == 0 || img.height() == 0 {
-        return Err(PreprocessError::Empty {
-            width: img.width(),
-            height: img.height(),
-        });
-    }
-    Ok(img)
+    decode_image_limited(bytes, &ImageLimits::default())
 }
 
 fn map_image_error(e: image::ImageError) -> PreprocessError {
@@ -852,6 +841,7 @@ fn map_image_error(e: image::ImageError) -> PreprocessError {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
     const DEFAULT_BOUNDS: (u64, u64) = (QWEN3_VL_MIN_PIXELS, QWEN3_VL_MAX_PIXELS);
 

@@ -2,7 +2,9 @@
 //! server-sent events (`data: {chunk}` lines, then `data: [DONE]`). A streaming request waits
 //! for its first event before answering, so a bad image still gets a 4xx status. When the
 //! client goes away the response (and with it the engine's event stream) is dropped, which
-//! cancels the computation.
+//! cancels the computation. Authentication and the other head checks ran already
+//! (`guard`); the body is read here under `body_read_timeout`, and the images are read and
+//! decoded by [`resolve_images`] before the request reaches the engine's thread.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -11,21 +13,20 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::parse::parse_body;
-use super::{authorize, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::events::{Event, FinishReason, RequestTimings};
+use crate::intake::resolve_images;
 use crate::service::EventStream;
 
-pub(crate) async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&st.cfg, &headers)?;
+pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "object": "list",
         "data": [{"id": st.cfg.model_name, "object": "model", "created": now(), "owned_by": "screenpilot"}]
@@ -39,18 +40,24 @@ struct Meta {
     model: String,
 }
 
-pub(crate) async fn completions(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    authorize(&st.cfg, &headers)?;
-    let body = body.map_err(|r| {
-        let kind =
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "request_too_large" } else { "invalid_request_error" };
-        ApiError::new(r.status(), kind, r.body_text())
-    })?;
+pub(crate) async fn completions(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    // A client that announces a body and then trickles it (or sends nothing) must not hold
+    // the connection and its buffer forever.
+    let body = tokio::time::timeout(st.cfg.body_read_timeout, Bytes::from_request(req, &()))
+        .await
+        .map_err(|_| {
+            let msg = format!("the request body did not arrive within {:?}", st.cfg.body_read_timeout);
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", msg)
+        })?
+        .map_err(|r| {
+            let kind =
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "request_too_large" } else { "invalid_request_error" };
+            ApiError::new(r.status(), kind, r.body_text())
+        })?;
     let (chat, request) = parse_body(&body, &st.cfg).map_err(ApiError::bad_request)?;
+    // Validate first (cheap: e.g. too many images) so nothing is decoded for a doomed request.
+    st.engine.validate(request.clone())?;
+    let request = resolve_images(request, &st.images).await?;
     let request = st.engine.validate(request)?;
     let mut events = st.engine.submit(request)?;
     let first = match events.next().await {

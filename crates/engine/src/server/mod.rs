@@ -3,14 +3,23 @@
 //! with an API key set, requests without `Authorization: Bearer <key>` get 401. Every error is
 //! a JSON body `{"error": {"message", "type"}}`; this module alone decides HTTP statuses
 //! (a full queue is 429, a stopped engine 503).
+//!
+//! Hardened for a hostile network and hostile web pages (see [`guard`] for the checks made on
+//! every request head, [`listen`] for connection timeouts and limits): no local files unless
+//! [`ServeConfig::allowed_dirs`] names folders, images read and decoded off the engine thread
+//! under [`ImageLimits`] ([`crate::intake`]), unsupported request fields refused.
 
 mod chat;
+mod guard;
+mod listen;
 mod parse;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode};
@@ -21,6 +30,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::error::EngineError;
+use crate::intake::{ImageLimits, ImagePolicy, DEFAULT_IMAGE_TIMEOUT};
 use crate::service::EngineHandle;
 
 /// How the HTTP server is set up.
@@ -34,10 +44,26 @@ pub struct ServeConfig {
     pub model_name: String,
     /// Largest request body accepted (base64 images included).
     pub max_body_bytes: usize,
-    /// Whether image URLs may name local files (`file://...` or a plain path).
-    pub allow_local_files: bool,
+    /// Folders whose regular files image URLs may name (`file:///...` or an absolute path),
+    /// compared after canonicalisation (no `..`, no symlink out). Empty (the default): no
+    /// local files at all.
+    pub allowed_dirs: Vec<PathBuf>,
+    /// Host names (`name` or `name:port`) accepted in `Host` and `Origin` besides this
+    /// server's address, `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Vec<String>,
     /// `max_tokens` when a request gives none.
     pub default_max_tokens: usize,
+    /// Pixel, side and size bounds of every image (checked before decoding).
+    pub image_limits: ImageLimits,
+    /// Time to read and decode one request's images.
+    pub image_timeout: Duration,
+    /// Time a connection has to send a request head; also how long a kept-alive connection
+    /// may sit idle between requests.
+    pub header_read_timeout: Duration,
+    /// Time a request has to send its whole body.
+    pub body_read_timeout: Duration,
+    /// Connections open at once; more wait until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -47,8 +73,14 @@ impl Default for ServeConfig {
             api_key: None,
             model_name: "qwen3-vl".into(),
             max_body_bytes: 64 << 20,
-            allow_local_files: true,
+            allowed_dirs: Vec::new(),
+            allowed_hosts: Vec::new(),
             default_max_tokens: 512,
+            image_limits: ImageLimits::default(),
+            image_timeout: DEFAULT_IMAGE_TIMEOUT,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 256,
         }
     }
 }
@@ -57,6 +89,10 @@ pub(crate) struct AppState {
     pub(crate) cfg: ServeConfig,
     pub(crate) engine: EngineHandle,
     pub(crate) next_id: AtomicU64,
+    /// `cfg.allowed_dirs` canonicalised, with the image limits.
+    pub(crate) images: ImagePolicy,
+    /// The address the listener is bound to (its real port when `cfg.addr` asked for port 0).
+    pub(crate) bound: SocketAddr,
 }
 
 /// An error response: status, OpenAI-style type and message.
@@ -101,7 +137,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks the bearer token when one is configured.
+/// Checks the bearer token when one is configured (from [`guard`], before the body is read).
 pub(crate) fn authorize(cfg: &ServeConfig, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = &cfg.api_key else { return Ok(()) };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -119,17 +155,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The API's routes.
-pub fn router(cfg: ServeConfig, engine: EngineHandle) -> Router {
+/// The API's routes, behind [`guard`]'s checks. Fails when an allowed folder cannot be
+/// canonicalised.
+pub fn router(cfg: ServeConfig, engine: EngineHandle) -> Result<Router, EngineError> {
     let limit = cfg.max_body_bytes;
-    let state = Arc::new(AppState { cfg, engine, next_id: AtomicU64::new(1) });
-    Router::new()
+    let images = ImagePolicy::new(cfg.image_limits, &cfg.allowed_dirs, cfg.image_timeout)?;
+    let bound = cfg.addr;
+    let state = Arc::new(AppState { cfg, engine, next_id: AtomicU64::new(1), images, bound });
+    Ok(Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(chat::models))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(state))
 }
 
 async fn not_found() -> ApiError {
@@ -145,17 +185,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, EngineError> {
     TcpListener::bind(addr).await.map_err(|e| EngineError::Io(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves on an already bound listener until `shutdown` completes.
+/// Serves on an already bound listener until `shutdown` completes, then waits for open
+/// connections to finish.
 pub async fn serve_on(
     listener: TcpListener,
-    cfg: ServeConfig,
+    mut cfg: ServeConfig,
     engine: EngineHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EngineError> {
-    axum::serve(listener, router(cfg, engine))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| EngineError::Io(format!("server failed: {e}")))
+    // The Host check needs the real port when the caller bound port 0.
+    cfg.addr = listener.local_addr().map_err(|e| EngineError::Io(format!("listener has no address: {e}")))?;
+    let limits =
+        listen::ConnLimits { header_read_timeout: cfg.header_read_timeout, max_connections: cfg.max_connections };
+    let app = router(cfg, engine)?;
+    listen::serve_connections(listener, app, limits, shutdown).await
 }
 
 /// Binds `cfg.addr` and serves until the process ends.

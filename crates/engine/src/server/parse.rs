@@ -1,19 +1,22 @@
 //! Turning an OpenAI chat-completions body into an engine [`Request`]: messages whose content
 //! is a string or a list of `text` / `image_url` parts, images as base64 `data:` URIs or local
-//! files (`file://` or a plain path), and the generation options. Every problem is a message
-//! for a 400 response.
+//! files (`file://` or a plain absolute path, only when the server allows folders), and the
+//! generation options. Every problem is a message for a 400 response. Fields the engine does
+//! not implement (`logprobs`, `tools`, `response_format`, penalties, `n > 1`, ...) and unknown
+//! fields are refused by name rather than silently ignored; their default values, and a few
+//! fields that change nothing (`user`, `metadata`, ...), are accepted.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ServeConfig;
 use crate::request::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, Role};
 
-/// The fields of a chat-completions body that the engine uses; others are ignored.
+/// The fields of a chat-completions body that the engine uses (others: see [`check_fields`]).
 #[derive(Debug, Deserialize)]
 pub(crate) struct ChatBody {
     #[serde(default)]
@@ -50,18 +53,79 @@ pub(crate) struct StreamOptions {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MessageBody {
     pub role: String,
     #[serde(default)]
     pub content: Option<Value>,
+    /// A participant's name: changes nothing here, accepted for compatibility.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub name: Option<String>,
+}
+
+/// Fields [`ChatBody`] reads.
+const USED: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "n",
+    "ignore_eos",
+];
+
+/// Fields that change nothing about the answer.
+const HARMLESS: &[&str] = &["user", "metadata", "store", "service_tier"];
+
+/// Refuses, by name, every top-level field that would change the answer in a way the engine
+/// does not implement, and every unknown field. A field given its default value is accepted.
+fn check_fields(body: &Map<String, Value>) -> Result<(), String> {
+    let no_tools = body.get("tools").is_none_or(|t| t.is_null() || t.as_array().is_some_and(Vec::is_empty));
+    for (name, v) in body {
+        let n = name.as_str();
+        let accepted = match n {
+            _ if USED.contains(&n) || HARMLESS.contains(&n) => true,
+            "logprobs" => v.is_null() || v == &Value::Bool(false),
+            "top_logprobs" => v.is_null() || v.as_u64() == Some(0),
+            "logit_bias" => v.is_null() || v.as_object().is_some_and(Map::is_empty),
+            "presence_penalty" | "frequency_penalty" => v.is_null() || v.as_f64() == Some(0.0),
+            "response_format" => v.is_null() || v == &serde_json::json!({"type": "text"}),
+            "tools" | "functions" => v.is_null() || v.as_array().is_some_and(Vec::is_empty),
+            "tool_choice" | "function_call" => v.is_null() || v.as_str() == Some("none"),
+            "parallel_tool_calls" => no_tools,
+            "best_of" => v.is_null() || v.as_u64() == Some(1),
+            "modalities" => v.is_null() || v.as_array().is_some_and(|m| m.iter().all(|x| x == "text")),
+            "audio" | "prediction" | "web_search_options" => v.is_null(),
+            // repetition_penalty (a vLLM extension) is not applied by the engine's requests.
+            "repetition_penalty" => v.is_null() || v.as_f64() == Some(1.0),
+            _ => return Err(format!("unknown field `{n}` in the request")),
+        };
+        if !accepted {
+            return Err(format!("`{n}` is not supported by this server (given: {v})"));
+        }
+    }
+    Ok(())
 }
 
 /// Parses and converts a body; errors are messages for the client.
 pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, Request), String> {
-    let body: ChatBody =
+    let value: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("the body is not a valid chat request: {e}"))?;
+    let Value::Object(fields) = &value else {
+        return Err("the body is not a valid chat request: it must be a JSON object".into());
+    };
+    check_fields(fields)?;
+    let body: ChatBody =
+        serde_json::from_value(value).map_err(|e| format!("the body is not a valid chat request: {e}"))?;
     if body.n.is_some_and(|n| n != 1) {
-        return Err("only n = 1 is supported".into());
+        return Err("`n` must be 1: one answer per request is supported".into());
     }
     let messages = body.messages.iter().enumerate().map(|(i, m)| message(i, m, cfg)).collect::<Result<Vec<_>, _>>()?;
     let stop = match &body.stop {
@@ -81,6 +145,7 @@ pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, R
         seed: body.seed.unwrap_or(0) as u64,
         stop,
         ignore_eos: body.ignore_eos.unwrap_or(false),
+        repetition_penalty: 1.0,
     };
     Ok((body, Request { messages, options }))
 }
@@ -142,8 +207,10 @@ pub(crate) fn image_source(url: &str, cfg: &ServeConfig) -> Result<ImageSource, 
         Some(p) => p.strip_prefix("localhost").unwrap_or(p),
         None => url,
     };
-    if !cfg.allow_local_files {
-        return Err("local image files are not allowed by this server: send a data: URI".into());
+    if cfg.allowed_dirs.is_empty() {
+        return Err(
+            "local image files are not allowed by this server (see --allow-local-files): send a data: URI".into()
+        );
     }
     if path.is_empty() {
         return Err("empty image URL".into());
@@ -158,7 +225,7 @@ mod tests {
 
     #[test]
     fn content_as_string_or_parts_with_data_uri_and_file_images() {
-        let cfg = ServeConfig::default();
+        let cfg = ServeConfig { allowed_dirs: vec!["/tmp".into()], ..Default::default() };
         let body = br#"{"messages":[{"role":"system","content":"Be brief."},
             {"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}},
             {"type":"image_url","image_url":{"url":"file:///tmp/a.png"}},{"type":"text","text":"What?"}]}],
@@ -172,7 +239,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_are_explained() {
-        let cfg = ServeConfig { allow_local_files: false, ..Default::default() };
+        let cfg = ServeConfig::default();
         for (body, needle) in [
             (&br#"{"messages":[{"role":"tool","content":"x"}]}"#[..], "unsupported role"),
             (br#"{"messages":[{"role":"user","content":[{"type":"audio"}]}]}"#, "unsupported part type"),
@@ -181,9 +248,51 @@ mod tests {
             (br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,@@"}}]}]}"#, "base64"),
             (br#"{"messages":[{"role":"user","content":"x"}],"stop":3}"#, "stop must be"),
             (br#"{"messages":"#, "not a valid chat request"),
+            (br#"[1]"#, "JSON object"),
         ] {
             let err = parse_body(body, &cfg).unwrap_err();
             assert!(err.contains(needle), "{err} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn unsupported_and_unknown_fields_are_refused_by_name_and_defaults_accepted() {
+        let cfg = ServeConfig::default();
+        let with = |extra: &str| format!(r#"{{"messages":[{{"role":"user","content":"x"}}],{extra}}}"#);
+        for (extra, name) in [
+            (r#""logprobs":true"#, "logprobs"),
+            (r#""top_logprobs":3"#, "top_logprobs"),
+            (r#""logit_bias":{"42":5}"#, "logit_bias"),
+            (r#""presence_penalty":0.5"#, "presence_penalty"),
+            (r#""frequency_penalty":-1"#, "frequency_penalty"),
+            (r#""response_format":{"type":"json_object"}"#, "response_format"),
+            (r#""tools":[{"type":"function","function":{"name":"f"}}]"#, "tools"),
+            (r#""tool_choice":"auto""#, "tool_choice"),
+            (r#""functions":[{"name":"f"}]"#, "functions"),
+            (r#""function_call":"auto""#, "function_call"),
+            (r#""n":2"#, "n"),
+            (r#""best_of":3"#, "best_of"),
+            (r#""audio":{"voice":"alloy"}"#, "audio"),
+            (r#""modalities":["text","audio"]"#, "modalities"),
+            (r#""prediction":{"type":"content","content":"x"}"#, "prediction"),
+            (r#""repetition_penalty":1.2"#, "repetition_penalty"),
+            (r#""tools":[{"type":"function"}],"parallel_tool_calls":true"#, "tools"),
+            (r#""frobnicate":1"#, "frobnicate"),
+        ] {
+            let err = parse_body(with(extra).as_bytes(), &cfg).unwrap_err();
+            assert!(err.contains(&format!("`{name}`")), "{extra}: {err}");
+        }
+        let defaults = with(
+            r#""logprobs":false,"top_logprobs":null,"logit_bias":{},"presence_penalty":0,"frequency_penalty":0.0,
+               "response_format":{"type":"text"},"tools":[],"tool_choice":"none","n":1,"best_of":1,
+               "modalities":["text"],"user":"u1","metadata":{"a":"b"},"store":false,"service_tier":"auto",
+               "parallel_tool_calls":false,"stream_options":{"include_usage":true}"#,
+        );
+        parse_body(defaults.as_bytes(), &cfg).unwrap();
+        let named = br#"{"messages":[{"role":"user","content":"x","name":"ann"}]}"#;
+        parse_body(named, &cfg).unwrap();
+        let bad = br#"{"messages":[{"role":"user","content":"x","tool_call_id":"1"}]}"#;
+        let err = parse_body(bad, &cfg).unwrap_err();
+        assert!(err.contains("`tool_call_id`"), "{err}");
     }
 }
