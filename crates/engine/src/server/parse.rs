@@ -145,7 +145,7 @@ pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, R
         seed: body.seed.unwrap_or(0) as u64,
         stop,
         ignore_eos: body.ignore_eos.unwrap_or(false),
-        repetition_penalty: 1.0,
+        ..GenerationOptions::default()
     };
     Ok((body, Request { messages, options }))
 }
