@@ -231,6 +231,9 @@ impl Engine {
             text: String::new(),
             released: 0,
             ids: Vec::new(),
+            // The repetition penalty looks at every token so far, the prompt's included (as
+            // transformers' and the CLI's); kept only when the penalty is on.
+            seen: if req.options().repetition_penalty != 1.0 { ids.clone() } else { Vec::new() },
             timings,
             submitted,
             decode_start: None,
@@ -312,7 +315,7 @@ impl Engine {
             seq.logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>()?
         } else {
             let raw: Vec<f32> = seq.logits.to_dtype(DType::F32)?.to_vec1()?;
-            let id = seq.sampler.pick(&raw, &[])?;
+            let id = seq.sampler.pick(&raw, &seq.seen)?;
             if self.cfg.record_logits {
                 seq.step_logits.push(raw);
             }
@@ -323,6 +326,9 @@ impl Engine {
             seq.decode_start = Some(Instant::now());
         }
         seq.ids.push(id);
+        if seq.options.repetition_penalty != 1.0 {
+            seq.seen.push(id);
+        }
         if self.tok.is_end(id) && !seq.options.ignore_eos {
             seq.finish = Some(FinishReason::Stop);
             let text = seq.flush_text();

@@ -53,14 +53,20 @@ impl From<ModelError> for EngineError {
             ModelError::PromptTooLong { tokens, max } => {
                 EngineError::ContextLength { tokens, max_tokens: 0, context: max }
             }
+            ModelError::ContextLength { prompt_tokens, max_new_tokens, context } => {
+                EngineError::ContextLength { tokens: prompt_tokens, max_tokens: max_new_tokens, context }
+            }
+            ModelError::Candle(c) => EngineError::from(c),
             other => EngineError::Model(other.to_string()),
         }
     }
 }
 
 impl From<candle_core::Error> for EngineError {
+    /// The message without the backtrace candle appends when `RUST_BACKTRACE` is set: it would
+    /// reach API clients.
     fn from(e: candle_core::Error) -> Self {
-        EngineError::Model(e.to_string())
+        EngineError::Model(screenpilot_model::error::candle_message(&e))
     }
 }
 
@@ -76,5 +82,19 @@ mod tests {
         assert_eq!(EngineError::InvalidRequest("x".into()).error_type(), "invalid_request_error");
         let too_long: EngineError = ModelError::PromptTooLong { tokens: 9, max: 8 }.into();
         assert_eq!(too_long.error_type(), "context_length_exceeded");
+        let too_long: EngineError =
+            ModelError::ContextLength { prompt_tokens: 9, max_new_tokens: 4, context: 8 }.into();
+        assert_eq!(too_long, EngineError::ContextLength { tokens: 9, max_tokens: 4, context: 8 });
+    }
+
+    #[test]
+    fn a_candle_error_carries_no_backtrace_to_clients() {
+        let inner = candle_core::Error::Msg("out of memory".into());
+        let e: EngineError = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        }
+        .into();
+        assert_eq!(e, EngineError::Model("out of memory".into()));
     }
 }

@@ -66,11 +66,23 @@ pub struct GenerationOptions {
     pub stop: Vec<String>,
     /// Keep generating past end-of-answer tokens (for benchmarks and tests).
     pub ignore_eos: bool,
+    /// Logits of tokens already in the prompt or the answer are divided by this (multiplied
+    /// when negative), as transformers' `repetition_penalty`; 1.0 is off.
+    pub repetition_penalty: f64,
 }
 
 impl Default for GenerationOptions {
     fn default() -> Self {
-        Self { max_tokens: 256, temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, stop: Vec::new(), ignore_eos: false }
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            stop: Vec::new(),
+            ignore_eos: false,
+            repetition_penalty: 1.0,
+        }
     }
 }
 
@@ -144,7 +156,7 @@ impl ValidRequest {
             temperature: o.temperature,
             top_p: o.top_p,
             top_k: o.top_k,
-            repetition_penalty: 1.0,
+            repetition_penalty: o.repetition_penalty,
             seed: o.seed,
             max_new_tokens: o.max_tokens,
             stop_strings: o.stop.clone(),
@@ -190,6 +202,9 @@ fn check_options(o: &GenerationOptions, limits: &RequestLimits) -> Result<()> {
     if !(o.temperature.is_finite() && o.temperature >= 0.0) {
         return bad("temperature must be a number >= 0".into());
     }
+    if !(o.repetition_penalty.is_finite() && o.repetition_penalty > 0.0) {
+        return bad("repetition_penalty must be a number > 0".into());
+    }
     if !(o.top_p > 0.0 && o.top_p <= 1.0) {
         return bad("top_p must be in (0, 1]".into());
     }
@@ -218,9 +233,15 @@ fn fingerprint(r: &Request) -> u64 {
         }
     }
     let o = &r.options;
-    for v in
-        [o.max_tokens as u64, o.temperature.to_bits(), o.top_p.to_bits(), o.top_k as u64, o.seed, o.ignore_eos as u64]
-    {
+    for v in [
+        o.max_tokens as u64,
+        o.temperature.to_bits(),
+        o.top_p.to_bits(),
+        o.top_k as u64,
+        o.seed,
+        o.ignore_eos as u64,
+        o.repetition_penalty.to_bits(),
+    ] {
         h.update(&v.to_le_bytes());
     }
     for s in &o.stop {

@@ -29,6 +29,8 @@ pub struct Sequence {
     /// Bytes of `text` already released.
     pub(crate) released: usize,
     pub(crate) ids: Vec<u32>,
+    /// Prompt and generated ids, for the repetition penalty (empty when it is off).
+    pub(crate) seen: Vec<u32>,
     pub(crate) timings: RequestTimings,
     pub(crate) submitted: Instant,
     pub(crate) decode_start: Option<Instant>,

@@ -49,12 +49,14 @@ fn check(on: &mut Engine, off: &mut Engine, warm: &Request, probe: &Request) -> 
     cached
 }
 
-#[test]
-fn engine_without_caches_matches_the_model_crate_generate() {
+/// The tokens of one request through the engine (caches off) and through the model crate's
+/// own loop (what the CLI's `ask` runs), with the given repetition penalty.
+fn engine_and_generate(penalty: f64) -> (Vec<u32>, Vec<u32>) {
     let mut off = engine(EngineConfig { record_logits: true, ..Default::default() }.without_caches());
     let a = image(1, 128, 96);
-    let c = run(&mut off, &request(vec![user(vec![img(&a), text("What is this?")])], 6));
-    // The same answer through the model crate's own loop.
+    let mut r = request(vec![user(vec![img(&a), text("What is this?")])], 12);
+    r.options.repetition_penalty = penalty;
+    let c = run(&mut off, &r);
     let screenpilot_engine::ImageSource::Image(raw) = &a else { unreachable!() };
     let (model, tok) = (off.model(), off.tokenizer());
     let pre =
@@ -67,11 +69,26 @@ fn engine_without_caches_matches_the_model_crate_generate() {
     let ids = tok.encode(&render(&msgs, &[], true)).unwrap();
     let grids: Vec<GridThw> = vec![pre.grid];
     let prompt = PromptInput { ids: &ids, grids: &grids, vision: Some(&vision) };
-    let params = SamplingParams { max_new_tokens: 6, ..Default::default() };
+    let params = SamplingParams { max_new_tokens: 12, repetition_penalty: penalty, ..Default::default() };
     let g = generate(model, tok, &prompt, &params, &mut model.new_cache(), &mut |_| Flow::Continue).unwrap();
-    let n = g.steps.len();
-    assert_eq!(c.token_ids[..n], g.steps.iter().map(|s| s.id).collect::<Vec<_>>()[..]);
     assert_eq!(c.timings.prompt_tokens, ids.len());
+    // The engine ignores end tokens here (the request says so); compare what both generated.
+    let n = g.steps.len();
+    (c.token_ids[..n].to_vec(), g.steps.iter().map(|s| s.id).collect())
+}
+
+#[test]
+fn engine_without_caches_matches_the_model_crate_generate() {
+    let (engine_ids, generate_ids) = engine_and_generate(1.0);
+    assert_eq!(engine_ids, generate_ids);
+}
+
+#[test]
+fn the_repetition_penalty_gives_the_same_tokens_in_the_engine_and_the_model_crate() {
+    let (plain, _) = engine_and_generate(1.0);
+    let (engine_ids, generate_ids) = engine_and_generate(1.5);
+    assert_eq!(engine_ids, generate_ids);
+    assert_ne!(engine_ids, plain[..engine_ids.len()], "the penalty changed nothing: is it applied?");
 }
 
 #[test]
