@@ -332,6 +332,8 @@ async fn unsupported_fields_get_400_naming_them() {
         (r#""modalities":["audio"]"#, "modalities"),
         (r#""prediction":{"type":"content"}"#, "prediction"),
         (r#""unheard_of":true"#, "unheard_of"),
+        (r#""repetition_penalty":0"#, "repetition_penalty"),
+        (r#""repetition_penalty":"high""#, "repetition_penalty"),
     ] {
         let body = format!(r#"{{"messages":[{{"role":"user","content":"Hi"}}],"max_tokens":1,{extra}}}"#);
         let (status, v) = chat(s.addr, &body).await;
@@ -339,7 +341,7 @@ async fn unsupported_fields_get_400_naming_them() {
         assert!(message(&v).contains(&format!("`{name}`")), "{extra}: {v}");
     }
     let body = r#"{"messages":[{"role":"user","content":"Hi","name":"ann"}],"max_tokens":1,"logprobs":false,
-                  "presence_penalty":0,"user":"u","response_format":{"type":"text"}}"#;
+                  "presence_penalty":0,"user":"u","response_format":{"type":"text"},"repetition_penalty":1.1}"#;
     let (status, v) = chat(s.addr, body).await;
     assert_eq!(status, 200, "{v}");
 }

@@ -44,6 +44,9 @@ pub(crate) struct ChatBody {
     pub n: Option<usize>,
     #[serde(default)]
     pub ignore_eos: Option<bool>,
+    /// vLLM's extension; > 0 (see `check_fields`).
+    #[serde(default)]
+    pub repetition_penalty: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,8 +106,9 @@ fn check_fields(body: &Map<String, Value>) -> Result<(), String> {
             "best_of" => v.is_null() || v.as_u64() == Some(1),
             "modalities" => v.is_null() || v.as_array().is_some_and(|m| m.iter().all(|x| x == "text")),
             "audio" | "prediction" | "web_search_options" => v.is_null(),
-            // repetition_penalty (a vLLM extension) is not applied by the engine's requests.
-            "repetition_penalty" => v.is_null() || v.as_f64() == Some(1.0),
+            // vLLM's extension, read by ChatBody; checked here so a bad value is named.
+            "repetition_penalty" if v.is_null() || v.as_f64().is_some_and(|p| p.is_finite() && p > 0.0) => true,
+            "repetition_penalty" => return Err(format!("`repetition_penalty` must be a number > 0 (given: {v})")),
             _ => return Err(format!("unknown field `{n}` in the request")),
         };
         if !accepted {
@@ -145,7 +149,7 @@ pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, R
         seed: body.seed.unwrap_or(0) as u64,
         stop,
         ignore_eos: body.ignore_eos.unwrap_or(false),
-        ..GenerationOptions::default()
+        repetition_penalty: body.repetition_penalty.unwrap_or(1.0),
     };
     Ok((body, Request { messages, options }))
 }
@@ -275,7 +279,6 @@ mod tests {
             (r#""audio":{"voice":"alloy"}"#, "audio"),
             (r#""modalities":["text","audio"]"#, "modalities"),
             (r#""prediction":{"type":"content","content":"x"}"#, "prediction"),
-            (r#""repetition_penalty":1.2"#, "repetition_penalty"),
             (r#""tools":[{"type":"function"}],"parallel_tool_calls":true"#, "tools"),
             (r#""frobnicate":1"#, "frobnicate"),
         ] {
@@ -289,8 +292,12 @@ mod tests {
                "parallel_tool_calls":false,"stream_options":{"include_usage":true}"#,
         );
         parse_body(defaults.as_bytes(), &cfg).unwrap();
-        let named = br#"{"messages":[{"role":"user","content":"x","name":"ann"}]}"#;
-        parse_body(named, &cfg).unwrap();
+        let named = br#"{"messages":[{"role":"user","content":"x","name":"ann"}],"repetition_penalty":1.2}"#;
+        assert_eq!(parse_body(named, &cfg).unwrap().1.options.repetition_penalty, 1.2);
+        for bad in ["0", "-1", "\"high\""] {
+            let err = parse_body(with(&format!(r#""repetition_penalty":{bad}"#)).as_bytes(), &cfg).unwrap_err();
+            assert!(err.contains("`repetition_penalty` must be a number > 0"), "{err}");
+        }
         let bad = br#"{"messages":[{"role":"user","content":"x","tool_call_id":"1"}]}"#;
         let err = parse_body(bad, &cfg).unwrap_err();
         assert!(err.contains("`tool_call_id`"), "{err}");
