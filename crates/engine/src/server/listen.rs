@@ -2,7 +2,9 @@
 //! A connection must send its request head within `header_read_timeout` (hyper restarts that
 //! timer when a kept-alive connection waits for its next request, so it is also the idle
 //! keep-alive timeout); at most `max_connections` are open at once (further ones wait in the
-//! kernel's backlog until one closes); an `accept` error such as EMFILE (out of file
+//! kernel's backlog until one closes); each socket's send buffer is small and fixed, so that a
+//! client that stops reading stalls its stream soon (and the engine then stops its request);
+//! an `accept` error such as EMFILE (out of file
 //! descriptors) is logged and retried after a pause instead of ending the server. Each request
 //! carries the local address its connection arrived on ([`LocalAddr`]) for the Host check.
 
@@ -33,6 +35,9 @@ pub(crate) struct ConnLimits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_connections: usize,
 }
+
+/// The socket send buffer of every connection (the kernel doubles it for its bookkeeping).
+const SEND_BUFFER_BYTES: usize = 32 << 10;
 
 /// Pause after an `accept` error that is not about one connection (e.g. EMFILE): retrying at
 /// once would spin, and descriptors free up as other connections close.
@@ -73,6 +78,10 @@ pub(crate) async fn serve_connections(
         };
         let local = stream.local_addr().ok().map(LocalAddr);
         stream.set_nodelay(true).ok();
+        // A fixed, small send buffer (the kernel would otherwise grow it to megabytes): a
+        // client that stops reading then blocks the response within a few hundred tokens, the
+        // engine's buffer for it fills, and its request stops.
+        socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES).ok();
         let app = app.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(Body::new);
