@@ -227,4 +227,23 @@ pub struct ServeArgs {
     /// Largest image file or data accepted, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_image_file_mib: u64,
+    /// Largest `max_tokens` a request may ask for (default: the model's context length).
+    #[arg(long)]
+    pub max_tokens_cap: Option<usize>,
+    /// Answers decoded together in one batched model pass.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// Answers in progress at once (beyond a batch they take turns, so that a new request is
+    /// not kept waiting behind long answers); each holds its KV cache.
+    #[arg(long, default_value_t = 32)]
+    pub max_active: usize,
+    /// Open connections at once; more wait until one closes.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds a connection has to send its request head (also the keep-alive idle timeout).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_s: u64,
+    /// Seconds a request has to send its body.
+    #[arg(long, default_value_t = 60)]
+    pub body_timeout_s: u64,
 }
