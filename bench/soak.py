@@ -113,6 +113,20 @@ def request(port, body, *, stream=False, read_lines=None, slow=0.0, timeout=120.
         conn.close()
 
 
+def oversized(port):
+    """Announces a 65 MiB body and sends its first 64 KiB: the server must answer 413 from the
+    head (a client that sent it all would see the connection closed under its writes)."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (65 << 20) + b"x" * (64 << 10))
+        head = s.recv(64)
+        s.close()
+        return int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def client(port, kind, stats, stop, rng):
     small = data_uri(png(64, 48, lambda y: bytes((x * y) % 256 for x in range(64))))
     bomb = data_uri(bomb_png())
@@ -135,7 +149,7 @@ def client(port, kind, stats, stop, rng):
             if pick == 0:
                 status = request(port, b"{\"messages\": [", )
             elif pick == 1:
-                status = request(port, b"x" * (65 << 20))
+                status = oversized(port)
             elif pick == 2:
                 status = request(port, chat("Bomb?", 4, image=bomb))
             else:

@@ -11,6 +11,8 @@
 //! 3. The API key, when one is set (401).
 //! 4. A POST must be `application/json` (415): `text/plain` is what a page can POST
 //!    cross-site without a CORS preflight.
+//! 5. A `Content-Length` over the body limit is refused at once (413), instead of after the
+//!    client has sent (or failed to send) that many bytes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -59,6 +61,14 @@ fn check(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request_error",
             "the body must be sent with Content-Type: application/json",
+        ));
+    }
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if let Some(n) = announced.filter(|&n| n > cfg.max_body_bytes as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("the body has {n} bytes; at most {} are accepted", cfg.max_body_bytes),
         ));
     }
     Ok(())
@@ -184,5 +194,18 @@ mod tests {
             h.insert(header::ORIGIN, bad.parse().unwrap());
             assert_eq!(check(&cfg, bound, None, &Method::GET, &h).unwrap_err().status, StatusCode::FORBIDDEN, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_body_announced_over_the_limit_is_refused_from_the_head() {
+        let cfg = ServeConfig { max_body_bytes: 1000, ..ServeConfig::default() };
+        let bound: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:8000".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "1000".parse().unwrap());
+        assert!(check(&cfg, bound, None, &Method::POST, &h).is_ok());
+        h.insert(header::CONTENT_LENGTH, "1001".parse().unwrap());
+        assert_eq!(check(&cfg, bound, None, &Method::POST, &h).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
