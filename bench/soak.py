@@ -223,13 +223,17 @@ def main():
     ap.add_argument("--duration", type=float, default=1800.0, help="seconds of load")
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--clients", default="plain=2,stream=2,image=1,disconnect=1,slow=1,hostile=1,idle=1")
+    ap.add_argument("--server-args", default="--prefix-cache-mib 32 --vision-cache-mib 32",
+                    help="more flags for `serve`; small caches so that they fill during warm-up and "
+                         "memory growth after it means a leak")
     ap.add_argument("--csv", default="soak.csv")
     ap.add_argument("--plot", default=None, help="PNG to draw (needs matplotlib)")
     ap.add_argument("--check", action="store_true", help="exit 1 on a lost request or growth")
     a = ap.parse_args()
 
     port = free_port()
-    args = [a.binary, "serve", "--model", a.model, "--port", str(port), "--header-timeout-s", "5"]
+    args = [a.binary, "serve", "--model", a.model, "--port", str(port), "--header-timeout-s", "5",
+            *a.server_args.split()]
     server = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
