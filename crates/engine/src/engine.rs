@@ -104,13 +104,6 @@ pub struct CacheReport {
     pub prefix_reused_tokens: u64,
 }
 
-/// Images of a request after preprocessing, with their keys and features in prompt order.
-struct PreparedImages {
-    images: Vec<PreprocessedImage>,
-    keys: Vec<ImageKey>,
-    vision: Option<VisionOutput>,
-}
-
 pub struct Engine {
     model: Qwen3Vl,
     tok: Tokenizer,
@@ -202,7 +195,7 @@ impl Engine {
         let max_reuse = ids.len().saturating_sub(self.cfg.min_prefill_tokens.max(1));
         let cached = self.prefix.lookup(&keys, max_reuse)?;
         self.check_memory(&images, ids.len(), cached.as_ref().map_or(0, |kv| kv.len()))?;
-        let prepared = self.encode_images(images, image_keys, &mut timings)?;
+        let vision = self.encode_images(&images, &image_keys, &mut timings)?;
         let t = Instant::now();
         let mut kv = match cached {
             Some(kv) => kv,
@@ -211,8 +204,8 @@ impl Engine {
         timings.prompt_tokens = ids.len();
         timings.cached_prompt_tokens = kv.len();
         timings.prefill_tokens = ids.len() - kv.len();
-        let grids: Vec<GridThw> = prepared.images.iter().map(|i| i.grid).collect();
-        let prompt = PromptInput { ids: &ids, grids: &grids, vision: prepared.vision.as_ref() };
+        let grids: Vec<GridThw> = images.iter().map(|i| i.grid).collect();
+        let prompt = PromptInput { ids: &ids, grids: &grids, vision: vision.as_ref() };
         let out = self.model.prefill(&prompt, &mut kv, LogitsFor::Last)?;
         // The GPU runs ahead of the host: wait for the prefill, so that its time is counted here
         // and not in the first decode round.
@@ -415,26 +408,27 @@ impl Engine {
         memory::check(needed, budget)
     }
 
-    /// The vision features of preprocessed images (through the vision cache when it is on).
+    /// The vision features of preprocessed images in prompt order (through the vision cache
+    /// when it is on); None without images.
     fn encode_images(
         &mut self,
-        images: Vec<PreprocessedImage>,
-        keys: Vec<ImageKey>,
+        images: &[PreprocessedImage],
+        keys: &[ImageKey],
         timings: &mut RequestTimings,
-    ) -> Result<PreparedImages> {
+    ) -> Result<Option<VisionOutput>> {
         if images.is_empty() {
-            return Ok(PreparedImages { images, keys, vision: None });
+            return Ok(None);
         }
         let t = Instant::now();
         let vision = if self.vision.enabled() {
-            let (v, hits) = self.encode_cached(&images, &keys)?;
+            let (v, hits) = self.encode_cached(images, keys)?;
             timings.vision_cache_hits = hits;
             v
         } else {
             self.model.encode_images(&images.iter().collect::<Vec<_>>())?
         };
         timings.vision_ms = ms(t);
-        Ok(PreparedImages { images, keys, vision: Some(vision) })
+        Ok(Some(vision))
     }
 
     fn load_image(&self, src: &ImageSource) -> Result<PreprocessedImage> {

@@ -6,15 +6,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use screenpilot_engine::{
-    Engine, EngineConfig, EngineError, EngineHandle, Event, EventStream, FinishReason, ValidRequest,
+    Engine, EngineConfig, EngineError, EngineHandle, Event, EventStream, FinishReason,
 };
 use screenpilot_model::{DType, Device, ModelFolder, Qwen3Vl, Tokenizer};
-
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// The tiny model with the released models' pixel bound (16.7 Mpx; the fixture's own
 /// preprocessor_config.json caps images at 0.2 Mpx) and context (256k tokens; the fixture's is
@@ -26,22 +22,6 @@ fn engine_with_real_pixel_bounds(cfg: EngineConfig) -> Engine {
     let tok = Tokenizer::from_file(&folder.tokenizer).unwrap();
     let preprocess = screenpilot_model::PreprocessConfig { max_pixels: 4096 * 4096, ..folder.preprocess.clone() };
     Engine::new(model, tok, preprocess, cfg)
-}
-
-fn ask(h: &EngineHandle, question: &str, max_tokens: usize) -> ValidRequest {
-    h.validate(request(vec![user(vec![text(question)])], max_tokens)).unwrap()
-}
-
-async fn drain(mut s: EventStream) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(ev) = tokio::time::timeout(LIMIT, s.next()).await.expect("the engine answers") {
-        out.push(ev);
-    }
-    out
-}
-
-fn finish(events: &[Event]) -> Option<FinishReason> {
-    events.iter().find_map(|e| if let Event::Finished(f) = e { Some(*f) } else { None })
 }
 
 fn error(events: &[Event]) -> Option<&EngineError> {

@@ -6,14 +6,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use screenpilot_engine::{
     EngineConfig, EngineError, EngineHandle, Event, EventStream, FinishReason, ImageSource, ValidRequest,
 };
-
-const LIMIT: Duration = Duration::from_secs(120);
 
 /// A service that admits no more than one batch (so queue-capacity tests see a full batch).
 fn handle(queue_capacity: usize, max_batch: usize) -> EngineHandle {
@@ -25,25 +22,8 @@ fn handle_with(cfg: EngineConfig) -> EngineHandle {
     EngineHandle::spawn(engine(cfg)).unwrap()
 }
 
-fn ask(h: &EngineHandle, question: &str, max_tokens: usize) -> ValidRequest {
-    h.validate(request(vec![user(vec![text(question)])], max_tokens)).unwrap()
-}
-
-/// Every event until the stream ends.
-async fn drain(mut s: EventStream) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(ev) = tokio::time::timeout(LIMIT, s.next()).await.expect("the engine answers") {
-        out.push(ev);
-    }
-    out
-}
-
 fn token_ids(events: &[Event]) -> Vec<u32> {
     events.iter().filter_map(|e| if let Event::Token(t) = e { Some(t.id) } else { None }).collect()
-}
-
-fn finish(events: &[Event]) -> Option<FinishReason> {
-    events.iter().find_map(|e| if let Event::Finished(f) = e { Some(*f) } else { None })
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use image::{DynamicImage, RgbImage};
 use screenpilot_engine::{
+    EngineHandle, Event, EventStream, FinishReason, ValidRequest,
     ChatMessage, ContentPart, Engine, EngineConfig, GenerationOptions, ImageSource, Request, Role,
 };
 use screenpilot_model::{DType, Device};
@@ -96,4 +97,25 @@ pub async fn http(
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
+}
+
+/// How long a test waits for the engine before failing.
+pub const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A text question through the service's validation.
+pub fn ask(h: &EngineHandle, question: &str, max_tokens: usize) -> ValidRequest {
+    h.validate(request(vec![user(vec![text(question)])], max_tokens)).unwrap()
+}
+
+/// Every event until the stream ends.
+pub async fn drain(mut s: EventStream) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(ev) = tokio::time::timeout(LIMIT, s.next()).await.expect("the engine answers") {
+        out.push(ev);
+    }
+    out
+}
+
+pub fn finish(events: &[Event]) -> Option<FinishReason> {
+    events.iter().find_map(|e| if let Event::Finished(f) = e { Some(*f) } else { None })
 }
