@@ -206,3 +206,10 @@ pub async fn serve(cfg: ServeConfig, engine: EngineHandle) -> Result<(), EngineE
     let listener = bind(cfg.addr).await?;
     serve_on(listener, cfg, engine, std::future::pending()).await
 }
+
+/// Parses a chat-completions body exactly as `POST /v1/chat/completions` does, before
+/// validation ([`crate::ValidRequest::new`]). For the fuzz targets (fuzz/); not a stable API.
+#[doc(hidden)]
+pub fn parse_chat_request(bytes: &[u8], cfg: &ServeConfig) -> Result<crate::request::Request, String> {
+    parse::parse_body(bytes, cfg).map(|(_, request)| request)
+}
