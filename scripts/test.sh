@@ -31,7 +31,7 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 # committed corpus (scripts/fuzz.sh; image_decode and chat_template are not yet: docs/FUZZING.md).
 if [ $# -eq 0 ]; then
   soak_csv=$(mktemp)
-  if python3 bench/soak.py --binary target/debug/screenpilot --duration 60 --check --csv "$soak_csv"; then
+  if python3 bench/soak.py --binary "${CARGO_TARGET_DIR:-target}/debug/screenpilot" --duration 60 --check --csv "$soak_csv"; then
     echo "test soak (60 s) ... ok" | tee -a "$log"; echo "extra: 1 passed" >>"$log"
   else
     echo "test soak (60 s) ... FAILED" | tee -a "$log"; echo "extra: 1 failed" >>"$log"; status=1
