@@ -131,7 +131,9 @@ async fn bad_requests_get_json_errors_with_4xx_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_429_and_streaming_ends_with_done() {
-    let s = start(ServeConfig::default(), EngineConfig { queue_capacity: 1, max_batch: 1, ..Default::default() }).await;
+    // One answer at a time (max_active 1), so that the queue really fills.
+    let cfg = EngineConfig { queue_capacity: 1, max_batch: 1, max_active: 1, ..Default::default() };
+    let s = start(ServeConfig::default(), cfg).await;
     let body = |max: usize, stream: bool| {
         format!(
             r#"{{"messages":[{{"role":"user","content":"Hello"}}],"max_tokens":{max},"stream":{stream},"ignore_eos":true}}"#
