@@ -27,8 +27,9 @@ status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 
 # With no test filter: the server's 60-second soak (bench/soak.py; the 30-minute run is in
-# docs/SECURITY.md) and the fuzz targets that ran 10^6 executions clean, each for 30 s from its
-# committed corpus (scripts/fuzz.sh; image_decode and chat_template are not yet: docs/FUZZING.md).
+# docs/SECURITY.md). The fuzz targets' corpora are replayed by cargo test (tests/fuzz_regressions.rs);
+# the 30-second fuzz smoke run (scripts/fuzz.sh) is not wired in yet: its build (~15-20 min on
+# two cores) has not been run from a clean clone (docs/FUZZING.md).
 if [ $# -eq 0 ]; then
   soak_csv=$(mktemp)
   if python3 bench/soak.py --binary "${CARGO_TARGET_DIR:-target}/debug/screenpilot" --duration 60 --check --csv "$soak_csv"; then
@@ -37,11 +38,6 @@ if [ $# -eq 0 ]; then
     echo "test soak (60 s) ... FAILED" | tee -a "$log"; echo "extra: 1 failed" >>"$log"; status=1
   fi
   rm -f "$soak_csv"
-  if scripts/fuzz.sh 30 model_output chat_request safetensors_config; then
-    echo "extra: 3 passed" >>"$log"
-  else
-    echo "extra: 1 failed" >>"$log"; status=1
-  fi
 fi
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
