@@ -68,6 +68,29 @@ impl ImageLimits {
     }
 }
 
+/// Refuses a WebP whose RIFF chunks claim more bytes than the data holds. The WebP decoder
+/// allocates a chunk's claimed size before reading it (the EXIF chunk read for the orientation
+/// has no memory limit), so a 98-byte file claiming a 4 GB EXIF chunk made it allocate 4 GB.
+fn check_webp_chunks(bytes: &[u8]) -> Result<(), PreprocessError> {
+    let corrupt = |m: &str| Err(PreprocessError::Decode(format!("corrupt WebP: {m}")));
+    let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64);
+    if bytes.get(..4) != Some(b"RIFF") || bytes.get(8..12) != Some(b"WEBP") {
+        return corrupt("no RIFF/WEBP header");
+    }
+    let mut at = 12u64;
+    let len = bytes.len() as u64;
+    while at + 8 <= len {
+        let Some(size) = u32_at(at as usize + 4) else { break };
+        let end = at + 8 + size + (size & 1);
+        // The last chunk may lack its padding byte; anything more is missing data.
+        if at + 8 + size > len {
+            return corrupt(&format!("a chunk at byte {at} claims {size} bytes, {} are left", len - at - 8));
+        }
+        at = end;
+    }
+    Ok(())
+}
+
 /// [`super::decode_image`] under `limits`: the data's size and the header's dimensions are
 /// checked before any pixel is decoded ([`PreprocessError::FileTooLarge`],
 /// [`PreprocessError::TooLarge`]).
@@ -91,6 +114,9 @@ pub fn decode_image_limited(
         return Err(PreprocessError::UnsupportedFormat(
             "not a PNG, JPEG, WebP, BMP or GIF image (unrecognised signature)".into(),
         ));
+    }
+    if reader.format() == Some(image::ImageFormat::WebP) {
+        check_webp_chunks(bytes)?;
     }
     // Only the allocation bound while the header is read: with the side limits set here the
     // PNG decoder would refuse an oversized image with a generic message that hides its size.
@@ -218,6 +244,23 @@ mod tests {
             .write_to(&mut out, image::ImageFormat::Png)
             .unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn a_webp_is_decoded_unless_a_chunk_claims_more_than_the_data() {
+        let img = image::RgbaImage::from_fn(7, 5, |x, y| image::Rgba([x as u8 * 30, y as u8 * 40, 9, 255]));
+        let mut webp = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+            .encode(img.as_raw(), 7, 5, image::ExtendedColorType::Rgba8)
+            .unwrap();
+        let limits = ImageLimits::default();
+        let decoded = decode_image_limited(&webp, &limits).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (7, 5));
+        // The first chunk's size raised past the end of the data.
+        let mut lying = webp.clone();
+        lying[16..20].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+        let err = decode_image_limited(&lying, &limits).unwrap_err();
+        assert!(err.to_string().contains("claims"), "{err}");
     }
 
     #[test]
