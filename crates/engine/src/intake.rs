@@ -67,19 +67,6 @@ impl ImagePolicy {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { limits, allowed_dirs, timeout, ..Default::default() })
     }
-
-    pub fn limits(&self) -> &ImageLimits {
-        &self.limits
-    }
-
-    /// The canonical folders local files may come from.
-    pub fn allowed_dirs(&self) -> &[PathBuf] {
-        &self.allowed_dirs
-    }
-
-    pub fn allows_local_files(&self) -> bool {
-        !self.allowed_dirs.is_empty()
-    }
 }
 
 /// Decodes every encoded or file image of `request` off the caller's thread; images already

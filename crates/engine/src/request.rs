@@ -164,7 +164,7 @@ impl ValidRequest {
     }
 }
 
-fn check(r: &Request, limits: &RequestLimits) -> Result<()> {
+pub(crate) fn check(r: &Request, limits: &RequestLimits) -> Result<()> {
     let bad = |m: String| Err(EngineError::InvalidRequest(m));
     if r.messages.is_empty() {
         return bad("messages must not be empty".into());

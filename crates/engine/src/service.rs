@@ -199,6 +199,12 @@ impl EngineHandle {
         Ok(Self { tx, state, limits: cfg.limits, capacity, subscriber_buffer: cfg.subscriber_buffer.max(16) })
     }
 
+    /// Whether a request is within the engine's limits, without taking it (no copy, no
+    /// fingerprint): for refusing a request before costly work such as decoding its images.
+    pub fn check(&self, request: &Request) -> Result<()> {
+        crate::request::check(request, &self.limits)
+    }
+
     /// Checks a request against the engine's limits.
     pub fn validate(&self, request: Request) -> Result<ValidRequest> {
         ValidRequest::new(request, &self.limits)

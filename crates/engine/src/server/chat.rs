@@ -56,7 +56,7 @@ pub(crate) async fn completions(State(st): State<Arc<AppState>>, req: Request) -
         })?;
     let (chat, request) = parse_body(&body, &st.cfg).map_err(ApiError::bad_request)?;
     // Validate first (cheap: e.g. too many images) so nothing is decoded for a doomed request.
-    st.engine.validate(request.clone())?;
+    st.engine.check(&request)?;
     let request = resolve_images(request, &st.images).await?;
     let request = st.engine.validate(request)?;
     let mut events = st.engine.submit(request)?;
