@@ -43,8 +43,10 @@ for t in "${targets[@]}"; do
   if cargo fuzz run "${BUILD_FLAGS[@]}" "$t" "$work/$t" "corpus/$t" -- \
       "${LIBFUZZER_FLAGS[@]}" "${dict[@]}" -max_total_time="$secs" >"$log" 2>&1; then
     tail -n 14 "$log"
+    echo "fuzz: $t ok"
   else
     tail -n 100 "$log"
+    echo "fuzz: $t FAILED"
     failed+=("$t")
   fi
 done

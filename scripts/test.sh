@@ -27,9 +27,9 @@ status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 
 # With no test filter: the server's 60-second soak (bench/soak.py; the 30-minute run is in
-# docs/SECURITY.md). The fuzz targets' corpora are replayed by cargo test (tests/fuzz_regressions.rs);
-# the 30-second fuzz smoke run (scripts/fuzz.sh) is not wired in yet: its build (~15-20 min on
-# two cores) has not been run from a clean clone (docs/FUZZING.md).
+# docs/SECURITY.md), then the fuzz smoke check: every cargo-fuzz target for 30 s from its
+# committed corpus (scripts/fuzz.sh; the corpora are also replayed by cargo test,
+# tests/fuzz_regressions.rs). The fuzz build takes 10-20 min on two cores (docs/FUZZING.md).
 if [ $# -eq 0 ]; then
   soak_csv=$(mktemp)
   if python3 bench/soak.py --binary "${CARGO_TARGET_DIR:-target}/debug/screenpilot" --duration 60 --check --csv "$soak_csv"; then
@@ -38,6 +38,17 @@ if [ $# -eq 0 ]; then
     echo "test soak (60 s) ... FAILED" | tee -a "$log"; echo "extra: 1 failed" >>"$log"; status=1
   fi
   rm -f "$soak_csv"
+  fuzz_log=$(mktemp)
+  if scripts/fuzz.sh 30 2>&1 | tee "$fuzz_log"; then
+    echo "test fuzz smoke (30 s a target) ... ok" | tee -a "$log"
+  else
+    echo "test fuzz smoke (30 s a target) ... FAILED" | tee -a "$log"; status=1
+  fi
+  # One result per target: "fuzz: <target> ok" or "fuzz: <target> FAILED" (scripts/fuzz.sh).
+  awk '/^fuzz: [a-z_]+ ok$/ { p++ } /^fuzz: [a-z_]+ FAILED$/ { f++ }
+       END { if (p) print "extra: " p " passed"; if (f) print "extra: " f " failed" }' "$fuzz_log" >>"$log"
+  if ! grep -qE '^fuzz: [a-z_]+ (ok|FAILED)$' "$fuzz_log"; then echo "extra: 1 failed" >>"$log"; status=1; fi
+  rm -f "$fuzz_log"
 fi
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
