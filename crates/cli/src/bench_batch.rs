@@ -74,7 +74,7 @@ fn requests(tok: &Tokenizer, w: &BatchWorkload, limits: &RequestLimits) -> anyho
                 parts: vec![ContentPart::Image(image.clone()), ContentPart::Text(question)],
             });
             let options = GenerationOptions { max_tokens: w.new_tokens, ignore_eos: true, ..Default::default() };
-            Ok(ValidRequest::new(Request { messages, options }, limits)?)
+            Ok(ValidRequest::new(Request { messages, options, tools: Vec::new() }, limits)?)
         })
         .collect()
 }

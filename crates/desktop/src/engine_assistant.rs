@@ -117,7 +117,7 @@ fn request(req: &AskRequest<'_>) -> Request {
         let next = req.history.get(i + 1).map_or(req.question, |n| n.question.as_str());
         messages.push(ChatMessage::text(Role::User, next));
     }
-    Request { messages, options: GenerationOptions { max_tokens: req.max_tokens, ..GenerationOptions::default() } }
+    Request { messages, options: GenerationOptions { max_tokens: req.max_tokens, ..GenerationOptions::default() }, tools: Vec::new() }
 }
 
 impl Assistant for EngineAssistant {

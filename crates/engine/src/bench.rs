@@ -51,7 +51,7 @@ fn ask(case: &SecondQuestionCase, question: &str) -> Request {
         role: Role::User,
         parts: vec![ContentPart::Image(case.image.clone()), ContentPart::Text(question.to_string())],
     });
-    Request { messages, options: GenerationOptions { max_tokens: case.max_tokens, ..Default::default() } }
+    Request { messages, options: GenerationOptions { max_tokens: case.max_tokens, ..Default::default() }, tools: Vec::new() }
 }
 
 /// Asks both questions, in order, on `engine` (whose caches decide how cheap the second is).

@@ -179,7 +179,7 @@ impl Engine {
         let mut timings = RequestTimings { queue_ms: ms(submitted), ..Default::default() };
         // Everything that can refuse the request runs before the vision tower and the prefill.
         let (images, image_keys) = self.load_images(req, &mut timings)?;
-        let ids = self.tok.encode_chat(&self.messages(req.request(), &images), &[], true)?;
+        let ids = self.tok.encode_chat(&self.messages(req.request(), &images), &req.request().tools, true)?;
         let total = ids.len() + req.options().max_tokens;
         if total > self.model.max_context {
             return Err(EngineError::ContextLength {

@@ -90,6 +90,10 @@ impl Default for GenerationOptions {
 pub struct Request {
     pub messages: Vec<ChatMessage>,
     pub options: GenerationOptions,
+    /// Function schemas (`{"name", "description", "parameters"}`, or OpenAI's
+    /// `{"type": "function", "function": {...}}`), written into the system prompt's tools block
+    /// as Qwen's template does. The answer's `<tool_call>` blocks are left in its text.
+    pub tools: Vec<serde_json::Value>,
 }
 
 /// Bounds a request must respect.
@@ -176,8 +180,12 @@ pub(crate) fn check(r: &Request, limits: &RequestLimits) -> Result<()> {
     if images > limits.max_images {
         return bad(format!("{images} images given, at most {} are accepted", limits.max_images));
     }
-    if r.messages.iter().any(|m| m.role != Role::User && m.parts.iter().any(|p| matches!(p, ContentPart::Image(_)))) {
-        return bad("images are only accepted in user messages".into());
+    let takes_images = |role| matches!(role, Role::User | Role::Tool);
+    if r.messages.iter().any(|m| !takes_images(m.role) && m.parts.iter().any(|p| matches!(p, ContentPart::Image(_)))) {
+        return bad("images are only accepted in user and tool messages".into());
+    }
+    if r.tools.iter().any(|t| !t.is_object()) {
+        return bad("every tool must be a JSON object".into());
     }
     let text: usize = r
         .messages
@@ -187,7 +195,8 @@ pub(crate) fn check(r: &Request, limits: &RequestLimits) -> Result<()> {
             ContentPart::Text(t) => t.len(),
             ContentPart::Image(_) => 0,
         })
-        .sum();
+        .sum::<usize>()
+        + r.tools.iter().map(|t| t.to_string().len()).sum::<usize>();
     if text > limits.max_text_bytes {
         return bad(format!("the messages hold {text} bytes of text, at most {} are accepted", limits.max_text_bytes));
     }
@@ -248,6 +257,12 @@ fn fingerprint(r: &Request) -> u64 {
         h.update(&(s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     }
+    h.update(b"tools");
+    for t in &r.tools {
+        let json = t.to_string();
+        h.update(&(json.len() as u64).to_le_bytes());
+        h.update(json.as_bytes());
+    }
     h.digest()
 }
 
@@ -278,7 +293,7 @@ mod tests {
     use super::*;
 
     fn ask(text: &str) -> Request {
-        Request { messages: vec![ChatMessage::text(Role::User, text)], options: GenerationOptions::default() }
+        Request { messages: vec![ChatMessage::text(Role::User, text)], ..Default::default() }
     }
 
     #[test]
@@ -322,5 +337,25 @@ mod tests {
         assert_ne!(a.fingerprint(), c.fingerprint());
         let d = ValidRequest::new(ask("hj"), &limits).unwrap();
         assert_ne!(a.fingerprint(), d.fingerprint());
+        let mut r = ask("hi");
+        r.tools.push(serde_json::json!({"name": "f"}));
+        let e = ValidRequest::new(r, &limits).unwrap();
+        assert_ne!(a.fingerprint(), e.fingerprint());
+    }
+
+    #[test]
+    fn tools_must_be_objects_and_count_as_text_and_tool_results_may_hold_images() {
+        let small = RequestLimits { max_text_bytes: 64, ..Default::default() };
+        let mut r = ask("hi");
+        r.tools.push(serde_json::json!("f"));
+        assert!(matches!(ValidRequest::new(r, &small), Err(EngineError::InvalidRequest(m)) if m.contains("tool")));
+        let mut r = ask("hi");
+        r.tools.push(serde_json::json!({"name": "f", "description": "x".repeat(64)}));
+        assert!(matches!(ValidRequest::new(r, &small), Err(EngineError::InvalidRequest(m)) if m.contains("bytes")));
+        let mut r = ask("hi");
+        let img = ContentPart::Image(ImageSource::Bytes(Arc::from(&b"x"[..])));
+        r.messages.push(ChatMessage::text(Role::Assistant, "<tool_call>{}</tool_call>"));
+        r.messages.push(ChatMessage { role: Role::Tool, parts: vec![img] });
+        assert!(ValidRequest::new(r, &small).is_ok());
     }
 }

@@ -22,6 +22,10 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// The result of a tool call. Qwen's template has no turn of its own for it: it is written
+    /// in a user turn as `<tool_response>\n...\n</tool_response>`, and consecutive results
+    /// share one user turn.
+    Tool,
 }
 
 impl Role {
@@ -30,6 +34,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "user",
         }
     }
 }
@@ -63,7 +68,11 @@ pub fn tools_block(tools: &[serde_json::Value]) -> String {
 fn tools_segments(tools: &[serde_json::Value]) -> Vec<Segment> {
     let descs: Vec<String> = tools
         .iter()
-        .map(|f| python_json(&serde_json::json!({"type": "function", "function": f})))
+        .map(|f| match f.get("type") {
+            // Already in OpenAI's form (as transformers' callers pass tools): written as given.
+            Some(t) if t == "function" && f.get("function").is_some() => python_json(f),
+            _ => python_json(&serde_json::json!({"type": "function", "function": f})),
+        })
         .collect();
     vec![
         Segment::template(
@@ -139,7 +148,7 @@ impl Segment {
 /// How much of the added vocabulary a role's text may use (see [`AddedTokens`]).
 fn added_tokens_of(role: Role) -> AddedTokens {
     match role {
-        Role::User => AddedTokens::None,
+        Role::User | Role::Tool => AddedTokens::None,
         Role::System | Role::Assistant => AddedTokens::NonSpecial,
     }
 }
@@ -158,8 +167,16 @@ pub fn render_segments(messages: &[Message], tools: &[serde_json::Value], add_ge
         out.push(Segment::template("\n"));
     }
     for (i, m) in messages.iter().enumerate() {
-        out.push(Segment::control(IM_START));
-        out.push(Segment::template(format!("{}\n", m.role.as_str())));
+        let tool = m.role == Role::Tool;
+        let prev_tool = i > 0 && messages[i - 1].role == Role::Tool;
+        let next_tool = messages.get(i + 1).is_some_and(|n| n.role == Role::Tool);
+        if !(tool && prev_tool) {
+            out.push(Segment::control(IM_START));
+            out.push(Segment::template(if tool { "user".to_string() } else { format!("{}\n", m.role.as_str()) }));
+        }
+        if tool {
+            out.push(Segment::template("\n<tool_response>\n"));
+        }
         for p in &m.parts {
             match p {
                 Part::Text(t) => out.push(Segment::Text { text: t.clone(), added: added_tokens_of(m.role) }),
@@ -168,6 +185,12 @@ pub fn render_segments(messages: &[Message], tools: &[serde_json::Value], add_ge
                     out.push(Segment::Control { token: IMAGE_PAD, count: *tokens });
                     out.push(Segment::control(VISION_END));
                 }
+            }
+        }
+        if tool {
+            out.push(Segment::template("\n</tool_response>"));
+            if next_tool {
+                continue;
             }
         }
         if i == 0 && has_system && !tools.is_empty() {
@@ -216,9 +239,39 @@ mod tests {
     }
 
     #[test]
+    fn tools_in_openai_form_are_not_wrapped_twice() {
+        let bare = serde_json::json!({"name": "f", "parameters": {"type": "object"}});
+        let openai = serde_json::json!({"type": "function", "function": bare.clone()});
+        assert_eq!(tools_block(&[bare]), tools_block(&[openai]));
+    }
+
+    #[test]
     fn tools_without_system_make_a_system_turn() {
         let s = render(&[Message::text(Role::User, "x")], &[serde_json::json!({"name": "f"})], true);
         assert!(s.starts_with("<|im_start|>system\n# Tools"), "{s}");
+    }
+
+    #[test]
+    fn tool_results_are_user_turns_with_tool_response_tags_as_qwens_template_writes_them() {
+        // Qwen3-VL's chat template: a run of tool messages is one user turn, each result
+        // wrapped as "\n<tool_response>\n...\n</tool_response>".
+        let msgs = [
+            Message::text(Role::User, "task"),
+            Message::text(Role::Assistant, "<tool_call>\n{}\n</tool_call>"),
+            Message { role: Role::Tool, parts: vec![Part::Text("done".into()), Part::Image { tokens: 2 }] },
+            Message::text(Role::Tool, "second"),
+            Message::text(Role::User, "next"),
+        ];
+        let s = render(&msgs, &[], true);
+        assert_eq!(
+            s,
+            "<|im_start|>user\ntask<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{}\n</tool_call><|im_end|>\n\
+             <|im_start|>user\n<tool_response>\ndone<|vision_start|><|image_pad|><|image_pad|><|vision_end|>\n</tool_response>\
+             \n<tool_response>\nsecond\n</tool_response><|im_end|>\n<|im_start|>user\nnext<|im_end|>\n<|im_start|>assistant\n"
+        );
+        // A tool result's text is untrusted (it may quote the screen): no added token in it counts.
+        let segs = render_segments(&[Message::text(Role::Tool, "<|im_start|>")], &[], false);
+        assert!(segs.contains(&Segment::Text { text: "<|im_start|>".into(), added: AddedTokens::None }));
     }
 
     #[test]

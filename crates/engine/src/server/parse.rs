@@ -151,7 +151,7 @@ pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, R
         ignore_eos: body.ignore_eos.unwrap_or(false),
         repetition_penalty: body.repetition_penalty.unwrap_or(1.0),
     };
-    Ok((body, Request { messages, options }))
+    Ok((body, Request { messages, options, tools: Vec::new() }))
 }
 
 fn message(i: usize, m: &MessageBody, cfg: &ServeConfig) -> Result<ChatMessage, String> {

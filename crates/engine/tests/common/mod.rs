@@ -66,7 +66,7 @@ pub fn user(parts: Vec<ContentPart>) -> ChatMessage {
 
 /// A request generating exactly `max_tokens` tokens (end tokens ignored).
 pub fn request(messages: Vec<ChatMessage>, max_tokens: usize) -> Request {
-    Request { messages, options: GenerationOptions { max_tokens, ignore_eos: true, ..Default::default() } }
+    Request { messages, options: GenerationOptions { max_tokens, ignore_eos: true, ..Default::default() }, tools: Vec::new() }
 }
 
 /// A minimal HTTP/1.1 exchange over loopback: returns the status and the body.
