@@ -322,7 +322,7 @@ async fn unsupported_fields_get_400_naming_them() {
         (r#""presence_penalty":1"#, "presence_penalty"),
         (r#""frequency_penalty":0.3"#, "frequency_penalty"),
         (r#""response_format":{"type":"json_schema"}"#, "response_format"),
-        (r#""tools":[{"type":"function","function":{"name":"click"}}]"#, "tools"),
+        (r#""tools":[{"type":"retrieval"}]"#, "tools[0]"),
         (r#""tool_choice":"required""#, "tool_choice"),
         (r#""functions":[{"name":"click"}]"#, "functions"),
         (r#""function_call":{"name":"click"}"#, "function_call"),

@@ -5,6 +5,16 @@
 //! cancels the computation. Authentication and the other head checks ran already
 //! (`guard`); the body is read here under `body_read_timeout`, and the images are read and
 //! decoded by [`resolve_images`] before the request reaches the engine's thread.
+//!
+//! When the prompt had tools, the answer's `<tool_call>` blocks are taken out of its text
+//! ([`split_tool_calls`]): the message's `content` is the rest without trailing whitespace (null
+//! when nothing is left), its `tool_calls` are `{"id": "call_<response>_<i>", "type": "function",
+//! "function": {"name", "arguments": "<JSON string>"}}`, and `finish_reason` is `"tool_calls"`
+//! when there is a call and the answer was not cut by `max_tokens`. Streamed, the content is
+//! sent as it comes until the first `<tool_call>` ([`ToolStream`]); the rest of the content, then
+//! one chunk whose `delta.tool_calls` holds every call (each with its `index` and whole
+//! `arguments`), then the finishing chunk come at the end. An answer without calls, or to a
+//! request without tools, is passed on untouched.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -21,6 +31,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::parse::parse_body;
+use super::tools::{split_tool_calls, ToolCall, ToolStream};
 use super::{ApiError, AppState};
 use crate::events::{Event, FinishReason, RequestTimings};
 use crate::intake::resolve_images;
@@ -36,6 +47,8 @@ pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Result<Json<Value
 /// Identity of one response.
 struct Meta {
     id: String,
+    /// The response's number (in `id` and the ids of its tool calls).
+    serial: u64,
     created: u64,
     model: String,
 }
@@ -55,6 +68,7 @@ pub(crate) async fn completions(State(st): State<Arc<AppState>>, req: Request) -
             ApiError::new(r.status(), kind, r.body_text())
         })?;
     let (chat, request) = parse_body(&body, &st.cfg).map_err(ApiError::bad_request)?;
+    let tools = !request.tools.is_empty();
     // Validate first (cheap: e.g. too many images) so nothing is decoded for a doomed request.
     st.engine.check(&request)?;
     let request = resolve_images(request, &st.images).await?;
@@ -65,16 +79,18 @@ pub(crate) async fn completions(State(st): State<Arc<AppState>>, req: Request) -
         Some(ev) => ev,
         None => return Err(stopped()),
     };
+    let serial = st.next_id.fetch_add(1, Ordering::Relaxed);
     let meta = Meta {
-        id: format!("chatcmpl-{}", st.next_id.fetch_add(1, Ordering::Relaxed)),
+        id: format!("chatcmpl-{serial}"),
+        serial,
         created: now(),
         model: chat.model.clone().unwrap_or_else(|| st.cfg.model_name.clone()),
     };
     if chat.stream.unwrap_or(false) {
         let usage = chat.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        Ok(stream(meta, first, events, usage))
+        Ok(stream(meta, first, events, usage, tools))
     } else {
-        collect(meta, first, events).await
+        collect(meta, first, events, tools).await
     }
 }
 
@@ -91,7 +107,23 @@ fn usage(t: &RequestTimings) -> Value {
            "total_tokens": t.prompt_tokens + t.completion_tokens})
 }
 
-async fn collect(meta: Meta, first: Event, mut events: EventStream) -> Result<Response, ApiError> {
+/// The `tool_calls` of an answer, as OpenAI's API writes them (`index` in stream deltas).
+fn openai_calls(meta: &Meta, calls: &[ToolCall], streamed: bool) -> Value {
+    let entries =
+        calls.iter().enumerate().map(|(i, c)| c.openai(format!("call_{}_{i}", meta.serial), streamed.then_some(i)));
+    Value::Array(entries.collect())
+}
+
+/// OpenAI's `finish_reason`: `"tool_calls"` when the answer calls a tool and was not cut short.
+fn finish_reason(reason: FinishReason, calls: bool) -> &'static str {
+    if calls && reason != FinishReason::Length {
+        "tool_calls"
+    } else {
+        reason.openai()
+    }
+}
+
+async fn collect(meta: Meta, first: Event, mut events: EventStream, tools: bool) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut timings = RequestTimings::default();
     let mut next = Some(first);
@@ -100,10 +132,20 @@ async fn collect(meta: Meta, first: Event, mut events: EventStream) -> Result<Re
             Some(Event::Token(t)) => text.push_str(&t.text),
             Some(Event::Timings(t)) => timings = t,
             Some(Event::Finished(reason)) => {
+                let mut message = json!({"role": "assistant", "content": text});
+                let mut finish = reason.openai();
+                if tools {
+                    let (content, calls) = split_tool_calls(&text);
+                    message["content"] =
+                        if content.is_empty() && !calls.is_empty() { Value::Null } else { content.into() };
+                    if !calls.is_empty() {
+                        message["tool_calls"] = openai_calls(&meta, &calls, false);
+                    }
+                    finish = finish_reason(reason, !calls.is_empty());
+                }
                 let body = json!({
                     "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "logprobs": null, "finish_reason": reason.openai()}],
+                    "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
                     "usage": usage(&timings),
                     "timings": timings,
                 });
@@ -125,16 +167,25 @@ struct SseState {
     include_usage: bool,
     timings: RequestTimings,
     done: bool,
+    /// With tools: the content held back while a call may be coming.
+    tools: Option<ToolStream>,
 }
 
 impl SseState {
-    fn chunk(&self, delta: Value, finish: Option<FinishReason>) -> SseEvent {
+    fn chunk(&self, delta: Value) -> SseEvent {
         let body = json!({
             "id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created,
             "model": self.meta.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(|f| f.openai())}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}],
         });
         SseEvent::default().data(body.to_string())
+    }
+
+    fn content(&mut self, text: &str) {
+        if !text.is_empty() {
+            let c = self.chunk(json!({"content": text}));
+            self.queue.push_back(c);
+        }
     }
 
     /// Turns the next engine event into SSE events; false once the answer is complete.
@@ -144,17 +195,29 @@ impl SseState {
             None => self.events.next().await,
         };
         match ev {
-            Some(Event::Token(t)) if !t.text.is_empty() => {
-                let c = self.chunk(json!({"content": t.text}), None);
-                self.queue.push_back(c);
-            }
-            Some(Event::Token(_)) => {}
+            Some(Event::Token(t)) => match &mut self.tools {
+                Some(held) => {
+                    let ready = held.push(&t.text);
+                    self.content(&ready);
+                }
+                None => self.content(&t.text),
+            },
             Some(Event::Timings(t)) => self.timings = t,
             Some(Event::Finished(reason)) => {
+                let mut finish = reason.openai();
+                if let Some(held) = self.tools.take() {
+                    let (rest, calls) = held.finish();
+                    self.content(&rest);
+                    if !calls.is_empty() {
+                        let c = self.chunk(json!({"tool_calls": openai_calls(&self.meta, &calls, true)}));
+                        self.queue.push_back(c);
+                    }
+                    finish = finish_reason(reason, !calls.is_empty());
+                }
                 let mut last = json!({
                     "id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created,
                     "model": self.meta.model,
-                    "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason.openai()}],
+                    "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}],
                     "timings": self.timings,
                 });
                 if self.include_usage {
@@ -182,7 +245,7 @@ impl SseState {
     }
 }
 
-fn stream(meta: Meta, first: Event, events: EventStream, include_usage: bool) -> Response {
+fn stream(meta: Meta, first: Event, events: EventStream, include_usage: bool, tools: bool) -> Response {
     let mut state = SseState {
         meta,
         events,
@@ -191,8 +254,9 @@ fn stream(meta: Meta, first: Event, events: EventStream, include_usage: bool) ->
         include_usage,
         timings: RequestTimings::default(),
         done: false,
+        tools: tools.then(ToolStream::default),
     };
-    let role = state.chunk(json!({"role": "assistant", "content": ""}), None);
+    let role = state.chunk(json!({"role": "assistant", "content": ""}));
     state.queue.push_back(role);
     let body = futures_util::stream::unfold(state, |mut s| async move {
         loop {

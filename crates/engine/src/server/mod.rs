@@ -8,11 +8,16 @@
 //! every request head, [`listen`] for connection timeouts and limits): no local files unless
 //! [`ServeConfig::allowed_dirs`] names folders, images read and decoded off the engine thread
 //! under [`ImageLimits`] ([`crate::intake`]), unsupported request fields refused.
+//!
+//! Function calling as OpenAI's API has it ([`tools`]): `tools` go into the prompt, tool
+//! results and earlier calls into the conversation, and the answer's `<tool_call>` blocks come
+//! back as `tool_calls` with `finish_reason` `"tool_calls"`.
 
 mod chat;
 mod guard;
 mod listen;
 mod parse;
+mod tools;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -2,9 +2,16 @@
 //! is a string or a list of `text` / `image_url` parts, images as base64 `data:` URIs or local
 //! files (`file://` or a plain absolute path, only when the server allows folders), and the
 //! generation options. Every problem is a message for a 400 response. Fields the engine does
-//! not implement (`logprobs`, `tools`, `response_format`, penalties, `n > 1`, ...) and unknown
-//! fields are refused by name rather than silently ignored; their default values, and a few
-//! fields that change nothing (`user`, `metadata`, ...), are accepted.
+//! not implement (`logprobs`, `response_format`, penalties, `n > 1`, the legacy `functions` /
+//! `function_call`, ...) and unknown fields are refused by name rather than silently ignored;
+//! their default values, and a few fields that change nothing (`user`, `metadata`, ...), are
+//! accepted.
+//!
+//! Function calling ([`super::tools`]): `tools` (functions only), `tool_choice` `"auto"` /
+//! `"none"` / null (`"required"` and a named function are refused) and `parallel_tool_calls`
+//! (accepted, not enforced) are read; a `tool` message (text and images; its `tool_call_id` is
+//! ignored) is a tool result, and an assistant message's `tool_calls` are written after its
+//! content as Qwen's chat template writes them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::tools::{parse_tools, tool_calls_text, tools_rendered};
 use super::ServeConfig;
 use crate::request::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, Role};
 
@@ -47,6 +55,17 @@ pub(crate) struct ChatBody {
     /// vLLM's extension; > 0 (see `check_fields`).
     #[serde(default)]
     pub repetition_penalty: Option<f64>,
+    /// Checked by [`parse_tools`].
+    #[serde(default)]
+    pub tools: Option<Value>,
+    /// Checked by [`tools_rendered`].
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Whether several calls may come in one answer: accepted, not enforced (checked in
+    /// `check_fields`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub parallel_tool_calls: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +84,22 @@ pub(crate) struct MessageBody {
     #[serde(default)]
     #[allow(dead_code)]
     pub name: Option<String>,
+    /// An assistant turn's calls (see [`tool_calls_text`]).
+    #[serde(default)]
+    pub tool_calls: Option<Value>,
+    /// Which call a `tool` message answers: not part of Qwen's prompt, accepted and ignored.
+    #[serde(default)]
+    pub tool_call_id: Option<Value>,
+    /// Fields of OpenAI's assistant messages that a client may send back; only null (and no
+    /// annotations) is accepted.
+    #[serde(default)]
+    pub refusal: Option<Value>,
+    #[serde(default)]
+    pub function_call: Option<Value>,
+    #[serde(default)]
+    pub audio: Option<Value>,
+    #[serde(default)]
+    pub annotations: Option<Value>,
 }
 
 /// Fields [`ChatBody`] reads.
@@ -82,6 +117,8 @@ const USED: &[&str] = &[
     "stream_options",
     "n",
     "ignore_eos",
+    "tools",
+    "tool_choice",
 ];
 
 /// Fields that change nothing about the answer.
@@ -90,7 +127,6 @@ const HARMLESS: &[&str] = &["user", "metadata", "store", "service_tier"];
 /// Refuses, by name, every top-level field that would change the answer in a way the engine
 /// does not implement, and every unknown field. A field given its default value is accepted.
 fn check_fields(body: &Map<String, Value>) -> Result<(), String> {
-    let no_tools = body.get("tools").is_none_or(|t| t.is_null() || t.as_array().is_some_and(Vec::is_empty));
     for (name, v) in body {
         let n = name.as_str();
         let accepted = match n {
@@ -100,9 +136,11 @@ fn check_fields(body: &Map<String, Value>) -> Result<(), String> {
             "logit_bias" => v.is_null() || v.as_object().is_some_and(Map::is_empty),
             "presence_penalty" | "frequency_penalty" => v.is_null() || v.as_f64() == Some(0.0),
             "response_format" => v.is_null() || v == &serde_json::json!({"type": "text"}),
-            "tools" | "functions" => v.is_null() || v.as_array().is_some_and(Vec::is_empty),
-            "tool_choice" | "function_call" => v.is_null() || v.as_str() == Some("none"),
-            "parallel_tool_calls" => no_tools,
+            // The legacy form of `tools` / `tool_choice`.
+            "functions" => v.is_null() || v.as_array().is_some_and(Vec::is_empty),
+            "function_call" => v.is_null() || v.as_str() == Some("none"),
+            "parallel_tool_calls" if v.is_null() || v.is_boolean() => true,
+            "parallel_tool_calls" => return Err(format!("`parallel_tool_calls` must be true or false (given: {v})")),
             "best_of" => v.is_null() || v.as_u64() == Some(1),
             "modalities" => v.is_null() || v.as_array().is_some_and(|m| m.iter().all(|x| x == "text")),
             "audio" | "prediction" | "web_search_options" => v.is_null(),
@@ -151,7 +189,9 @@ pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, R
         ignore_eos: body.ignore_eos.unwrap_or(false),
         repetition_penalty: body.repetition_penalty.unwrap_or(1.0),
     };
-    Ok((body, Request { messages, options, tools: Vec::new() }))
+    let tools = parse_tools(body.tools.as_ref())?;
+    let tools = if tools_rendered(body.tool_choice.as_ref())? { tools } else { Vec::new() };
+    Ok((body, Request { messages, options, tools }))
 }
 
 fn message(i: usize, m: &MessageBody, cfg: &ServeConfig) -> Result<ChatMessage, String> {
@@ -159,9 +199,24 @@ fn message(i: usize, m: &MessageBody, cfg: &ServeConfig) -> Result<ChatMessage, 
         "system" | "developer" => Role::System,
         "user" => Role::User,
         "assistant" => Role::Assistant,
-        other => return Err(format!("messages[{i}]: unsupported role {other:?} (use system, user or assistant)")),
+        "tool" => Role::Tool,
+        other => {
+            return Err(format!("messages[{i}]: unsupported role {other:?} (use system, user, assistant or tool)"))
+        }
     };
-    let parts = match &m.content {
+    let given = |v: &Option<Value>| v.as_ref().is_some_and(|v| !v.is_null());
+    let checks = [
+        ("tool_calls", role == Role::Assistant || !given(&m.tool_calls)),
+        ("tool_call_id", role == Role::Tool || !given(&m.tool_call_id)),
+        ("refusal", !given(&m.refusal)),
+        ("function_call", !given(&m.function_call)),
+        ("audio", !given(&m.audio)),
+        ("annotations", m.annotations.as_ref().is_none_or(|a| a.is_null() || a.as_array().is_some_and(Vec::is_empty))),
+    ];
+    if let Some((field, _)) = checks.iter().find(|(_, ok)| !ok) {
+        return Err(format!("messages[{i}]: `{field}` is not supported on a message with role {:?}", m.role));
+    }
+    let mut parts = match &m.content {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![ContentPart::Text(s.clone())],
         Some(Value::Array(parts)) => parts
@@ -171,6 +226,13 @@ fn message(i: usize, m: &MessageBody, cfg: &ServeConfig) -> Result<ChatMessage, 
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(format!("messages[{i}].content must be a string or a list of parts")),
     };
+    if let Some(calls) = &m.tool_calls {
+        let content = parts.iter().any(|p| !matches!(p, ContentPart::Text(t) if t.is_empty()));
+        let text = tool_calls_text(calls, content).map_err(|e| format!("messages[{i}]: {e}"))?;
+        if !text.is_empty() {
+            parts.push(ContentPart::Text(text));
+        }
+    }
     Ok(ChatMessage { role, parts })
 }
 
@@ -245,7 +307,7 @@ mod tests {
     fn bad_bodies_are_explained() {
         let cfg = ServeConfig::default();
         for (body, needle) in [
-            (&br#"{"messages":[{"role":"tool","content":"x"}]}"#[..], "unsupported role"),
+            (&br#"{"messages":[{"role":"function","content":"x"}]}"#[..], "unsupported role"),
             (br#"{"messages":[{"role":"user","content":[{"type":"audio"}]}]}"#, "unsupported part type"),
             (br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#, "remote"),
             (br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"/etc/a.png"}}]}]}"#, "not allowed"),
@@ -270,8 +332,11 @@ mod tests {
             (r#""presence_penalty":0.5"#, "presence_penalty"),
             (r#""frequency_penalty":-1"#, "frequency_penalty"),
             (r#""response_format":{"type":"json_object"}"#, "response_format"),
-            (r#""tools":[{"type":"function","function":{"name":"f"}}]"#, "tools"),
-            (r#""tool_choice":"auto""#, "tool_choice"),
+            (r#""tools":[{"type":"retrieval"}]"#, "tools[0]"),
+            (r#""tools":{"type":"function"}"#, "tools"),
+            (r#""tool_choice":"required""#, "tool_choice"),
+            (r#""tool_choice":{"type":"function","function":{"name":"f"}}"#, "tool_choice"),
+            (r#""parallel_tool_calls":"yes""#, "parallel_tool_calls"),
             (r#""functions":[{"name":"f"}]"#, "functions"),
             (r#""function_call":"auto""#, "function_call"),
             (r#""n":2"#, "n"),
@@ -279,7 +344,6 @@ mod tests {
             (r#""audio":{"voice":"alloy"}"#, "audio"),
             (r#""modalities":["text","audio"]"#, "modalities"),
             (r#""prediction":{"type":"content","content":"x"}"#, "prediction"),
-            (r#""tools":[{"type":"function"}],"parallel_tool_calls":true"#, "tools"),
             (r#""frobnicate":1"#, "frobnicate"),
         ] {
             let err = parse_body(with(extra).as_bytes(), &cfg).unwrap_err();
@@ -298,8 +362,60 @@ mod tests {
             let err = parse_body(with(&format!(r#""repetition_penalty":{bad}"#)).as_bytes(), &cfg).unwrap_err();
             assert!(err.contains("`repetition_penalty` must be a number > 0"), "{err}");
         }
-        let bad = br#"{"messages":[{"role":"user","content":"x","tool_call_id":"1"}]}"#;
+        for (message, field) in [
+            (r#"{"role":"user","content":"x","tool_call_id":"1"}"#, "tool_call_id"),
+            (r#"{"role":"user","content":"x","tool_calls":[]}"#, "tool_calls"),
+            (r#"{"role":"assistant","content":"x","refusal":"no"}"#, "refusal"),
+            (r#"{"role":"assistant","content":"x","function_call":{"name":"f"}}"#, "function_call"),
+            (r#"{"role":"assistant","content":"x","annotations":[{}]}"#, "annotations"),
+            (r#"{"role":"user","content":"x","weight":1}"#, "weight"),
+        ] {
+            let err = parse_body(format!(r#"{{"messages":[{message}]}}"#).as_bytes(), &cfg).unwrap_err();
+            assert!(err.contains(&format!("`{field}`")), "{message}: {err}");
+        }
+    }
+
+    const TOOL: &str = r#"{"type":"function","function":{"name":"click","parameters":{"type":"object"}}}"#;
+
+    #[test]
+    fn tools_are_passed_on_unless_tool_choice_is_none() {
+        let cfg = ServeConfig::default();
+        let body = |extra: &str| {
+            format!(
+                r#"{{"messages":[{{"role":"user","content":"x"}}],"tools":[{TOOL}],"parallel_tool_calls":true{extra}}}"#
+            )
+        };
+        let tool: Value = serde_json::from_str(TOOL).unwrap();
+        for extra in ["", r#","tool_choice":"auto""#, r#","tool_choice":null"#] {
+            assert_eq!(parse_body(body(extra).as_bytes(), &cfg).unwrap().1.tools, vec![tool.clone()], "{extra}");
+        }
+        assert!(parse_body(body(r#","tool_choice":"none""#).as_bytes(), &cfg).unwrap().1.tools.is_empty());
+        let err = parse_body(body(r#","tool_choice":"required""#).as_bytes(), &cfg).unwrap_err();
+        assert!(err.contains("`tool_choice`") && err.contains("\"required\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn tool_results_and_earlier_calls_become_the_templates_turns() {
+        let cfg = ServeConfig::default();
+        let body = br#"{"messages":[{"role":"user","content":"Click OK."},
+            {"role":"assistant","content":null,"refusal":null,"tool_calls":[
+                {"id":"call_1","type":"function","function":{"name":"click","arguments":"{\"x\": 5}"}},
+                {"id":"call_2","type":"function","function":{"name":"wait","arguments":{"s":1,"why":["a"]}}}]},
+            {"role":"tool","tool_call_id":"call_1","content":[{"type":"text","text":"clicked"},
+                {"type":"image_url","image_url":{"url":"data:image/png;base64,aGk="}}]},
+            {"role":"tool","tool_call_id":"call_2","content":"waited"},
+            {"role":"assistant","content":"Next.","tool_calls":[{"type":"function","function":{"name":"done","arguments":"{}"}}]}]}"#;
+        let (_, r) = parse_body(body, &cfg).unwrap();
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool, Role::Assistant]);
+        let calls = "<tool_call>\n{\"name\": \"click\", \"arguments\": {\"x\": 5}}\n</tool_call>\n\
+                     <tool_call>\n{\"name\": \"wait\", \"arguments\": {\"s\": 1, \"why\": [\"a\"]}}\n</tool_call>";
+        assert_eq!(r.messages[1].parts, [ContentPart::Text(calls.into())]);
+        assert_eq!(r.messages[2].parts[1], ContentPart::Image(ImageSource::Bytes(Arc::from(&b"hi"[..]))));
+        let done = "\n<tool_call>\n{\"name\": \"done\", \"arguments\": {}}\n</tool_call>";
+        assert_eq!(r.messages[4].parts, [ContentPart::Text("Next.".into()), ContentPart::Text(done.into())]);
+        let bad = br#"{"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{x"}}]}]}"#;
         let err = parse_body(bad, &cfg).unwrap_err();
-        assert!(err.contains("`tool_call_id`"), "{err}");
+        assert!(err.contains("messages[0]: `tool_calls[0]`: `function.arguments` is not valid JSON"), "{err}");
     }
 }
