@@ -28,6 +28,9 @@ pub enum EngineError {
     /// Loading the model, binding a socket or serving failed.
     #[error("{0}")]
     Io(String),
+    /// A remote backend (an OpenAI-compatible server) failed or answered something unusable.
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl EngineError {
@@ -41,6 +44,7 @@ impl EngineError {
             EngineError::Stopped => "engine_stopped",
             EngineError::Model(_) => "model_error",
             EngineError::Io(_) => "io_error",
+            EngineError::Backend(_) => "backend_error",
         }
     }
 }

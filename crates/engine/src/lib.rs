@@ -10,9 +10,11 @@
 //!   cancellation and coalescing of identical requests.
 //! - [`intake`]: reading and decoding a request's images off the engine thread, under limits.
 //! - [`server`]: an OpenAI-compatible HTTP API (axum).
+//! - [`backend`]: where answers come from, the local engine or an OpenAI-compatible server.
 //! - [`bench`]: measuring a second question on the same image, and batched throughput.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backend;
 pub mod bench;
 pub mod engine;
 pub mod error;

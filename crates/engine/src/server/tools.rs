@@ -15,11 +15,12 @@
 //! whitespace that may turn out to end the content), so that the content streamed equals the
 //! `content` a non-streaming answer has.
 
+pub(crate) use crate::backend::tool_text::{split as split_tool_calls, ToolCall};
+use crate::backend::tool_text;
 use screenpilot_model::prompt::python_json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 const OPEN: &str = "<tool_call>";
-const CLOSE: &str = "</tool_call>";
 
 /// Checks OpenAI's `tools` array: every entry a function with a name.
 pub(crate) fn parse_tools(tools: Option<&Value>) -> Result<Vec<Value>, String> {
@@ -98,10 +99,7 @@ pub(crate) fn tool_calls_text(calls: &Value, content_nonempty: bool) -> Result<S
         if j > 0 || content_nonempty {
             out.push('\n');
         }
-        out.push_str(&format!(
-            "{OPEN}\n{{\"name\": {}, \"arguments\": {args}}}\n{CLOSE}",
-            python_json(&Value::String(name))
-        ));
+        out.push_str(&tool_text::to_text(&name, &Value::String(args)));
     }
     Ok(out)
 }
@@ -130,68 +128,6 @@ fn call_parts(call: &Value) -> Result<(String, String), String> {
         _ => return Err("`function.arguments` must be a JSON string or an object".into()),
     };
     Ok((name, args))
-}
-
-/// A call found in an answer, in OpenAI's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ToolCall {
-    pub name: String,
-    /// The arguments object as compact JSON text.
-    pub arguments: String,
-}
-
-impl ToolCall {
-    /// The call as OpenAI's `tool_calls` entry; `index` is for stream deltas.
-    pub(crate) fn openai(&self, id: String, index: Option<usize>) -> Value {
-        let mut v = json!({"id": id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}});
-        if let Some(i) = index {
-            v["index"] = json!(i);
-        }
-        v
-    }
-}
-
-/// Splits an answer into its content and its tool calls: every `<tool_call>` block whose JSON
-/// has a string `name` and an object `arguments` (a missing one is `{}`, a JSON string holding
-/// an object is accepted) is taken out; a block that does not parse, or is not closed, stays in
-/// the content. With calls, the content is the rest of the text without its trailing whitespace
-/// (empty when nothing else was written); without, it is the text unchanged.
-pub(crate) fn split_tool_calls(text: &str) -> (String, Vec<ToolCall>) {
-    let mut content = String::new();
-    let mut calls = Vec::new();
-    let mut rest = text;
-    while let Some(first) = rest.find(OPEN) {
-        let Some(end) = rest[first..].find(CLOSE).map(|e| first + e) else { break };
-        // The block is opened by the last `<tool_call>` before its close.
-        let start = rest[..end].rfind(OPEN).unwrap_or(first);
-        let after = end + CLOSE.len();
-        match parse_call(&rest[start + OPEN.len()..end]) {
-            Some(call) => {
-                content.push_str(&rest[..start]);
-                calls.push(call);
-            }
-            None => content.push_str(&rest[..after]),
-        }
-        rest = &rest[after..];
-    }
-    if calls.is_empty() {
-        return (text.to_string(), calls);
-    }
-    content.push_str(rest);
-    content.truncate(content.trim_end().len());
-    (content, calls)
-}
-
-fn parse_call(body: &str) -> Option<ToolCall> {
-    let v: Value = serde_json::from_str(body.trim()).ok()?;
-    let name = v.get("name")?.as_str()?.to_string();
-    let arguments = match v.get("arguments") {
-        None => Value::Object(Map::new()),
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok().filter(Value::is_object)?,
-        Some(a @ Value::Object(_)) => a.clone(),
-        Some(_) => return None,
-    };
-    Some(ToolCall { name, arguments: arguments.to_string() })
 }
 
 /// The content of a streamed answer with tools, released as it becomes certain: text before
@@ -250,7 +186,7 @@ mod tests {
     use super::*;
 
     fn call(name: &str, arguments: &str) -> ToolCall {
-        ToolCall { name: name.into(), arguments: arguments.into() }
+        ToolCall { name: name.into(), arguments: serde_json::from_str(arguments).unwrap() }
     }
 
     #[test]
