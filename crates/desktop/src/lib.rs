@@ -15,5 +15,6 @@ pub mod overlay;
 pub mod screen;
 pub mod session;
 pub mod settings;
+pub mod task;
 
 pub use error::{DesktopError, Result};
