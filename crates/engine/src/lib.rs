@@ -11,11 +11,13 @@
 //! - [`intake`]: reading and decoding a request's images off the engine thread, under limits.
 //! - [`server`]: an OpenAI-compatible HTTP API (axum).
 //! - [`backend`]: where answers come from, the local engine or an OpenAI-compatible server.
-//! - [`bench`]: measuring a second question on the same image, and batched throughput.
+//! - [`bench`]: measuring a second question on the same image, and batched throughput;
+//!   [`bench_task`]: the steps of a GUI task, each with one more screenshot.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
 pub mod bench;
+pub mod bench_task;
 pub mod engine;
 pub mod error;
 pub mod events;

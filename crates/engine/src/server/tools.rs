@@ -18,7 +18,7 @@
 pub(crate) use crate::backend::tool_text::{split as split_tool_calls, ToolCall};
 use crate::backend::tool_text;
 use screenpilot_model::prompt::python_json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const OPEN: &str = "<tool_call>";
 
@@ -184,6 +184,7 @@ fn partial_open_suffix(s: &str) -> usize {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn call(name: &str, arguments: &str) -> ToolCall {
         ToolCall { name: name.into(), arguments: serde_json::from_str(arguments).unwrap() }
