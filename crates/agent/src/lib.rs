@@ -25,6 +25,7 @@ pub mod keys;
 pub mod model_action;
 pub mod policy;
 pub mod screen_action;
+pub mod sensitive;
 #[cfg(feature = "os")]
 pub mod xcap_backend;
 
@@ -38,3 +39,4 @@ pub use grounding::{parse_grounding, Grounding, Shape};
 pub use model_action::{parse_tool_calls, ModelAction};
 pub use policy::{AutoLimits, Confirmer, Decision, Mode, Policy};
 pub use screen_action::{resolve, ScreenAction};
+pub use sensitive::always_asks;

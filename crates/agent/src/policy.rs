@@ -1,16 +1,19 @@
 //! Who may act and when: actions are off until the user opts in; every action is
 //! confirmed through a [`Confirmer`] by default; the "auto" mode exists only with a step
-//! limit (default 15) and a rate limit. `Wait` has no side effects and is never gated.
+//! limit (default 15) and a rate limit, and still asks the user about the actions listed in
+//! [`crate::sensitive`] (closing windows, locking, logging out, deleting, typed line breaks).
+//! `Wait` has no side effects and is never gated.
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::actuator::StopFlag;
 use crate::coords::MonitorGeometry;
 use crate::error::Result;
 use crate::model_action::ModelAction;
 use crate::screen_action::ScreenAction;
+use crate::sensitive::always_asks;
 
 /// Default step limit of the auto mode.
 pub const DEFAULT_AUTO_STEPS: u32 = 15;
@@ -78,13 +81,21 @@ pub struct ConfirmRequest<'a> {
 }
 
 /// The user's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Go ahead.
     Approve,
     /// Do not do it.
     Reject,
+}
+
+impl ConfirmRequest<'_> {
+    /// Why this action is asked about even in the auto mode ([`always_asks`]); a dialog
+    /// shows it. `None` for ordinary actions.
+    pub fn always_asks(&self) -> Option<&'static str> {
+        always_asks(self.action)
+    }
 }
 
 /// Asks the user to confirm an action (a dialog in the app; fakes in tests).
@@ -136,7 +147,9 @@ impl Gate {
         self.steps
     }
 
-    /// Decides about one action; in auto mode it waits (stoppably) for the rate limit.
+    /// Decides about one action. In auto mode the step limit is checked first, then an
+    /// action of [`always_asks`] goes to the `confirmer` (a reject is
+    /// [`Verdict::RejectedByUser`]), then it waits (stoppably) for the rate limit.
     pub fn authorize(&mut self, req: &ConfirmRequest<'_>, confirmer: &mut dyn Confirmer, stop: &StopFlag) -> Result<Verdict> {
         if !req.action.has_side_effects() {
             return Ok(Verdict::Approved);
@@ -153,6 +166,9 @@ impl Gate {
             Mode::Auto(limits) => {
                 if self.steps >= limits.max_steps {
                     return Ok(Verdict::StepLimitReached);
+                }
+                if always_asks(req.action).is_some() && confirmer.confirm(req) == Decision::Reject {
+                    return Ok(Verdict::RejectedByUser);
                 }
                 if let Some(last) = self.last {
                     stop.sleep(limits.min_interval.saturating_sub(last.elapsed()))?;
