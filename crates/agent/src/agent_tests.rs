@@ -57,7 +57,7 @@ fn run_on(mut cap: FakeCapture, replies: Vec<String>, policy: Policy, decision: 
         ..AgentConfig::default()
     };
     let mut act = rec.clone();
-    let mut agent = Agent { brain: &mut brain, capture: &mut cap, actuator: &mut act, confirmer: &mut confirmer, audit: Some(&mut log), policy, config, stop };
+    let mut agent = Agent { brain: &mut brain, capture: &mut cap, actuator: &mut act, confirmer: &mut confirmer, audit: Some(&mut log), recorder: None, policy, config, stop };
     let outcome = agent.run("open the menu").unwrap();
     let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     let audit = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -11,7 +11,7 @@
 
 use std::marker::PhantomData;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
 
@@ -76,7 +76,7 @@ impl<U> Rect<U> {
 }
 
 /// A point in the OS input API's coordinate space (see [`InputSpace`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OsPoint {
     /// Global horizontal coordinate.
     pub x: i32,
@@ -85,7 +85,7 @@ pub struct OsPoint {
 }
 
 /// What unit the OS input API uses for global coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InputSpace {
     /// Global physical pixels (X11, Windows with per-monitor DPI awareness).
     Physical,
@@ -94,7 +94,7 @@ pub enum InputSpace {
 }
 
 /// One monitor as the capture and the input API see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MonitorGeometry {
     /// Human readable name (for reports).
     pub name: String,
@@ -186,7 +186,7 @@ fn to_i32(v: f64) -> Result<i32> {
 }
 
 /// A rectangle of monitor-local physical pixels (a region capture).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhysicalRegion {
     /// Left edge, monitor-local physical px.
     pub x: u32,
@@ -199,7 +199,7 @@ pub struct PhysicalRegion {
 }
 
 /// How a captured image relates to the monitor it was taken from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptureGeometry {
     /// The monitor the image shows (the target monitor for actions).
     pub monitor: MonitorGeometry,

@@ -70,6 +70,17 @@ pub enum AgentError {
     /// more runs.
     #[error("the action was started, but its outcome could not be written to the audit log, so the task stops: {0}")]
     AuditAfterAction(crate::audit::AuditError),
+    /// The task's recording ([`crate::record::Recorder`]) could not be written. Its turn
+    /// line is written before the turn's actions are gated, so no action of that turn ran;
+    /// nothing runs after a failed write.
+    #[error("the recording could not be written, so the task stopped (no action runs after a failed write): {0}")]
+    Record(crate::record::RecordError),
+    /// An action ran, but the recording of its outcome could not be written; nothing more runs.
+    #[error("the action was started, but its outcome could not be written to the recording, so the task stops: {0}")]
+    RecordAfterAction(crate::record::RecordError),
+    /// A recording could not be read for [`crate::replay::replay`] (missing or corrupt folder).
+    #[error("cannot replay the recording: {0}")]
+    Replay(crate::record::RecordError),
 }
 
 /// Result alias for this crate.

@@ -24,6 +24,8 @@ pub mod json_extract;
 pub mod keys;
 pub mod model_action;
 pub mod policy;
+pub mod record;
+pub mod replay;
 pub mod screen_action;
 pub mod sensitive;
 #[cfg(feature = "os")]
@@ -38,5 +40,7 @@ pub use error::{AgentError, Result};
 pub use grounding::{parse_grounding, Grounding, Shape};
 pub use model_action::{parse_tool_calls, ModelAction};
 pub use policy::{AutoLimits, Confirmer, Decision, Mode, Policy};
+pub use record::{Recorder, Recording};
+pub use replay::{replay, Difference, ReplayReport};
 pub use screen_action::{resolve, ScreenAction};
 pub use sensitive::always_asks;

@@ -2,7 +2,7 @@
 //! parser that finds `<tool_call>` blocks in model output. Parsing has no side effects;
 //! coordinates are still relative (0..=1000) here. See `screen_action` for the next stage.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::coords::{Point, Rel1000};
@@ -14,7 +14,7 @@ use crate::keys::{parse_key_combo, Key};
 pub const TOOL_NAME: &str = "computer_use";
 
 /// How the model ended the task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TerminateStatus {
     /// The task was done.

@@ -43,7 +43,7 @@ fn run_replies(log: &mut AuditLog, replies: Vec<&'static str>, between: impl FnM
         ..AgentConfig::default()
     };
     let policy = Policy { actions_enabled: true, mode: Mode::ConfirmEach };
-    let mut agent = Agent { brain: &mut brain, capture: &mut cap, actuator: &mut act, confirmer: &mut confirmer, audit: Some(log), policy, config, stop: StopFlag::new() };
+    let mut agent = Agent { brain: &mut brain, capture: &mut cap, actuator: &mut act, confirmer: &mut confirmer, audit: Some(log), recorder: None, policy, config, stop: StopFlag::new() };
     let result = agent.run("click twice");
     (result, rec.events())
 }

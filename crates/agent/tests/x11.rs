@@ -95,7 +95,7 @@ fn model_click_on_a_button_found_in_the_screenshot_lands_on_that_button() {
     let mut act = EnigoActuator::new().unwrap();
     let mut confirmer = FixedConfirmer(Decision::Approve);
     let mut agent = Agent {
-        brain: &mut brain, capture: &mut capture, actuator: &mut act, confirmer: &mut confirmer, audit: None,
+        brain: &mut brain, capture: &mut capture, actuator: &mut act, confirmer: &mut confirmer, audit: None, recorder: None,
         policy: Policy { actions_enabled: true, mode: Mode::ConfirmEach }, config: settle(), stop: StopFlag::new(),
     };
     assert_eq!(agent.run("press the green button").unwrap(), Outcome::Terminated(model_action::TerminateStatus::Success));
@@ -119,7 +119,7 @@ fn rejected_action_neither_moves_the_pointer_nor_clicks() {
     let mut brain = ScriptedBrain::new([click_call(rel)]);
     let mut confirmer = FixedConfirmer(Decision::Reject);
     let mut agent = Agent {
-        brain: &mut brain, capture: &mut capture, actuator: &mut act, confirmer: &mut confirmer, audit: None,
+        brain: &mut brain, capture: &mut capture, actuator: &mut act, confirmer: &mut confirmer, audit: None, recorder: None,
         policy: Policy { actions_enabled: true, mode: Mode::ConfirmEach }, config: settle(), stop: StopFlag::new(),
     };
     assert_eq!(agent.run("press red").unwrap(), Outcome::RejectedByUser);
@@ -145,7 +145,7 @@ fn stop_flag_ends_a_running_task_and_no_click_follows() {
         Instant::now()
     });
     let mut agent = Agent {
-        brain: &mut brain, capture: &mut capture, actuator: &mut act, confirmer: &mut confirmer, audit: None,
+        brain: &mut brain, capture: &mut capture, actuator: &mut act, confirmer: &mut confirmer, audit: None, recorder: None,
         policy: Policy { actions_enabled: true, mode: Mode::Auto(AutoLimits::new(50, Duration::from_millis(200))) },
         config: settle(), stop,
     };
