@@ -9,7 +9,7 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 
-use screenpilot_engine::{CacheReport, RequestTimings};
+use screenpilot_engine::{CacheReport, EngineHandle, RequestTimings};
 use screenpilot_model::generate::Flow;
 use screenpilot_model::ModelFolder;
 
@@ -87,6 +87,11 @@ pub trait Assistant: Send + Sync {
     fn info(&self) -> ModelInfo;
     /// Answers `req`, calling `on_token` with every new piece of text; `Flow::Stop` cancels.
     fn ask(&self, req: &AskRequest<'_>, on_token: &mut dyn FnMut(&str) -> Flow) -> Result<AskOutcome>;
+    /// The engine behind the answers, when there is one: tasks on the local model go through
+    /// this same handle (one worker, one set of caches). None for scripted assistants.
+    fn engine(&self) -> Option<EngineHandle> {
+        None
+    }
 }
 
 /// Checks that `dir` is a Qwen3-VL folder without loading the weights.

@@ -1,22 +1,30 @@
-//! [`EngineAssistant`]: the app's [`Assistant`] over screenpilot-engine. The engine keeps the
-//! vision features of every image it has seen and the KV cache of earlier prompts, so a
-//! follow-up about the same capture skips the vision tower and prefills only what is new
-//! (the previous answer and the new question); its tokens are those a cold engine computes.
+//! [`EngineAssistant`]: the app's [`Assistant`] over screenpilot-engine. The model is loaded
+//! once into an engine actor ([`EngineHandle::spawn`]); the app's questions and its tasks
+//! (through [`StoppableLocal`], a [`Backend`]) all go through that one handle, as the server's
+//! requests do: one generation loop, one set of caches, continuous batching between them.
 //!
-//! The conversation is rendered the way [`crate::session::Session`] keeps it: the capture and
-//! the first question in the first user turn, then each answer and the next question. The
-//! earlier turns are therefore a prefix of the follow-up's prompt, which is what the prefix
-//! cache matches on (token ids, and the content of the images behind image tokens).
+//! The engine keeps the vision features of every image it has seen and the KV cache of earlier
+//! prompts, so a follow-up about the same capture skips the vision tower and prefills only what
+//! is new (the previous answer and the new question); its tokens are those a cold engine
+//! computes. The conversation is rendered the way [`crate::session::Session`] keeps it: the
+//! capture and the first question in the first user turn, then each answer and the next
+//! question, so the earlier turns are a prefix of the follow-up's prompt.
+//!
+//! Cancelling: [`stream`] stops listening as soon as the caller says so (a `Flow::Stop` from
+//! the text callback, or the `cancelled` check, polled every [`POLL`] while it waits); the
+//! engine drops a request nobody listens to before its next decode step.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use image::DynamicImage;
 
+use screenpilot_agent::StopFlag;
+use screenpilot_engine::backend::{Backend, Reply};
 use screenpilot_engine::{
-    ChatMessage, ContentPart, Engine, EngineConfig, EngineError, FinishReason, GenerationOptions, ImageSource, Request,
-    Role,
+    ChatMessage, ContentPart, Engine, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerationOptions,
+    ImageSource, Request, RequestTimings, Role,
 };
 use screenpilot_model::generate::Flow;
 use screenpilot_model::{DType, Device, Qwen3Vl, Tokenizer};
@@ -24,10 +32,13 @@ use screenpilot_model::{DType, Device, Qwen3Vl, Tokenizer};
 use crate::assistant::{ms, model_name, validate_folder, AskOutcome, AskRequest, AskTimings, Assistant, ModelInfo};
 use crate::error::{DesktopError, Result};
 
+/// Longest wait between two checks of a cancel condition while an answer is pending.
+pub const POLL: Duration = Duration::from_millis(10);
+
 /// Qwen3-VL through the engine, on the best device this build supports. Answers are greedy
-/// (the same screen and question give the same answer). One question runs at a time.
+/// (the same screen and question give the same answer).
 pub struct EngineAssistant {
-    engine: Mutex<Engine>,
+    handle: EngineHandle,
     info: ModelInfo,
 }
 
@@ -68,8 +79,9 @@ impl From<EngineError> for DesktopError {
 
 impl EngineAssistant {
     /// Loads the folder (f32 on the CPU, bf16 on a GPU) into an engine with the default
-    /// [`EngineConfig`] (1 GiB for each cache). `max_image_tokens` caps the visual tokens of
-    /// each image (a full screen is thousands otherwise); None keeps the folder's bounds.
+    /// [`EngineConfig`] (1 GiB for each cache) and starts its worker thread.
+    /// `max_image_tokens` caps the visual tokens of each image (a full screen is thousands
+    /// otherwise); None keeps the folder's bounds.
     pub fn load(dir: &Path, max_image_tokens: Option<usize>) -> Result<Self> {
         let folder = validate_folder(dir)?;
         let device = best_device();
@@ -90,14 +102,13 @@ impl EngineAssistant {
             parameters,
             weight_bytes: parameters * dtype.size_in_bytes() as u64,
         };
-        let engine = Engine::new(model, tok, preprocess, EngineConfig::default());
-        Ok(Self { engine: Mutex::new(engine), info })
+        let handle = EngineHandle::spawn(Engine::new(model, tok, preprocess, EngineConfig::default()))?;
+        Ok(Self { handle, info })
     }
 
-    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
-        // A panic in an earlier answer leaves the caches consistent (entries are only
-        // inserted whole), so the engine stays usable.
-        self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The engine's handle (clones share the one worker and its caches).
+    pub fn handle(&self) -> &EngineHandle {
+        &self.handle
     }
 }
 
@@ -128,28 +139,123 @@ impl Assistant for EngineAssistant {
     /// Streams the answer; `Flow::Stop` from `on_token` ends it before the next decode step.
     fn ask(&self, req: &AskRequest<'_>, on_token: &mut dyn FnMut(&str) -> Flow) -> Result<AskOutcome> {
         let t0 = Instant::now();
-        let request = request(req);
-        let mut engine = self.engine();
-        let valid = engine.validate(request)?;
-        let mut seq = engine.start(&valid, t0)?;
-        let mut stopped = false;
-        while seq.finished().is_none() {
-            let step = engine.step(&mut seq)?;
-            if let Some(ev) = step.filter(|ev| !ev.text.is_empty()) {
-                if on_token(&ev.text) == Flow::Stop {
-                    stopped = true;
-                    seq.cancel();
+        let s = stream(&self.handle, request(req), on_token, &|| false)?;
+        Ok(AskOutcome {
+            text: s.text,
+            cancelled: s.cancelled,
+            timings: AskTimings { engine: s.timings, total_ms: ms(t0) },
+            token_ids: s.token_ids,
+            cache: Some(self.handle.stats().caches),
+        })
+    }
+
+    fn engine(&self) -> Option<EngineHandle> {
+        Some(self.handle.clone())
+    }
+}
+
+/// What [`stream`] received.
+#[derive(Debug, Clone, Default)]
+pub struct Streamed {
+    /// The text released so far.
+    pub text: String,
+    /// Every token id received (also those whose text is held back).
+    pub token_ids: Vec<u32>,
+    /// The engine's timings (default when cancelled before they came).
+    pub timings: RequestTimings,
+    /// How the engine ended it (None when the caller stopped listening first).
+    pub finish: Option<FinishReason>,
+    /// The caller cancelled, or the engine reports the request as cancelled.
+    pub cancelled: bool,
+}
+
+/// Sends `request` to the engine's worker and streams its answer: each piece of text goes to
+/// `on_text` (`Flow::Stop` cancels), and `cancelled` is checked at least every [`POLL`] while
+/// waiting (prefill included). A cancelled answer returns at once with what came so far; the
+/// worker drops the request before its next decode step. An answer that ends normally is read
+/// to the end of its stream, so the handle's statistics already count it on return.
+/// Must not be called from inside an async task.
+pub fn stream(
+    handle: &EngineHandle,
+    request: Request,
+    on_text: &mut dyn FnMut(&str) -> Flow,
+    cancelled: &dyn Fn() -> bool,
+) -> screenpilot_engine::Result<Streamed> {
+    let valid = handle.validate(request)?;
+    let mut events = handle.submit(valid)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| EngineError::Io(format!("cannot start a timer for the answer: {e}")))?;
+    let mut out = Streamed::default();
+    loop {
+        if cancelled() {
+            events.cancel();
+            out.cancelled = true;
+            return Ok(out);
+        }
+        let ev = match rt.block_on(async { tokio::time::timeout(POLL, events.next()).await }) {
+            Err(_) => continue,
+            Ok(None) => break,
+            Ok(Some(ev)) => ev,
+        };
+        match ev {
+            Event::Token(t) => {
+                out.token_ids.push(t.id);
+                if !t.text.is_empty() {
+                    out.text.push_str(&t.text);
+                    if on_text(&t.text) == Flow::Stop {
+                        events.cancel();
+                        out.cancelled = true;
+                        return Ok(out);
+                    }
                 }
             }
+            Event::Timings(t) => out.timings = t,
+            Event::Finished(f) => {
+                out.cancelled = f == FinishReason::Cancelled;
+                out.finish = Some(f);
+            }
+            Event::Error(e) => return Err(e),
         }
-        let done = engine.finish(seq, &mut |_| {});
-        let cache = engine.cache_report();
-        Ok(AskOutcome {
-            text: done.text,
-            cancelled: stopped || done.finish == FinishReason::Cancelled,
-            timings: AskTimings { engine: done.timings.clone(), total_ms: ms(t0) },
-            token_ids: done.token_ids,
-            cache: Some(cache),
-        })
+    }
+    if out.finish.is_none() {
+        return Err(EngineError::Stopped);
+    }
+    Ok(out)
+}
+
+/// The local engine as a task's [`Backend`]: [`screenpilot_engine::backend::LocalBackend`]'s
+/// path, plus the task's stop flag, which abandons a pending answer within [`POLL`]
+/// (the answer then fails with [`EngineError::Stopped`]).
+pub struct StoppableLocal {
+    handle: EngineHandle,
+    stop: StopFlag,
+}
+
+impl StoppableLocal {
+    pub fn new(handle: EngineHandle, stop: StopFlag) -> Self {
+        Self { handle, stop }
+    }
+}
+
+impl Backend for StoppableLocal {
+    fn chat(&self, request: Request, on_text: &mut dyn FnMut(&str)) -> screenpilot_engine::Result<Reply> {
+        let stop = &self.stop;
+        if stop.is_raised() {
+            return Err(EngineError::Stopped);
+        }
+        let s = stream(&self.handle, request, &mut |t| {
+            on_text(t);
+            Flow::Continue
+        }, &|| stop.is_raised())?;
+        match s.finish {
+            Some(finish_reason) if !s.cancelled => Ok(Reply { text: s.text, finish_reason, timings: s.timings }),
+            _ => Err(EngineError::Stopped),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "local engine".into()
     }
 }

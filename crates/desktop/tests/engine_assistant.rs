@@ -103,3 +103,54 @@ fn flow_stop_ends_the_answer_early_and_the_next_answer_is_unaffected() {
     let cold = EngineAssistant::load(&tiny(), None).unwrap().ask(&req, &mut |_| Flow::Continue).unwrap();
     assert_eq!(cold.token_ids, full.token_ids);
 }
+
+#[test]
+fn questions_and_tasks_share_one_engine_and_a_raised_stop_flag_abandons_a_task_answer() {
+    use screenpilot_agent::StopFlag;
+    use screenpilot_desktop::engine_assistant::StoppableLocal;
+    use screenpilot_engine::backend::Backend;
+    use screenpilot_engine::{ChatMessage, ContentPart, EngineError, GenerationOptions, ImageSource, Request, Role};
+
+    let a = EngineAssistant::load(&tiny(), None).unwrap();
+    let handle = a.engine().expect("the engine assistant has an engine");
+    let shot = screenshot();
+    let images = [shot.image.as_ref()];
+    let req = AskRequest { images: &images, history: &[], question: "Describe the screen.", max_tokens: 8 };
+    a.ask(&req, &mut |_| Flow::Continue).unwrap();
+
+    // A task's request about the same screenshot, through the same handle: the vision cache hits.
+    let image = Arc::new(image::DynamicImage::ImageRgb8(shot.image.as_ref().clone()));
+    let task_request = |max_tokens| Request {
+        messages: vec![ChatMessage { role: Role::User, parts: vec![ContentPart::Image(ImageSource::Image(image.clone())), ContentPart::Text("Click OK.".into())] }],
+        options: GenerationOptions { max_tokens, ..GenerationOptions::default() },
+        tools: Vec::new(),
+    };
+    let stop = StopFlag::new();
+    let local = StoppableLocal::new(handle.clone(), stop.clone());
+    let reply = local.chat(task_request(4), &mut |_| {}).unwrap();
+    assert!(!reply.text.is_empty());
+    assert_eq!(reply.timings.vision_cache_hits, 1, "the task saw the screenshot the question already encoded");
+    assert_eq!(a.handle().stats().finished, 2, "both went through the one worker");
+
+    // Raised while the answer streams: the answer is abandoned and the engine drops it.
+    let mut pieces = 0;
+    let err = local
+        .chat(task_request(200), &mut |_| {
+            pieces += 1;
+            if pieces == 2 {
+                stop.raise();
+            }
+        })
+        .unwrap_err();
+    assert_eq!(err, EngineError::Stopped);
+    assert_eq!(pieces, 2, "no text after the stop");
+    let start = std::time::Instant::now();
+    while a.handle().stats().cancelled < 1 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the engine never dropped the stopped answer");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let stats = a.handle().stats();
+    assert!(stats.decode_steps < 2 * 8 + 4 + 50, "the stopped answer did not run to its end: {stats:?}");
+    // Already raised: refused before anything is generated.
+    assert_eq!(local.chat(task_request(4), &mut |_| panic!("no text")).unwrap_err(), EngineError::Stopped);
+}
