@@ -26,6 +26,12 @@ pub enum DesktopError {
     /// Downloading from the hub failed.
     #[error("download: {0}")]
     Download(String),
+    /// ScreenPilot's own window could not be hidden or shown.
+    #[error("window: {0}")]
+    Window(String),
+    /// Something that should not happen (a thread could not start).
+    #[error("internal: {0}")]
+    Internal(String),
     /// The user cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -55,6 +61,8 @@ impl DesktopError {
             Self::Model(_) => "model",
             Self::Agent(_) => "agent",
             Self::Download(_) => "download",
+            Self::Window(_) => "window",
+            Self::Internal(_) => "internal",
             Self::Cancelled => "cancelled",
             Self::Io { .. } => "io",
         }

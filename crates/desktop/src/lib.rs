@@ -1,12 +1,14 @@
 //! ScreenPilot desktop logic, independent of the UI toolkit: the [`assistant::Assistant`]
 //! seam and its implementation over screenpilot-engine, settings, model download from the
 //! Hugging Face hub, screen capture with HiDPI-correct geometry, grounding overlays, and
-//! consented actions with an audit log.
+//! task mode ([`task_runner`]: the agent loop with every action proposed to the user, the
+//! app's window kept out of screenshots and clicks, an audit log read back as a table).
 //! The Tauri shell (src-tauri) only forwards commands to this crate.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod actions;
 pub mod assistant;
+pub mod audit_table;
 pub mod download;
 pub mod engine_assistant;
 pub mod error;
@@ -16,5 +18,8 @@ pub mod screen;
 pub mod session;
 pub mod settings;
 pub mod task;
+pub mod task_events;
+pub mod task_parts;
+pub mod task_runner;
 
 pub use error::{DesktopError, Result};
