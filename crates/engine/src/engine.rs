@@ -5,22 +5,23 @@
 //! may drive it directly.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use screenpilot_model::generate::Sampler;
-use screenpilot_model::preprocess::{decode_image, load_image, preprocess};
+use screenpilot_model::generate::{top_k, Sampler};
 use screenpilot_model::prompt::{Message, Part};
 use screenpilot_model::{
-    DType, Device, GridThw, KvCache, LogitsFor, ModelFolder, PreprocessConfig, PreprocessedImage, PromptInput,
-    Qwen3Vl, Tokenizer, VisionOutput,
+    DType, Device, GridThw, KvCache, LogitsFor, PreprocessConfig, PreprocessedImage, PromptInput, Qwen3Vl,
+    Tokenizer, VisionOutput,
 };
 use serde::Serialize;
 
 use crate::error::{EngineError, Result};
-use crate::events::{Event, FinishReason, RequestTimings, TokenEvent};
+use crate::events::{Event, FinishReason, PromptLogits, RequestTimings, StepLogits, TokenEvent};
+use crate::images;
 use crate::memory;
 use crate::prefix_cache::{token_keys, PrefixCache};
-use crate::request::{ContentPart, ImageSource, Request, RequestLimits, ValidRequest};
+use crate::request::{ContentPart, Request, RequestLimits, ValidRequest};
 use crate::sequence::Sequence;
 use crate::vision_cache::{CacheStats, ImageKey, VisionCache};
 
@@ -49,6 +50,11 @@ pub struct EngineConfig {
     pub limits: RequestLimits,
     /// Keep every step's logits in [`Completion::step_logits`] (for exactness tests).
     pub record_logits: bool,
+    /// Each token event carries the `trace_logits` highest raw logits of its step, and the
+    /// first one also the prompt's token ids and the whole raw logits of its last position
+    /// ([`TokenEvent::logits`]; for `ask --json` and comparisons with transformers). 0: off.
+    /// Tokens are the same either way (on a GPU the logits are then copied to the host).
+    pub trace_logits: usize,
     /// Also put the KV of generated tokens in the prefix cache (a follow-up turn then reuses
     /// the answer too). Off by default: KV computed one token at a time differs from a
     /// prefill's in the last bits (logits within ~1e-5 instead of equal).
@@ -72,6 +78,7 @@ impl Default for EngineConfig {
             host_memory_budget: None,
             limits: RequestLimits::default(),
             record_logits: false,
+            trace_logits: 0,
             reuse_answer_kv: false,
             min_prefill_tokens: 16,
         }
@@ -128,13 +135,28 @@ impl Engine {
         }
     }
 
-    /// Loads a Hugging Face model folder (end tokens of generation_config.json included).
+    /// Loads a Hugging Face model folder (end tokens of generation_config.json included)
+    /// through [`crate::load::open_on`].
     pub fn load(dir: &Path, dtype: DType, device: &Device, cfg: EngineConfig) -> Result<Self> {
-        let folder = ModelFolder::open(dir)?;
-        let model = Qwen3Vl::load(&folder, dtype, device)?;
-        let mut tok = Tokenizer::from_file(&folder.tokenizer)?;
-        tok.add_end_ids(&folder.generation.eos_ids());
-        Ok(Self::new(model, tok, folder.preprocess.clone(), cfg))
+        let rt = crate::load::RuntimeConfig { dtype: Some(dtype), ..Default::default() };
+        Ok(crate::load::open_on(dir, device, &rt)?.into_engine(cfg))
+    }
+
+    /// Gives the model, tokenizer and preprocessing back (e.g. for an engine configured
+    /// differently); the caches are dropped.
+    pub fn into_parts(self) -> (Qwen3Vl, Tokenizer, PreprocessConfig) {
+        (self.model, self.tok, self.preprocess)
+    }
+
+    /// Empties both caches (their budgets stay): the next request computes everything.
+    pub fn clear_caches(&mut self) {
+        self.vision = VisionCache::new(self.cfg.vision_cache_bytes);
+        self.prefix = PrefixCache::new(self.cfg.prefix_cache_bytes);
+    }
+
+    /// Whether a step needs its logits on the host whatever the sampler (recorded or traced).
+    fn keeps_logits(&self) -> bool {
+        self.cfg.record_logits || self.cfg.trace_logits > 0
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -232,6 +254,7 @@ impl Engine {
             decode_start: None,
             finish: None,
             step_logits: Vec::new(),
+            trace_prompt: (self.cfg.trace_logits > 0).then_some(ids),
         })
     }
 
@@ -273,7 +296,7 @@ impl Engine {
         // Greedy sequences on a GPU: the next choice of the whole batch in one argmax and one
         // copy to the host (instead of one round trip per sequence in `choose`).
         let greedy = match &batched {
-            Ok(all) if !all.device().is_cpu() && !self.cfg.record_logits && feed.iter().all(|&(i, _)| seqs[i].sampler.is_greedy()) => {
+            Ok(all) if !all.device().is_cpu() && !self.keeps_logits() && feed.iter().all(|&(i, _)| seqs[i].sampler.is_greedy()) => {
                 all.argmax(candle_core::D::Minus1).and_then(|t| t.to_vec1::<u32>()).ok()
             }
             _ => None,
@@ -301,14 +324,19 @@ impl Engine {
         if seq.finish.is_some() {
             return Ok((None, None));
         }
+        let mut logits = None;
         let id = if let Some(id) = seq.greedy_next.take() {
             id
-        } else if seq.sampler.is_greedy() && !self.cfg.record_logits && !seq.logits.device().is_cpu() {
+        } else if seq.sampler.is_greedy() && !self.keeps_logits() && !seq.logits.device().is_cpu() {
             // On a GPU the argmax runs there: one number comes back instead of the vocabulary.
             seq.logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>()?
         } else {
             let raw: Vec<f32> = seq.logits.to_dtype(DType::F32)?.to_vec1()?;
             let id = seq.sampler.pick(&raw, &seq.seen)?;
+            if self.cfg.trace_logits > 0 {
+                let prompt = seq.trace_prompt.take().map(|token_ids| PromptLogits { token_ids, last_logits: raw.clone() });
+                logits = Some(Arc::new(StepLogits { top: top_k(&raw, self.cfg.trace_logits), prompt }));
+            }
             if self.cfg.record_logits {
                 seq.step_logits.push(raw);
             }
@@ -325,7 +353,7 @@ impl Engine {
         if self.tok.is_end(id) && !seq.options.ignore_eos {
             seq.finish = Some(FinishReason::Stop);
             let text = seq.flush_text();
-            return Ok(((!text.is_empty()).then_some(TokenEvent { id, text }), None));
+            return Ok((Some(TokenEvent { id, text, logits }), None));
         }
         let piece = seq.decoder.push(&self.tok, id)?;
         let (mut text, stopped) = seq.push_text(&piece);
@@ -338,7 +366,7 @@ impl Engine {
         } else {
             feed = Some(id);
         }
-        Ok((Some(TokenEvent { id, text }), feed))
+        Ok((Some(TokenEvent { id, text, logits }), feed))
     }
 
     /// Ends a sequence: its KV goes to the prefix cache; reports its timings to `on_event`.
@@ -386,7 +414,7 @@ impl Engine {
         timings: &mut RequestTimings,
     ) -> Result<(Vec<PreprocessedImage>, Vec<ImageKey>)> {
         let t = Instant::now();
-        let images = req.images().map(|s| self.load_image(s)).collect::<Result<Vec<_>>>()?;
+        let images = req.images().map(|s| images::load(s, &self.preprocess)).collect::<Result<Vec<_>>>()?;
         let keys: Vec<ImageKey> = images.iter().map(ImageKey::of).collect();
         timings.preprocess_ms = ms(t);
         timings.images = images.len();
@@ -431,15 +459,6 @@ impl Engine {
         Ok(Some(vision))
     }
 
-    fn load_image(&self, src: &ImageSource) -> Result<PreprocessedImage> {
-        let img = match src {
-            ImageSource::Bytes(b) => decode_image(b).map_err(|e| EngineError::InvalidImage(e.to_string()))?,
-            ImageSource::Path(p) => load_image(p).map_err(|e| EngineError::InvalidImage(e.to_string()))?,
-            ImageSource::Image(i) => return pre(i, &self.preprocess),
-        };
-        pre(&img, &self.preprocess)
-    }
-
     /// Features of every image in order: hits from the cache, misses encoded in one call (each
     /// distinct image once) and stored. Returns them joined and the number of hits.
     fn encode_cached(&mut self, images: &[PreprocessedImage], keys: &[ImageKey]) -> Result<(VisionOutput, usize)> {
@@ -459,7 +478,7 @@ impl Engine {
                 let n = images[i].grid.num_tokens(merge);
                 let part = batch.narrow(start, n)?;
                 // Own copies, so that evicting one image frees its memory.
-                let part = if missing.len() == 1 { part } else { own(&part)? };
+                let part = if missing.len() == 1 { part } else { images::own(&part)? };
                 start += n;
                 self.vision.insert(keys[i], part.clone());
                 for (j, slot) in found.iter_mut().enumerate() {
@@ -472,17 +491,6 @@ impl Engine {
         let parts: Vec<&VisionOutput> = found.iter().flatten().collect();
         Ok((VisionOutput::cat(&parts)?, hits))
     }
-}
-
-fn pre(img: &image::DynamicImage, cfg: &PreprocessConfig) -> Result<PreprocessedImage> {
-    preprocess(img, cfg).map_err(|e| EngineError::InvalidImage(e.to_string()))
-}
-
-fn own(v: &VisionOutput) -> Result<VisionOutput> {
-    Ok(VisionOutput {
-        embeds: v.embeds.copy()?,
-        deepstack: v.deepstack.iter().map(|t| t.copy()).collect::<candle_core::Result<_>>()?,
-    })
 }
 
 pub(crate) fn ms(t: Instant) -> f64 {

@@ -1,6 +1,8 @@
 //! What the engine reports about a request while it runs: tokens as they are generated, the
 //! request's timings, and how it finished (or an error).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::error::EngineError;
@@ -58,11 +60,33 @@ pub struct RequestTimings {
 }
 
 /// One generated token: its id and the text it released (may be empty while a multi-byte
-/// character or a possible stop string is held back).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// character or a possible stop string is held back, and is empty for an end-of-answer token).
+/// Every generated token has its event, the end token included.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenEvent {
     pub id: u32,
     pub text: String,
+    /// The raw logits of this step, when the engine traces them
+    /// ([`crate::EngineConfig::trace_logits`]); None otherwise.
+    pub logits: Option<Arc<StepLogits>>,
+}
+
+/// What the engine traces about one step, for comparisons with a reference implementation
+/// (`screenpilot ask --json` and `--dump-logits`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLogits {
+    /// The highest raw logits of the step (before any repetition penalty or temperature),
+    /// highest first, ties by lower id.
+    pub top: Vec<(u32, f32)>,
+    /// First step only: the prompt as the model saw it and the whole raw logits of its last
+    /// position (what chose the first token).
+    pub prompt: Option<PromptLogits>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptLogits {
+    pub token_ids: Vec<u32>,
+    pub last_logits: Vec<f32>,
 }
 
 /// What a request's stream yields: tokens, then its timings, then how it finished; or an error.

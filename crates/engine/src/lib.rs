@@ -9,6 +9,8 @@
 //!   continuous batching (every active sequence decoded in one batched model pass per round),
 //!   cancellation and coalescing of identical requests.
 //! - [`intake`]: reading and decoding a request's images off the engine thread, under limits.
+//! - [`load`]: the one loader of a model folder (model, tokenizer, preprocessing, generation
+//!   defaults) for every front end.
 //! - [`server`]: an OpenAI-compatible HTTP API (axum).
 //! - [`backend`]: where answers come from, the local engine or an OpenAI-compatible server.
 //! - [`bench`]: measuring a second question on the same image, and batched throughput;
@@ -21,7 +23,9 @@ pub mod bench_task;
 pub mod engine;
 pub mod error;
 pub mod events;
+mod images;
 pub mod intake;
+pub mod load;
 pub mod memory;
 pub mod prefix_cache;
 pub mod request;
@@ -32,7 +36,7 @@ pub mod vision_cache;
 
 pub use engine::{CacheReport, Completion, Engine, EngineConfig};
 pub use error::{EngineError, Result};
-pub use events::{Event, FinishReason, RequestTimings, TokenEvent};
+pub use events::{Event, FinishReason, PromptLogits, RequestTimings, StepLogits, TokenEvent};
 pub use request::{
     ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, RequestLimits, Role, ValidRequest,
 };

@@ -37,6 +37,9 @@ pub struct Sequence {
     pub(crate) finish: Option<FinishReason>,
     /// Raw logits of every step (only when the engine records them).
     pub(crate) step_logits: Vec<Vec<f32>>,
+    /// The prompt's token ids until the first step reports them (only when the engine traces
+    /// logits).
+    pub(crate) trace_prompt: Option<Vec<u32>>,
 }
 
 impl Sequence {
