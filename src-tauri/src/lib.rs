@@ -1,13 +1,13 @@
 //! ScreenPilot desktop app: a thin Tauri 2 shell. Commands (in `commands/`) validate their
-//! arguments and forward to screenpilot-desktop; tokens stream over `tauri::ipc::Channel`.
-//! Global hotkeys: Ctrl+Shift+S captures the first monitor, Ctrl+Shift+X stops actions.
+//! arguments and forward to screenpilot-desktop; tokens stream over `tauri::ipc::Channel`,
+//! task events go out as the `task` event. Global hotkeys: Ctrl+Shift+S captures the first
+//! monitor, Ctrl+Shift+X stops the running task.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod commands;
 mod error;
 mod state;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tauri::{Emitter, Manager};
@@ -15,9 +15,10 @@ use tauri_plugin_global_shortcut::{Code, GlobalShortcutExt, Modifiers, Shortcut,
 
 use screenpilot_agent::enigo_backend::EnigoActuator;
 use screenpilot_agent::Actuator;
-use screenpilot_desktop::actions::ActionDesk;
 use screenpilot_desktop::session::Session;
 use screenpilot_desktop::settings::Settings;
+use screenpilot_desktop::task_events::TaskEvent;
+use screenpilot_desktop::task_runner::{TaskOptions, TaskRunner};
 
 pub use error::{CommandError, CmdResult};
 pub use state::AppState;
@@ -31,12 +32,15 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
         Ok(a) => Box::new(a),
         Err(e) => Box::new(state::NoInput(e.to_string())),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let desk = ActionDesk::new(actuator, &data.join("audit.jsonl"), Arc::clone(&stop))?;
+    let window = app.get_webview_window("main").ok_or("the main window is missing")?;
+    let handle = app.handle().clone();
+    let sink = Arc::new(move |ev: TaskEvent| {
+        let _ = handle.emit("task", ev);
+    });
+    let tasks = TaskRunner::new(actuator, &data.join("audit.jsonl"), Arc::new(state::MainWindow(window)), sink, TaskOptions::default())?;
     Ok(AppState {
         session: Arc::new(Session::new()),
-        desk: Arc::new(Mutex::new(desk)),
-        stop,
+        tasks: Arc::new(tasks),
         settings: Mutex::new(settings),
         settings_path,
         models_dir: data.join("models"),
@@ -55,7 +59,10 @@ fn hotkeys(app: &tauri::App) -> Result<(), Box<dyn std::error::Error>> {
                     return;
                 }
                 if shortcut == &stop {
-                    app.state::<AppState>().stop.store(true, Ordering::SeqCst);
+                    // Off the main thread: stopping may wait for the task's thread, which may
+                    // be waiting for the main thread to hide the window.
+                    let tasks = app.state::<AppState>().tasks.clone();
+                    std::thread::spawn(move || tasks.stop());
                     let _ = app.emit("stopped", ());
                 } else if shortcut == &capture {
                     let _ = app.emit("hotkey-capture", ());

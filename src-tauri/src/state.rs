@@ -1,23 +1,23 @@
-//! `AppState`: what every command reaches through `State<'_, AppState>`.
+//! `AppState`: what every command reaches through `State<'_, AppState>`, and the app's window
+//! as task mode hides and shows it.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use screenpilot_agent::{Actuator, AgentError, InputEvent};
-use screenpilot_desktop::actions::ActionDesk;
 use screenpilot_desktop::download::CancelToken;
 use screenpilot_desktop::session::Session;
 use screenpilot_desktop::settings::Settings;
+use screenpilot_desktop::task_parts::AppWindow;
+use screenpilot_desktop::task_runner::TaskRunner;
+use screenpilot_desktop::DesktopError;
 
 /// Shared app state.
 pub struct AppState {
     /// Model, capture, conversation.
     pub session: Arc<Session>,
-    /// Proposals, decisions, audit.
-    pub desk: Arc<Mutex<ActionDesk>>,
-    /// Raised by the stop button and the stop hotkey.
-    pub stop: Arc<AtomicBool>,
+    /// Tasks (and the one-step "Act" on an answer), their decisions and the audit log.
+    pub tasks: Arc<TaskRunner>,
     /// Remembered settings and their file.
     pub settings: Mutex<Settings>,
     /// The settings file.
@@ -41,5 +41,32 @@ pub struct NoInput(pub String);
 impl Actuator for NoInput {
     fn perform(&mut self, _: &InputEvent) -> screenpilot_agent::Result<()> {
         Err(AgentError::Input(self.0.clone()))
+    }
+}
+
+/// The main window. Called from task threads only: hiding waits for the event loop (on the
+/// main thread) to have handled the request, so it must never be called from there.
+pub struct MainWindow(pub tauri::WebviewWindow);
+
+fn window_err(e: tauri::Error) -> DesktopError {
+    DesktopError::Window(e.to_string())
+}
+
+impl AppWindow for MainWindow {
+    fn hide(&self) -> screenpilot_desktop::Result<()> {
+        self.0.hide().map_err(window_err)?;
+        // A getter is answered by the event loop after the hide request queued before it,
+        // so when it returns the window has been unmapped.
+        if self.0.is_visible().map_err(window_err)? {
+            return Err(DesktopError::Window("the window is still visible after hiding it".into()));
+        }
+        Ok(())
+    }
+
+    fn show(&self) -> screenpilot_desktop::Result<()> {
+        self.0.show().map_err(window_err)?;
+        // Enter and Esc decide a proposal: the window needs the keyboard back.
+        let _ = self.0.set_focus();
+        Ok(())
     }
 }

@@ -12,76 +12,26 @@
 
 #[path = "support/webdriver.rs"]
 mod webdriver;
+#[path = "support/app.rs"]
+mod app;
 // The loopback hub of the desktop crate's download test.
 #[path = "../../crates/desktop/tests/support/hub.rs"]
 mod hub;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use app::{move_pointer, pointer, repo, LONG, SHORT};
 use screenpilot_desktop::download::CHUNK_BYTES;
 use serde_json::json;
 use webdriver::Session;
 
 const ENTER: &str = "\u{E007}";
 const ESCAPE: &str = "\u{E00C}";
-const LONG: Duration = Duration::from_secs(300);
-const SHORT: Duration = Duration::from_secs(30);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
-}
-
-fn tauri_driver() -> PathBuf {
-    let cargo_bin = std::env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo")).join("bin");
-    let path = cargo_bin.join("tauri-driver");
-    if !path.exists() {
-        let ok = Command::new("cargo").args(["install", "tauri-driver", "--locked", "--version", "2.1.0"]).status().unwrap().success();
-        assert!(ok, "cargo install tauri-driver failed");
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn pointer() -> (i32, i32) {
-    let out = Command::new("xdotool").args(["getmouselocation", "--shell"]).output().expect("xdotool");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.parse().ok()).unwrap();
-    (get("X="), get("Y="))
-}
-
-fn move_pointer(x: i32, y: i32) {
-    assert!(Command::new("xdotool").args(["mousemove", &x.to_string(), &y.to_string()]).status().unwrap().success());
-    assert_eq!(pointer(), (x, y));
-}
-
-/// tauri-driver in its own process group, so that dropping it also ends the
-/// WebKitWebDriver and app processes it started (even when the test panics).
-struct Driver(Child);
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let _ = self.0.wait();
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
-    }
-}
 
 fn inject(s: &Session, text: &str) {
-    let v = s
-        .exec_async(
-            "const done = arguments[arguments.length - 1];\
-             window.__TAURI_INTERNALS__.invoke('debug_inject_answer', {text: arguments[0]}).then(() => done('ok'), (e) => done(JSON.stringify(e)));",
-            json!([text]),
-        )
-        .unwrap();
-    assert_eq!(v, json!("ok"));
+    app::invoke(s, "debug_inject_answer", json!({"text": text}));
 }
 
 fn ask(s: &Session, question: &str) {
@@ -92,7 +42,6 @@ fn ask(s: &Session, question: &str) {
 
 #[test]
 fn load_capture_ask_ground_and_act_in_the_real_webview() {
-    assert!(std::env::var("DISPLAY").is_ok(), "needs an X display (scripts/test.sh starts Xvfb)");
     let tmp = std::env::temp_dir().join(format!("sp-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let tiny = repo().join("tests/fixtures/tiny");
@@ -100,27 +49,7 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     // waits for the gate.
     let gate = hub::last_chunk_gate(&tiny, CHUNK_BYTES as u64);
     let hub = hub::HubServer::start(&tiny, Some(gate));
-    let (port, native) = (free_port(), free_port());
-    let child = Command::new(tauri_driver())
-        .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
-        .env("XDG_CONFIG_HOME", tmp.join("config"))
-        .env("XDG_DATA_HOME", tmp.join("data"))
-        .env("HF_ENDPOINT", &hub.url)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(std::env::temp_dir().join(format!("sp-e2e-{}-driver.log", std::process::id()))).unwrap())
-        .process_group(0)
-        .spawn()
-        .expect("start tauri-driver");
-    let _driver = Driver(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while ureq::get(&format!("{base}/status")).call().is_err() {
-        assert!(start.elapsed() < SHORT, "tauri-driver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    let s = Session::new(&base, env!("CARGO_BIN_EXE_screenpilot-app")).unwrap();
-    s.wait_for("document.body.dataset.ready === 'yes'", SHORT).unwrap();
+    let (_driver, s) = app::start("e2e", &tmp, &[("HF_ENDPOINT", &hub.url)]);
 
     // A folder that is not a model: clear error, the app stays usable.
     s.type_into("#model-path", "/nonexistent/model").unwrap();
@@ -206,11 +135,12 @@ fn load_capture_ask_ground_and_act_in_the_real_webview() {
     s.wait_for("document.getElementById('action-status').textContent === 'executed'", SHORT).unwrap();
     assert_eq!(pointer(), target, "the accepted action moves the pointer where the model pointed");
 
-    // The audit log has both decisions.
+    // The audit log has both decisions, as a table.
     s.click("#audit-open").unwrap();
-    let audit = s.wait_for("!document.getElementById('audit').hidden && document.getElementById('audit').textContent", SHORT).unwrap();
+    let audit = s.wait_for("!document.getElementById('audit').hidden && document.getElementById('audit').tBodies[0].innerText", SHORT).unwrap();
     let audit = audit.as_str().unwrap();
-    assert!(audit.contains("\"rejected_by_user\"") && audit.contains("\"executed\""), "{audit}");
+    assert!(audit.contains("rejected by you") && audit.contains("executed") && audit.contains("move the pointer"), "{audit}");
+    assert!(!audit.contains('{'), "no raw JSON: {audit}");
 
     // Screenshot for the README.
     move_pointer(7, 9);

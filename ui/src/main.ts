@@ -2,6 +2,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import { open } from "@tauri-apps/plugin-dialog";
+import { decide as decideTask, initTasks, pending, renderAudit, startWith, type AuditRow, type Outcome, type Proposal } from "./task";
 import "./style.css";
 
 type Geometry = { image_width: number; image_height: number; origin_x: number; origin_y: number; scale_x: number; scale_y: number; monitor: string; scale_factor: number };
@@ -15,7 +16,6 @@ type CacheStats = { hits: number; misses: number; evictions: number; entries: nu
 type CacheReport = { vision: CacheStats; prefix: CacheStats; prefix_reused_tokens: number };
 type AskOutcome = { text: string; cancelled: boolean; timings: Timings; cache: CacheReport | null };
 type Shape = { kind: "box" | "point"; label: string; x1: number; y1: number; x2: number; y2: number; screen_x: number | null; screen_y: number | null };
-type Proposal = { action: string; text: string | null; image_points: [number, number][]; screen_points: { x: number; y: number }[] };
 type Progress = { file: string; file_index: number; files: number; bytes: number; total: number };
 type CmdError = { kind: string; message: string };
 
@@ -32,7 +32,9 @@ const el = {
   proposal: $("proposal"), proposalText: $("proposal-text"), accept: $<HTMLButtonElement>("accept"), reject: $<HTMLButtonElement>("reject"),
   toHtml: $<HTMLButtonElement>("to-html"), pagePanel: $("page-panel"), page: $<HTMLIFrameElement>("page"),
   pageScore: $("page-score"), pageDiff: $<HTMLImageElement>("page-diff"),
-  actionStatus: $("action-status"), auditOpen: $<HTMLButtonElement>("audit-open"), audit: $("audit"),
+  actionStatus: $("action-status"), auditOpen: $<HTMLButtonElement>("audit-open"), audit: $<HTMLTableElement>("audit"), auditPath: $("audit-path"),
+  tabAsk: $<HTMLButtonElement>("tab-ask"), tabTask: $<HTMLButtonElement>("tab-task"), askPanel: $("ask-panel"), taskPanel: $("task-panel"),
+  taskView: $("task-view"),
 };
 
 let geometry: Geometry | null = null;
@@ -178,11 +180,11 @@ function hideProposal() {
   el.proposal.hidden = true;
   el.overlay.querySelectorAll(".marker").forEach((m) => m.remove());
 }
+// The one-step task of "Act": its proposal is drawn on the capture the answer was about.
 function showProposal(p: Proposal) {
   if (!geometry) return;
   const g = geometry;
-  const where = p.screen_points.map((s) => `(${s.x}, ${s.y})`).join(" ");
-  el.proposalText.textContent = `${p.action} ${where}${p.text !== null ? ` type "${p.text}"` : ""}` + (el.actionsEnabled.checked ? "" : " — actions are off");
+  el.proposalText.textContent = p.description + (p.always_asks ? ` — asks because ${p.always_asks}` : "");
   for (const [x, y] of p.image_points) {
     const m = document.createElement("div");
     m.className = "marker"; m.style.left = pct(x, g.image_width); m.style.top = pct(y, g.image_height);
@@ -193,17 +195,22 @@ function showProposal(p: Proposal) {
 }
 
 async function decide(accept: boolean) {
-  if (el.proposal.hidden) return;
-  hideProposal();
-  el.actionStatus.textContent = "…";
-  try { el.actionStatus.textContent = await invoke<string>("action_decide", { accept }); }
-  catch (e) { el.actionStatus.textContent = "failed"; showError(e); }
+  if (!pending()) return;
+  if (pending()?.oneStep) { hideProposal(); el.actionStatus.textContent = "…"; }
+  await decideTask(accept ? "accept" : "reject");
 }
 
+const ONE_STEP_STATUS: Record<string, string> = { done: "executed", rejected: "rejected", actions_disabled: "actions are off", stopped: "stopped" };
+function oneStepDone(o: Outcome) {
+  hideProposal();
+  el.actionStatus.textContent = ONE_STEP_STATUS[o.status] ?? `${o.status}: ${o.message}`;
+}
+
+// An answer holding an action becomes a task of one step (the backend reads the action from
+// the conversation; the proposal comes back as a task event).
 async function afterAnswer(text: string) {
   drawShapes(await invoke<Shape[]>("overlay", { text }));
-  const p = await invoke<Proposal | null>("action_propose", { text });
-  if (p) showProposal(p);
+  try { await startWith("one_step", "act_on_answer", {}); } catch (e) { showError(e); }
 }
 
 // Asking: a new question supersedes the running one (the backend cancels it); pieces of a
@@ -282,19 +289,29 @@ el.question.onkeydown = (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.p
 el.actionsEnabled.onchange = () => invoke("actions_set_enabled", { on: el.actionsEnabled.checked });
 el.accept.onclick = () => decide(true);
 el.reject.onclick = () => decide(false);
-el.stop.onclick = () => { invoke("actions_stop"); el.actionStatus.textContent = "stopped"; };
+el.stop.onclick = () => { invoke("task_stop"); el.actionStatus.textContent = "stopped"; };
 el.auditOpen.onclick = async () => {
   try {
-    const [path, lines] = await invoke<[string, string[]]>("audit_read");
-    el.audit.textContent = `${path}\n` + lines.join("\n");
-    el.audit.hidden = false;
+    const [path, rows] = await invoke<[string, AuditRow[]]>("audit_read");
+    el.auditPath.textContent = path;
+    renderAudit(el.audit, rows);
   } catch (e) { showError(e); }
 };
+// Enter accepts and Esc rejects the proposal that waits (not while typing).
 window.addEventListener("keydown", (ev) => {
-  if (el.proposal.hidden || ev.target === el.question) return;
+  const typing = ev.target instanceof HTMLTextAreaElement || ev.target instanceof HTMLInputElement;
+  if (!pending() || typing) return;
   if (ev.key === "Enter") { ev.preventDefault(); decide(true); }
   if (ev.key === "Escape") { ev.preventDefault(); decide(false); }
 });
+function showTab(task: boolean) {
+  // The task's steps take the place of the capture.
+  el.askPanel.hidden = el.stage.hidden = task; el.taskPanel.hidden = el.taskView.hidden = !task;
+  el.tabAsk.classList.toggle("active", !task); el.tabTask.classList.toggle("active", task);
+}
+el.tabAsk.onclick = () => showTab(false);
+el.tabTask.onclick = () => showTab(true);
+initTasks({ showOneStep: showProposal, oneStepDone, showError, monitor: () => Number(el.monitor.value || 0) });
 
 listen("hotkey-capture", () => el.capture.click());
 listen("stopped", () => { el.actionStatus.textContent = "stopped"; });

@@ -6,7 +6,6 @@
 //! The Tauri shell (src-tauri) only forwards commands to this crate.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod actions;
 pub mod assistant;
 pub mod audit_table;
 pub mod download;

@@ -17,6 +17,11 @@ pub struct Settings {
     pub hf_endpoint: Option<String>,
     /// Cap on visual tokens per image (large screens are thousands of tokens).
     pub max_image_tokens: Option<usize>,
+    /// An OpenAI-compatible server tasks may run on instead of the local model (base URL
+    /// ending in `/v1`; its key comes from `$SCREENPILOT_API_KEY`).
+    pub backend_url: Option<String>,
+    /// The model to ask that server for (None: the first it lists).
+    pub backend_model: Option<String>,
 }
 
 impl Settings {
@@ -53,7 +58,7 @@ mod tests {
         let path = dir.join("settings.json");
         let _ = std::fs::remove_file(&path);
         assert_eq!(Settings::load(&path).unwrap(), Settings::default());
-        let s = Settings { model_dir: Some("/m".into()), hf_endpoint: Some("http://x".into()), max_image_tokens: Some(64) };
+        let s = Settings { model_dir: Some("/m".into()), hf_endpoint: Some("http://x".into()), max_image_tokens: Some(64), ..Settings::default() };
         s.save(&path).unwrap();
         assert_eq!(Settings::load(&path).unwrap(), s);
         std::fs::write(&path, "{\"model_dir\": \"/n\", \"unknown\": 1}").unwrap();

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use image::{DynamicImage, RgbImage};
 use screenpilot_agent::{Brain, BrainError, BrainRequest, Content, OsPoint, Role as AgentRole, ScreenAction};
-use screenpilot_engine::backend::Backend;
+use screenpilot_engine::backend::{Backend, RemoteBackend, RemoteConfig};
 use screenpilot_engine::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, RequestTimings, Role};
+
+/// Where an answer's pieces of text go as they arrive.
+type TextSink = Box<dyn FnMut(&str) + Send>;
 
 /// Answers for the agent loop from a [`Backend`].
 pub struct BackendBrain {
@@ -26,7 +29,7 @@ pub struct BackendBrain {
     /// Screenshots already converted, by the address of the agent's image (kept alive here).
     images: HashMap<usize, (Arc<RgbImage>, Arc<DynamicImage>)>,
     /// Called with each piece of an answer as it arrives.
-    on_text: Option<Box<dyn FnMut(&str) + Send>>,
+    on_text: Option<TextSink>,
     /// Timings and wall time of each answer so far.
     pub steps: Vec<StepTiming>,
 }
@@ -106,6 +109,16 @@ impl Brain for BackendBrain {
         self.steps.push(StepTiming { wall: start.elapsed(), timings: reply.timings });
         Ok(reply.text)
     }
+}
+
+/// An OpenAI-compatible server at `url` (a base URL ending in `/v1`) as a backend, asking for
+/// `model` (None: the first it lists); the key comes from `$SCREENPILOT_API_KEY` and goes
+/// only into the `Authorization` header. Connecting lists the server's models.
+pub fn connect_remote(url: &str, model: Option<String>) -> crate::Result<Arc<dyn Backend>> {
+    let mut cfg = RemoteConfig::new(url);
+    cfg.model = model;
+    cfg.api_key = std::env::var("SCREENPILOT_API_KEY").ok().filter(|k| !k.is_empty());
+    Ok(Arc::new(RemoteBackend::connect(cfg)?))
 }
 
 /// One line a person can check before saying yes: what, where (screen pixels), what text.

@@ -1,4 +1,5 @@
 //! A minimal W3C WebDriver client (the few endpoints the e2e test needs), over ureq.
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
