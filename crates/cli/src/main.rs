@@ -4,7 +4,6 @@
 mod args;
 mod ask;
 mod audit;
-mod backend;
 mod bench;
 mod bench_batch;
 mod ground;
