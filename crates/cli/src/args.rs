@@ -26,6 +26,24 @@ pub enum Command {
     Audit(crate::audit::AuditArgs),
 }
 
+/// Where answers come from: the local model (`--model DIR`) or an OpenAI-compatible server.
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// An OpenAI-compatible server instead of a local model: its base URL ending in /v1
+    /// (`screenpilot serve`, vLLM, SGLang; see README "Remote backends").
+    #[arg(long, value_name = "URL", conflicts_with = "model")]
+    pub backend: Option<String>,
+    /// The server's model to use (default: the first of its /v1/models).
+    #[arg(long, value_name = "NAME", requires = "backend")]
+    pub backend_model: Option<String>,
+    /// The server's API key (default: $SCREENPILOT_API_KEY). Never printed or logged.
+    #[arg(long, value_name = "KEY", requires = "backend")]
+    pub api_key: Option<String>,
+    /// Ask the server for whole answers instead of streamed ones.
+    #[arg(long, requires = "backend")]
+    pub no_stream: bool,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceArg {
     Cpu,
@@ -93,8 +111,13 @@ pub struct SamplingArgs {
 
 #[derive(Args, Debug)]
 pub struct AskArgs {
+    /// A Qwen3-VL folder (config.json, *.safetensors, tokenizer.json), or use --backend.
+    #[arg(long, required_unless_present = "backend")]
+    pub model: Option<PathBuf>,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// An image to ask about (repeatable; in order).
     #[arg(long)]
     pub image: Vec<PathBuf>,
@@ -103,10 +126,12 @@ pub struct AskArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Print one JSON object (prompt ids, per-step top-5 raw logits, text, timings) instead of streaming.
+    /// Print one JSON object (prompt ids, per-step top-5 raw logits, text, timings) instead of
+    /// streaming. Local model only.
     #[arg(long)]
     pub json: bool,
-    /// Write the raw logits of the last prompt position here (little-endian f32), for comparisons.
+    /// Write the raw logits of the last prompt position here (little-endian f32), for
+    /// comparisons. Local model only.
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
     /// The question.
@@ -146,7 +171,7 @@ pub struct BenchArgs {
     /// a time, and both are reported.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// tokenizer.json for --batch (default: the model folder's, or with --shape
+    /// tokenizer.json (default: the model folder's, or with --shape
     /// tests/fixtures/tokenizer/tokenizer.json under the current folder).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -161,8 +186,13 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct GroundArgs {
+    /// A Qwen3-VL folder (config.json, *.safetensors, tokenizer.json), or use --backend.
+    #[arg(long, required_unless_present = "backend")]
+    pub model: Option<PathBuf>,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// The screenshot.
     #[arg(long)]
     pub image: PathBuf,

@@ -1,32 +1,33 @@
 //! `screenpilot bench`: the speed workload (one image + text, then greedy tokens) on random
-//! weights at a named shape or on a real model folder. Reports preprocessing, vision, prefill,
-//! time to first token, decode tokens/s (median and spread over repetitions), peak GPU memory,
-//! and a second question on the same image that reuses the cached prefix. With `--batch N` it
-//! then measures N such requests through the engine, batched and one at a time
-//! ([`crate::bench_batch`]).
+//! weights at a named shape or on a real model folder, through the engine (the one generation
+//! loop, with its caches as the server has them). Reports preprocessing, vision, prefill, time
+//! to first token, decode tokens/s (median and spread over repetitions) from the engine's
+//! [`RequestTimings`], peak GPU memory, and a second question on the same image in a new
+//! request (its vision features and the shared prefix's KV come from the caches). Each
+//! repetition starts with empty caches. With `--batch N` it then measures N such requests
+//! through the engine's worker, batched and one at a time ([`crate::bench_batch`]).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use screenpilot_engine::{
+    ChatMessage, ContentPart, Engine, EngineConfig, GenerationOptions, ImageSource, Request, RequestLimits,
+    RequestTimings, Role, ValidRequest,
+};
 use screenpilot_model::config::named_shape;
-use screenpilot_model::generate::argmax;
-use screenpilot_model::profile;
 use screenpilot_model::preprocess::preprocess;
-use screenpilot_model::{Device, GridThw, LogitsFor, PreprocessConfig, PromptInput, Qwen3Vl, Tensor, Tokenizer};
+use screenpilot_model::profile;
+use screenpilot_model::{Device, PreprocessConfig, Qwen3Vl, Tokenizer};
 use serde_json::json;
 
 use crate::args::{BenchArgs, ModelArgs};
-use crate::bench_batch::{self, BatchWorkload};
+use crate::bench_batch::{self, text_of, word_pool, BatchWorkload};
 use crate::load::{device, dtype, load};
 
-const IM_START: u32 = 151644;
-const IM_END: u32 = 151645;
-const VISION_START: u32 = 151652;
-const VISION_END: u32 = 151653;
-const NEWLINE: u32 = 198;
-const USER: u32 = 872;
-const ASSISTANT: u32 = 77091;
+/// Tokens the chat template puts around a question: `<|im_end|>\n<|im_start|>assistant\n`.
+const TAIL_TOKENS: usize = 5;
 
 /// One repetition's measurements, in milliseconds unless named otherwise.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -37,25 +38,14 @@ struct Run {
     ttft_ms: f64,
     decode_tokens_per_s: f64,
     followup_ttft_ms: f64,
-}
-
-/// Ordinary text ids (no special tokens), deterministic.
-fn text_ids(n: usize, salt: u32) -> Vec<u32> {
-    (0..n as u32).map(|i| 1000 + (i.wrapping_mul(7919).wrapping_add(salt * 104729)) % 140000).collect()
+    prompt_tokens: usize,
+    followup_prefill_tokens: usize,
 }
 
 fn synthetic_screen(w: u32, h: u32) -> image::DynamicImage {
     image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
         image::Rgb([(x * 7 + y) as u8, (y * 3) as u8, ((x ^ y) * 5) as u8])
     }))
-}
-
-fn sync(t: &Tensor) -> anyhow::Result<()> {
-    Ok(t.device().synchronize()?)
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
 }
 
 #[cfg(feature = "cuda")]
@@ -107,11 +97,38 @@ fn tensor_peak_bytes(_dev: &Device, _reset: bool) -> Option<u64> {
     None
 }
 
+/// The two requests of one repetition: the question, then the follow-up on the same image.
 struct Workload {
-    prefix: Vec<u32>,
-    question: Vec<u32>,
-    followup: Vec<u32>,
-    new_tokens: usize,
+    first: ValidRequest,
+    followup: ValidRequest,
+}
+
+impl Workload {
+    fn new(tok: &Tokenizer, a: &BenchArgs, img: &image::DynamicImage, new_tokens: usize) -> anyhow::Result<Self> {
+        let words = word_pool(tok)?;
+        let image = ImageSource::Image(Arc::new(img.clone()));
+        let ask = |words_n: usize, salt: usize, max_tokens: usize| -> anyhow::Result<ValidRequest> {
+            let mut messages = Vec::new();
+            if a.system_tokens > 0 {
+                messages.push(ChatMessage::text(Role::System, text_of(&words, a.system_tokens, 0)));
+            }
+            let question = text_of(&words, words_n, salt);
+            let n = tok.encode(&question)?.len();
+            if n != words_n {
+                bail!("the benchmark question has {n} tokens instead of {words_n}");
+            }
+            messages.push(ChatMessage {
+                role: Role::User,
+                parts: vec![ContentPart::Image(image.clone()), ContentPart::Text(question)],
+            });
+            let options = GenerationOptions { max_tokens, ignore_eos: true, ..Default::default() };
+            let limits = RequestLimits { max_text_bytes: usize::MAX, ..Default::default() };
+            Ok(ValidRequest::new(Request { messages, options, tools: Vec::new() }, &limits)?)
+        };
+        // The follow-up's new tokens include the template's tail, as the first question's do not.
+        let followup = ask(a.followup_tokens.saturating_sub(TAIL_TOKENS), 1000, 1)?;
+        Ok(Self { first: ask(a.text_tokens, 1, new_tokens)?, followup })
+    }
 }
 
 /// Prints the stages recorded since `profile::enable()` (when profiling) under `title`.
@@ -130,61 +147,41 @@ fn report_stages(title: &str, on: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn one_run(
-    model: &Qwen3Vl,
-    cfg: &PreprocessConfig,
-    img: &image::DynamicImage,
-    w: &Workload,
-    prof: bool,
-) -> anyhow::Result<Run> {
+/// One request through the engine, to its end; with `prof`, the stages of its start (images
+/// and prefill) and of its decoding are printed apart.
+fn request(engine: &mut Engine, req: &ValidRequest, prof: Option<&str>) -> anyhow::Result<RequestTimings> {
+    let on = prof.is_some();
+    let title = prof.unwrap_or("");
+    let mut seq = engine.start(req, Instant::now())?;
+    report_stages(&format!("{title}preprocessing, vision and prefill"), on)?;
+    while seq.finished().is_none() {
+        engine.step(&mut seq)?;
+    }
+    report_stages(&format!("{title}decode"), on && req.options().max_tokens > 1)?;
+    Ok(engine.finish(seq, &mut |_| {}).timings)
+}
+
+/// One repetition: the question with empty caches, then the follow-up.
+fn one_run(engine: &mut Engine, w: &Workload, prof: bool) -> anyhow::Result<Run> {
+    engine.clear_caches();
     if prof {
         profile::enable();
     }
-    let mut r = Run::default();
-    let t = Instant::now();
-    let pre = preprocess(img, cfg)?;
-    r.preprocess_ms = ms(t);
-    let t = Instant::now();
-    let vision = model.encode_images(&[&pre])?;
-    sync(&vision.embeds)?;
-    r.vision_ms = ms(t);
-    report_stages("vision", prof)?;
-    let grids: [GridThw; 1] = [pre.grid];
-    let mut ids = w.prefix.clone();
-    ids.extend(std::iter::repeat_n(model.config.image_token_id, pre.grid.num_tokens(model.merge_size())));
-    ids.push(VISION_END);
-    let shared = ids.len();
-    ids.extend(&w.question);
-    let mut cache = model.new_cache();
-    let t = Instant::now();
-    let prompt = PromptInput { ids: &ids, grids: &grids, vision: Some(&vision) };
-    let logits = model.prefill(&prompt, &mut cache, LogitsFor::Last)?.logits;
-    let mut next = argmax(&logits.to_vec1::<f32>()?);
-    r.prefill_ms = ms(t);
-    r.ttft_ms = r.preprocess_ms + r.vision_ms + r.prefill_ms;
-    report_stages("prefill", prof)?;
-    let t = Instant::now();
-    for _ in 1..w.new_tokens {
-        // Greedy on the device: one id comes back instead of 151936 logits.
-        let l = model.decode_step(next, &mut cache)?;
-        next = l.argmax(0)?.to_scalar::<u32>()?;
-    }
-    r.decode_tokens_per_s = (w.new_tokens - 1) as f64 / t.elapsed().as_secs_f64();
-    report_stages("decode", prof)?;
-    // Second question on the same screen: the image and everything before it stay cached.
-    let t = Instant::now();
-    cache.truncate(shared)?;
-    let mut ids2 = ids[..shared].to_vec();
-    ids2.extend(&w.followup);
-    let prompt = PromptInput { ids: &ids2, grids: &grids, vision: Some(&vision) };
-    let logits = model.prefill(&prompt, &mut cache, LogitsFor::Last)?.logits;
-    argmax(&logits.to_vec1::<f32>()?);
-    r.followup_ttft_ms = ms(t);
-    report_stages("follow-up prefill", prof)?;
+    let t = request(engine, &w.first, prof.then_some(""))?;
+    let f = request(engine, &w.followup, prof.then_some("follow-up: "))?;
     if prof {
         profile::take();
     }
-    Ok(r)
+    Ok(Run {
+        preprocess_ms: t.preprocess_ms,
+        vision_ms: t.vision_ms,
+        prefill_ms: t.prefill_ms,
+        ttft_ms: t.ttft_ms,
+        decode_tokens_per_s: t.decode_tokens_per_s,
+        followup_ttft_ms: f.ttft_ms,
+        prompt_tokens: t.prompt_tokens,
+        followup_prefill_tokens: f.prefill_tokens,
+    })
 }
 
 pub(crate) fn stats(xs: &[f64]) -> serde_json::Value {
@@ -194,19 +191,19 @@ pub(crate) fn stats(xs: &[f64]) -> serde_json::Value {
     json!({"median": med, "min": v.first(), "max": v.last(), "n": v.len()})
 }
 
-/// Where `--batch` finds a tokenizer for random weights when `--tokenizer` is not given (the
+/// Where bench finds a tokenizer for random weights when `--tokenizer` is not given (the
 /// repository's copy, relative to the current folder).
 const DEFAULT_TOKENIZER: &str = "tests/fixtures/tokenizer/tokenizer.json";
 
-/// The tokenizer for `--batch`: `--tokenizer`, else the model folder's, else the repository's.
-fn batch_tokenizer(a: &BenchArgs, folder_tok: Option<Tokenizer>) -> anyhow::Result<Tokenizer> {
+/// The tokenizer: `--tokenizer`, else the model folder's, else the repository's.
+fn tokenizer(a: &BenchArgs, folder_tok: Option<Tokenizer>) -> anyhow::Result<Tokenizer> {
     let path = match (&a.tokenizer, folder_tok) {
         (None, Some(t)) => return Ok(t),
         (Some(p), _) => p.clone(),
         (None, None) => std::path::PathBuf::from(DEFAULT_TOKENIZER),
     };
     if !path.is_file() {
-        bail!("--batch needs a tokenizer: {} is missing (give --tokenizer FILE)", path.display());
+        bail!("bench needs a tokenizer: {} is missing (give --tokenizer FILE)", path.display());
     }
     Ok(Tokenizer::from_file(&path)?)
 }
@@ -215,63 +212,55 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let (model, label, folder_tok) = match (&a.model, &a.shape) {
+    let (model, label, folder_tok, mut pcfg) = match (&a.model, &a.shape) {
         (Some(_), Some(_)) => bail!("give either --model or --shape, not both"),
         (Some(dir), None) => {
             let l = load(&ModelArgs { model: dir.clone(), runtime: a.runtime.clone() })?;
-            (l.model, l.folder.dir.display().to_string(), Some(l.tok))
+            (l.model, l.folder.dir.display().to_string(), Some(l.tok), l.preprocess)
         }
         (None, shape) => {
             let shape = shape.as_deref().unwrap_or("2b");
             let cfg = named_shape(shape).with_context(|| format!("unknown shape {shape:?} (2b, 4b, 8b)"))?;
             let dev = device(a.runtime.device)?;
             let dt = dtype(a.runtime.dtype, &dev);
-            (Qwen3Vl::random(&cfg, dt, &dev)?, format!("random {shape}"), None)
+            (Qwen3Vl::random(&cfg, dt, &dev)?, format!("random {shape}"), None, PreprocessConfig::default())
         }
     };
-    let tok = if a.batch > 1 { Some(batch_tokenizer(&a, folder_tok)?) } else { None };
+    let tok = tokenizer(&a, folder_tok)?;
     let dev = model.device().clone();
-    let mut pcfg = PreprocessConfig::default();
-    pcfg.max_image_tokens = a.runtime.max_image_tokens;
+    pcfg.max_image_tokens = a.runtime.max_image_tokens.or(pcfg.max_image_tokens);
     let img = synthetic_screen(a.image_size, a.image_size);
-    let mut prefix = vec![IM_START, USER, NEWLINE, VISION_START];
-    if a.system_tokens > 0 {
-        let mut sys = vec![IM_START, 8948, NEWLINE];
-        sys.extend(text_ids(a.system_tokens, 3));
-        sys.extend([IM_END, NEWLINE]);
-        sys.extend(prefix);
-        prefix = sys;
-    }
-    let tail = [IM_END, NEWLINE, IM_START, ASSISTANT, NEWLINE];
-    let mut question = text_ids(a.text_tokens, 1);
-    question.extend(tail);
-    let mut followup = text_ids(a.followup_tokens.saturating_sub(tail.len()), 2);
-    followup.extend(tail);
-    let w = Workload { prefix, question, followup, new_tokens: a.new_tokens.max(2) };
+    let new_tokens = a.new_tokens.max(2);
+    let w = Workload::new(&tok, &a, &img, new_tokens)?;
+    let visual_tokens = preprocess(&img, &pcfg)?.grid.num_tokens(model.merge_size());
+    let mut engine = Engine::new(model, tok, pcfg, EngineConfig::default());
     let base_mem = gpu_used_bytes(&dev);
     tensor_peak_bytes(&dev, true);
     let mut runs = Vec::new();
     let mut peak = base_mem;
     for i in 0..a.reps + 1 {
-        let r = one_run(&model, &pcfg, &img, &w, false)?;
+        let r = one_run(&mut engine, &w, false)?;
         peak = peak.max(gpu_used_bytes(&dev));
         if i > 0 || a.reps == 0 {
             runs.push(r);
         }
     }
     let tensor_peak = tensor_peak_bytes(&dev, false);
-    let graphs = model.decode_counts();
+    let graphs = engine.model().decode_counts();
     if a.profile {
-        one_run(&model, &pcfg, &img, &w, true)?;
+        one_run(&mut engine, &w, true)?;
     }
     let col = |f: fn(&Run) -> f64| stats(&runs.iter().map(f).collect::<Vec<_>>());
-    let pre = preprocess(&img, &pcfg)?;
-    let prompt_tokens = w.prefix.len() + pre.grid.num_tokens(model.merge_size()) + 1 + w.question.len();
+    let dtype = engine.model().dtype();
     let mut report = json!({
-        "model": label, "device": format!("{:?}", dev), "dtype": format!("{:?}", model.dtype()),
-        "image": [a.image_size, a.image_size], "visual_tokens": pre.grid.num_tokens(model.merge_size()),
-        "prompt_tokens": prompt_tokens, "new_tokens": w.new_tokens, "followup_tokens": w.followup.len(),
+        "model": label, "device": format!("{:?}", dev), "dtype": format!("{:?}", dtype),
+        "image": [a.image_size, a.image_size], "visual_tokens": visual_tokens,
+        "prompt_tokens": runs.last().map(|r| r.prompt_tokens), "new_tokens": new_tokens,
+        "followup_tokens": runs.last().map(|r| r.followup_prefill_tokens),
         "reps": runs.len(),
+        "how": "through the engine (caches on, emptied before each repetition); the follow-up is a new request \
+                with the same image: its TTFT includes preprocessing the image again, the vision-cache hit \
+                and the prefill of the tokens after the cached prefix",
         "preprocess_ms": col(|r| r.preprocess_ms), "vision_ms": col(|r| r.vision_ms),
         "prefill_ms": col(|r| r.prefill_ms), "ttft_ms": col(|r| r.ttft_ms),
         "decode_tokens_per_s": col(|r| r.decode_tokens_per_s),
@@ -281,15 +270,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "peak_tensor_mem_gib": tensor_peak.map(|p| p as f64 / (1u64 << 30) as f64),
         "decode_steps_on_device": graphs,
     });
-    if let Some(tok) = tok {
+    if a.batch > 1 {
         let bw = BatchWorkload {
             requests: a.batch,
             image: &img,
             system_tokens: a.system_tokens,
             text_tokens: a.text_tokens,
-            new_tokens: w.new_tokens,
+            new_tokens,
             reps: a.reps,
         };
+        let (model, tok, pcfg) = engine.into_parts();
         report["batch"] = bench_batch::run(model, tok, pcfg, &bw)?;
     }
     print_table(&report)?;

@@ -31,7 +31,7 @@ pub struct BatchWorkload<'a> {
 
 /// Words that are one token each, leading space included (" hello"): a text made of them has
 /// exactly as many tokens as words, whatever their order.
-fn word_pool(tok: &Tokenizer) -> anyhow::Result<Vec<String>> {
+pub fn word_pool(tok: &Tokenizer) -> anyhow::Result<Vec<String>> {
     let mut words = Vec::new();
     for id in 1000u32..100_000 {
         if words.len() == 512 {
@@ -50,7 +50,7 @@ fn word_pool(tok: &Tokenizer) -> anyhow::Result<Vec<String>> {
 }
 
 /// `n` words of the pool; each `salt` gives a different text.
-fn text_of(words: &[String], n: usize, salt: usize) -> String {
+pub fn text_of(words: &[String], n: usize, salt: usize) -> String {
     (0..n).map(|i| words[(i * 7919 + salt * 104_729) % words.len()].as_str()).collect()
 }
 

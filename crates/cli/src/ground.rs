@@ -2,16 +2,17 @@
 //! screen pixels (the image is taken as a capture of a monitor at --origin with --scale).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use screenpilot_agent::coords::{CaptureGeometry, InputSpace, MonitorGeometry, OsPoint, Point, Rel1000};
 use screenpilot_agent::{parse_grounding, Shape};
-use screenpilot_model::generate::Flow;
+use screenpilot_engine::ImageSource;
 use serde_json::json;
 
 use crate::args::GroundArgs;
-use crate::ask::answer;
-use crate::load::{load, sampling};
+use crate::ask::{check_max_tokens, engine_config, options, request, CliTimings};
+use crate::backend::{open, Opened};
 
 /// The grounding request in Qwen3-VL's relative-coordinate JSON format.
 fn grounding_prompt(query: &str) -> String {
@@ -38,15 +39,22 @@ fn ground_objects(text: &str, geo: &CaptureGeometry) -> screenpilot_agent::Resul
 }
 
 pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
-    crate::ask::check_max_tokens(a.sampling.max_tokens)?;
-    let l = load(&a.model)?;
-    let mut params = sampling(&a.sampling, &l.folder);
-    params.temperature = if a.sampling.temperature.is_some() { params.temperature } else { 0.0 };
-    let ans = answer(&l, std::slice::from_ref(&a.image), None, &grounding_prompt(&a.query), &params, &mut |_| {
-        Flow::Continue
-    })?;
-    let img = &ans.images[0];
-    let (w, h) = (img.original_width, img.original_height);
+    check_max_tokens(a.sampling.max_tokens)?;
+    // Decoded here (EXIF orientation applied, as the model sees it): its size maps the answer.
+    let img = screenpilot_model::preprocess::load_image(&a.image)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.image.display()))?;
+    let (w, h) = (img.width(), img.height());
+    let opened = open(&a.backend, a.model.as_deref(), &a.runtime, engine_config(0))?;
+    let mut sampling = a.sampling.clone();
+    // Greedy unless a temperature is given (the repetition penalty still applies).
+    sampling.greedy |= sampling.temperature.is_none();
+    let options = options(&opened, &sampling)?;
+    let req = request(vec![ImageSource::Image(Arc::new(img))], None, &grounding_prompt(&a.query), options);
+    let reply = opened.backend().chat(req, &mut |_| {})?;
+    let load_ms = match &opened {
+        Opened::Local(l) => Some(l.load_ms),
+        Opened::Remote(_) => None,
+    };
     let monitor = MonitorGeometry {
         name: "capture".into(),
         origin: OsPoint { x: a.origin.0, y: a.origin.1 },
@@ -56,14 +64,14 @@ pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
         input_space: if a.logical { InputSpace::Logical } else { InputSpace::Physical },
     };
     let geo = CaptureGeometry::full_monitor(monitor, w, h).context("screen geometry")?;
-    let text = &ans.generation.text;
+    let text = &reply.text;
     let (objects, error) = match ground_objects(text, &geo) {
         Ok(o) => (o, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let out = json!({
         "query": a.query, "image": [w, h], "objects": objects, "model_output": text, "error": error,
-        "timings": ans.timings_json(l.load_ms)?,
+        "timings": CliTimings { request: reply.timings, load_ms },
     });
     crate::out_line(&serde_json::to_string_pretty(&out)?)?;
     Ok(if objects.is_empty() { ExitCode::from(3) } else { ExitCode::SUCCESS })

@@ -1,82 +1,75 @@
-//! Loading a model folder onto the chosen device, shared by the subcommands.
+//! The command-line flags of a model and its sampling, as the engine's loader
+//! ([`screenpilot_engine::load`]) and request options take them.
 
-use std::time::Instant;
+use anyhow::bail;
+use screenpilot_engine::load::{self, DeviceChoice, GenerationDefaults, RuntimeConfig, SamplingChoice};
+use screenpilot_engine::GenerationOptions;
+use screenpilot_model::{DType, Device};
 
-use anyhow::{bail, Context};
-use screenpilot_model::{DType, Device, ModelFolder, PreprocessConfig, Qwen3Vl, SamplingParams, Tokenizer};
+pub use screenpilot_engine::load::Loaded;
 
-use crate::args::{DeviceArg, DtypeArg, ModelArgs, SamplingArgs};
+use crate::args::{DeviceArg, DtypeArg, ModelArgs, RuntimeArgs, SamplingArgs};
 
-pub struct Loaded {
-    pub folder: ModelFolder,
-    pub model: Qwen3Vl,
-    pub tok: Tokenizer,
-    pub preprocess: PreprocessConfig,
-    pub load_ms: f64,
+fn device_choice(arg: Option<DeviceArg>) -> DeviceChoice {
+    match arg {
+        None => DeviceChoice::Auto,
+        Some(DeviceArg::Cpu) => DeviceChoice::Cpu,
+        Some(DeviceArg::Cuda) => DeviceChoice::Cuda,
+        Some(DeviceArg::Metal) => DeviceChoice::Metal,
+    }
+}
+
+fn dtype_choice(arg: Option<DtypeArg>) -> Option<DType> {
+    arg.map(|d| match d {
+        DtypeArg::F32 => DType::F32,
+        DtypeArg::Bf16 => DType::BF16,
+        DtypeArg::F16 => DType::F16,
+    })
 }
 
 pub fn device(arg: Option<DeviceArg>) -> anyhow::Result<Device> {
-    let gpu_built = candle_core::utils::cuda_is_available() || candle_core::utils::metal_is_available();
-    match arg {
-        Some(DeviceArg::Cpu) => Ok(Device::Cpu),
-        Some(DeviceArg::Cuda) if !candle_core::utils::cuda_is_available() => {
-            bail!("this build has no CUDA support: rebuild with `--features cuda` (see README)")
-        }
-        Some(DeviceArg::Cuda) => screenpilot_model::cuda_device(0).context("cannot open CUDA device 0"),
-        Some(DeviceArg::Metal) if !candle_core::utils::metal_is_available() => {
-            bail!("this build has no Metal support: rebuild with `--features metal`")
-        }
-        Some(DeviceArg::Metal) => Device::new_metal(0).context("cannot open Metal device 0"),
-        None if candle_core::utils::cuda_is_available() => Ok(screenpilot_model::cuda_device(0).unwrap_or(Device::Cpu)),
-        None if gpu_built => Ok(Device::new_metal(0).unwrap_or(Device::Cpu)),
-        None => Ok(Device::Cpu),
-    }
+    Ok(load::device(device_choice(arg))?)
 }
 
 pub fn dtype(arg: Option<DtypeArg>, dev: &Device) -> DType {
-    match arg {
-        Some(DtypeArg::F32) => DType::F32,
-        Some(DtypeArg::Bf16) => DType::BF16,
-        Some(DtypeArg::F16) => DType::F16,
-        None if dev.is_cpu() => DType::F32,
-        None => DType::BF16,
+    dtype_choice(arg).unwrap_or_else(|| load::default_dtype(dev))
+}
+
+/// The runtime flags, checked before anything is loaded.
+pub fn runtime(rt: &RuntimeArgs) -> anyhow::Result<RuntimeConfig> {
+    if rt.max_image_tokens == Some(0) {
+        bail!("--max-image-tokens must be at least 1");
     }
+    if rt.context == Some(0) {
+        bail!("--context must be at least 1");
+    }
+    Ok(RuntimeConfig {
+        device: device_choice(rt.device),
+        dtype: dtype_choice(rt.dtype),
+        context: rt.context,
+        max_image_tokens: rt.max_image_tokens,
+    })
 }
 
 pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
-    let start = Instant::now();
-    let folder = ModelFolder::open(&args.model)?;
-    let rt = &args.runtime;
-    let dev = device(rt.device)?;
-    let dtype = dtype(rt.dtype, &dev);
-    let mut model = Qwen3Vl::load(&folder, dtype, &dev)?;
-    if let Some(c) = rt.context {
-        model.max_context = c.min(model.max_context);
-    }
-    let mut tok = Tokenizer::from_file(&folder.tokenizer)?;
-    tok.add_end_ids(&folder.generation.eos_ids());
-    let mut preprocess = folder.preprocess.clone();
-    if let Some(n) = rt.max_image_tokens {
-        if n == 0 {
-            bail!("--max-image-tokens must be at least 1");
-        }
-        preprocess.max_image_tokens = Some(n);
-    }
-    Ok(Loaded { folder, model, tok, preprocess, load_ms: start.elapsed().as_secs_f64() * 1000.0 })
+    Ok(load::open(&args.model, &runtime(&args.runtime)?)?)
 }
 
-/// Resolves the sampling flags against the model's generation_config.json.
-pub fn sampling(args: &SamplingArgs, folder: &ModelFolder) -> SamplingParams {
-    let g = &folder.generation;
-    let explicit = args.temperature.is_some() || args.top_p.is_some() || args.top_k.is_some();
-    let sample = !args.greedy && (explicit || g.do_sample == Some(true));
-    SamplingParams {
-        temperature: if sample { args.temperature.or(g.temperature).unwrap_or(1.0) } else { 0.0 },
-        top_p: args.top_p.or(g.top_p).unwrap_or(1.0),
-        top_k: args.top_k.or(g.top_k).unwrap_or(0),
-        repetition_penalty: args.repetition_penalty.or(g.repetition_penalty).unwrap_or(1.0),
+/// The sampling flags as the engine's choice (unset ones fall back on generation_config.json).
+pub fn sampling_choice(args: &SamplingArgs) -> SamplingChoice {
+    SamplingChoice {
+        greedy: args.greedy,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        repetition_penalty: args.repetition_penalty,
         seed: args.seed,
-        max_new_tokens: args.max_tokens,
-        stop_strings: args.stop.clone(),
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
     }
+}
+
+/// Resolves the sampling flags against the model's generation defaults.
+pub fn sampling(args: &SamplingArgs, defaults: &GenerationDefaults) -> GenerationOptions {
+    defaults.options(&sampling_choice(args))
 }

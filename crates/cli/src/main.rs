@@ -4,6 +4,7 @@
 mod args;
 mod ask;
 mod audit;
+mod backend;
 mod bench;
 mod bench_batch;
 mod ground;

@@ -130,14 +130,14 @@ fn token_limits_that_cannot_work_are_clear_errors() {
     let huge = usize::MAX.to_string();
     // Not an overflow panic: the limit and the real prompt length are named.
     let out = ask(&["--max-tokens", &huge, "hi"]);
-    assert_one_clear_error(&out, &format!("tokens and max_tokens is {huge}; the context holds 4096"));
+    assert_one_clear_error(&out, &format!("--max-tokens is {huge}; the context holds 4096"));
     assert_one_clear_error(&ground(&["--max-tokens", &huge, "the OK button"]), "the context holds 4096");
     // Zero would answer nothing and exit 0.
     assert_one_clear_error(&ask(&["--max-tokens", "0", "hi"]), "--max-tokens must be at least 1");
     assert_one_clear_error(&ground(&["--max-tokens", "0", "the OK button"]), "--max-tokens must be at least 1");
     // A context too small names the prompt's length and the context, not their sum.
     let out = ask(&["--context", "8", "--max-tokens", "3", "a question longer than eight tokens, surely"]);
-    assert_one_clear_error(&out, "max_tokens is 3; the context holds 8");
+    assert_one_clear_error(&out, "asks for 3 more, but the context holds 8");
     let err = String::from_utf8_lossy(&out.stderr);
     let n: usize = err.split("the prompt has ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
     assert!(n > 8 && n < 40, "{err}");
