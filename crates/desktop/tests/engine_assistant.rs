@@ -154,3 +154,58 @@ fn questions_and_tasks_share_one_engine_and_a_raised_stop_flag_abandons_a_task_a
     // Already raised: refused before anything is generated.
     assert_eq!(local.chat(task_request(4), &mut |_| panic!("no text")).unwrap_err(), EngineError::Stopped);
 }
+
+/// A task on the loaded model goes through the same engine handle as the questions: its steps
+/// stream the model's text, the screenshot the question encoded is a vision-cache hit, and the
+/// Stop ends the task while the model is still writing (the engine drops the answer).
+#[test]
+fn a_task_on_the_local_model_streams_through_the_shared_engine_and_stops_mid_answer() {
+    use screenpilot_agent::{FakeCapture, RecordingActuator};
+    use screenpilot_desktop::task_events::TaskEvent;
+    use screenpilot_desktop::task_parts::NoWindow;
+    use screenpilot_desktop::task_runner::{TaskModel, TaskOptions, TaskRunner, TaskScreen, TaskSpec};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let a = EngineAssistant::load(&tiny(), None).unwrap();
+    let shot = screenshot();
+    let images = [shot.image.as_ref()];
+    a.ask(&AskRequest { images: &images, history: &[], question: "What is this?", max_tokens: 4 }, &mut |_| Flow::Continue).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let audit = std::env::temp_dir().join(format!("sp-task-local-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&audit);
+    let options = TaskOptions { max_tokens: 400, hide_settle: Duration::ZERO, ..TaskOptions::default() };
+    let sink = Arc::new(move |ev: TaskEvent| drop(tx.lock().unwrap().send(ev)));
+    let runner = TaskRunner::new(Box::new(RecordingActuator::default()), &audit, Arc::new(NoWindow), sink, options).unwrap();
+    let capture = FakeCapture::new(shot.geometry.clone(), shot.image.as_ref().clone());
+    let spec = TaskSpec { task: "Open the menu.".into(), model: TaskModel::Local(a.engine().unwrap()), screen: TaskScreen::Live(Box::new(capture)), one_step: false };
+    runner.start(spec).unwrap();
+    let mut pieces = 0;
+    while pieces < 3 {
+        match rx.recv_timeout(Duration::from_secs(60)).expect("the model's text streams") {
+            TaskEvent::Text { step: 1, .. } => pieces += 1,
+            TaskEvent::Outcome(o) => panic!("ended before it was stopped: {o:?}"),
+            _ => {}
+        }
+    }
+    let t0 = Instant::now();
+    runner.stop();
+    let outcome = loop {
+        if let TaskEvent::Outcome(o) = rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            break o;
+        }
+    };
+    assert_eq!(outcome.status, "stopped");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let start = Instant::now();
+    while a.handle().stats().cancelled < 1 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the engine never dropped the task's answer");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = a.handle().stats();
+    assert_eq!((stats.finished, stats.cancelled), (1, 1), "the question and the task went through one worker: {stats:?}");
+    assert_eq!(stats.caches.vision.hits, 1, "the task's screenshot was the question's: {stats:?}");
+    assert!(stats.decode_steps < 4 + 400, "the task's answer did not run to its end: {stats:?}");
+}
