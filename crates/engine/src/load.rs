@@ -4,7 +4,7 @@
 //! [`GenerationDefaults::options`] turns a front end's sampling choices into the engine's
 //! [`GenerationOptions`], falling back on generation_config.json where the user chose nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use screenpilot_model::loader::GenerationConfig;
@@ -121,7 +121,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn dir(&self) -> &PathBuf {
+    pub fn dir(&self) -> &Path {
         &self.folder.dir
     }
 
