@@ -203,7 +203,7 @@ async function decide(accept: boolean) {
 const ONE_STEP_STATUS: Record<string, string> = { done: "executed", rejected: "rejected", actions_disabled: "actions are off", stopped: "stopped" };
 function oneStepDone(o: Outcome) {
   hideProposal();
-  el.actionStatus.textContent = ONE_STEP_STATUS[o.status] ?? `${o.status}: ${o.message}`;
+  el.actionStatus.textContent = ONE_STEP_STATUS[o.status] ?? (o.status === "refused" ? o.message : `${o.status}: ${o.message}`);
 }
 
 // An answer holding an action becomes a task of one step (the backend reads the action from

@@ -77,7 +77,8 @@ pub struct Proposal {
 pub struct TaskOutcome {
     pub task: u64,
     /// `success`, `failure`, `answered`, `no_action`, `rejected`, `actions_disabled`,
-    /// `step_limit`, `turn_limit`, `done` (a one-step task ran its action), `stopped`, `error`.
+    /// `step_limit`, `turn_limit`, `done` (a one-step task ran its action), `refused` (a
+    /// one-step task's action could not be used), `stopped`, `error`.
     pub status: String,
     /// A sentence for the user.
     pub message: String,

@@ -397,7 +397,10 @@ fn outcome(task: u64, result: &screenpilot_agent::Result<Outcome>, stopped_flag:
         Ok(Outcome::RejectedByUser) => mk("rejected", "you rejected the action".into(), None),
         Ok(Outcome::ActionsDisabled) => mk("actions_disabled", "actions are off: tick \"Allow actions\" first".into(), None),
         Ok(Outcome::StepLimitReached) => mk("step_limit", "the step limit was reached".into(), None),
-        Ok(Outcome::TurnLimitReached) if one_step => mk("done", "the action ran".into(), None),
+        Ok(Outcome::TurnLimitReached) if one_step => match audit.last() {
+            Some(last) if last.decision == "executed" => mk("done", "the action ran".into(), None),
+            last => mk("refused", last.map_or_else(|| "nothing ran".into(), |l| l.decision.clone()), None),
+        },
         Ok(Outcome::TurnLimitReached) => mk("turn_limit", "the turn limit was reached".into(), None),
         Ok(Outcome::Stopped) => stopped(task, audit),
         Ok(other) => mk("ended", format!("ended: {other:?}"), None),

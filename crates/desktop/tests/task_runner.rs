@@ -271,6 +271,7 @@ fn stop_while_a_proposal_waits_ends_the_task_at_once_and_nothing_follows() {
     let t0 = Instant::now();
     assert_eq!(r.runner.stop(), Some(task));
     let o = r.outcome();
+    eprintln!("stop while waiting: outcome after {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(2), "stopped after {:?}", t0.elapsed());
     assert_eq!(o.status, "stopped");
     assert_eq!(o.audit.last().map(|a| a.decision.as_str()), Some("stopped"), "{:?}", o.audit);
@@ -289,6 +290,7 @@ fn stop_while_the_model_thinks_delivers_the_outcome_without_waiting_for_the_answ
     let t0 = Instant::now();
     r.runner.stop();
     let o = r.outcome();
+    eprintln!("stop while thinking: outcome after {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_millis(1000), "the outcome waited for the model: {:?}", t0.elapsed());
     assert_eq!(o.status, "stopped");
     // The model's late answer proposes a click: nothing is shown, nothing is sent.
@@ -343,4 +345,22 @@ fn a_one_step_task_acts_on_a_given_answer_about_a_fixed_screenshot() {
     assert_eq!(r.window.hides.load(Ordering::SeqCst), 1, "hidden for the action only");
     assert_eq!(r.rec.events().first(), Some(&InputEvent::MoveTo(OsPoint { x: 1050, y: 50 })));
     assert_eq!(o.audit.iter().map(|a| a.decision.as_str()).collect::<Vec<_>>(), vec!["approved, about to run", "executed"]);
+}
+
+#[test]
+fn a_one_step_task_whose_action_is_unusable_is_refused_not_done() {
+    let r = rig("one-step-bad", FakeWindow::new(false));
+    let shot = Screen(FakeWindow::new(false)).capture().unwrap();
+    let off_screen = call("left_click", ", \"coordinate\": [5000, 10]");
+    let spec = TaskSpec {
+        task: "act on the answer".into(),
+        model: TaskModel::Brain(brain(vec![off_screen], r.seen.clone(), Duration::ZERO)),
+        screen: TaskScreen::Fixed(shot),
+        one_step: true,
+    };
+    r.runner.start(spec).unwrap();
+    let o = r.outcome();
+    assert_eq!(o.status, "refused", "{o:?}");
+    assert!(o.message.starts_with("refused"), "{}", o.message);
+    assert!(r.rec.events().is_empty());
 }
