@@ -21,7 +21,7 @@ bin="$target_dir/release/screenpilot"
 
 echo "build-cuda: nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), CUDA_ROOT=$CUDA_ROOT, CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP"
 start=$(date +%s)
-cargo build --release --locked --features cuda -p screenpilot-cli --target-dir "$target_dir" "$@"
+cargo build --release --locked --no-default-features --features cuda -p screenpilot-cli --target-dir "$target_dir" "$@"
 elapsed=$(( $(date +%s) - start ))
 
 [ -f "$bin" ] || { echo "build-cuda: $bin not produced" >&2; exit 1; }

@@ -24,6 +24,19 @@ pub enum Command {
     Bench(BenchArgs),
     /// Check the audit log of the agent's actions (`audit verify FILE`).
     Audit(crate::audit::AuditArgs),
+    /// Measure each step of a GUI task (k screenshots at step k) through the engine's caches.
+    BenchTask(crate::bench_task::BenchTaskArgs),
+    /// Carry out a GUI task on a monitor: screenshot, model, proposed action, your yes/no, repeat.
+    #[cfg(feature = "os")]
+    #[command(after_help = crate::task::EXIT_CODES)]
+    Do(DoArgs),
+    /// Check on each monitor that the model's coordinates land where they should: moves the pointer
+    /// to five targets and reads it back (no clicks). Exits 3 when a target is off.
+    #[cfg(feature = "os")]
+    Calibrate(crate::calibrate::CalibrateArgs),
+    /// Re-run a recorded task's model outputs through the parser, the coordinate mapping and the
+    /// policy (no input events) and report every difference from the recording. Exits 3 on one.
+    Replay(crate::replay::ReplayArgs),
 }
 
 /// Where answers come from: the local model (`--model DIR`) or an OpenAI-compatible server.
@@ -42,6 +55,41 @@ pub struct BackendArgs {
     /// Ask the server for whole answers instead of streamed ones.
     #[arg(long, requires = "backend")]
     pub no_stream: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DoArgs {
+    /// A local Qwen3-VL folder (or use --backend).
+    #[arg(long, required_unless_present = "backend")]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// The monitor to work on, by its position in the system's list (default: the primary one).
+    #[arg(long)]
+    pub monitor: Option<usize>,
+    /// Do not ask before each action (within --max-steps; some actions always ask: README "Safety").
+    #[arg(long)]
+    pub auto: bool,
+    /// The most actions in --auto mode (the model gets twice as many turns).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_steps: u32,
+    /// Least time between two automatic actions, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub min_interval_ms: u64,
+    /// Append every decision to this hash-chained audit log (check it with `audit verify`).
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
+    /// Record the task into this new (or empty) folder: screenshots, model outputs, actions,
+    /// decisions, timings. `screenpilot replay DIR` re-checks it.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Most tokens the model may write per step.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..100_000))]
+    pub max_tokens: u32,
+    /// What to do, in your words.
+    pub task: String,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,9 +7,15 @@ mod audit;
 mod backend;
 mod bench;
 mod bench_batch;
+mod bench_task;
+#[cfg(feature = "os")]
+mod calibrate;
 mod ground;
 mod load;
+mod replay;
 mod serve;
+#[cfg(feature = "os")]
+mod task;
 
 use std::process::ExitCode;
 
@@ -66,8 +72,14 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Ask(a) => ask::run(a),
         args::Command::Audit(a) => audit::run(a),
         args::Command::Bench(a) => bench::run(a),
+        args::Command::BenchTask(a) => bench_task::run(a),
         args::Command::Ground(a) => ground::run(a),
+        args::Command::Replay(a) => replay::run(a),
         args::Command::Serve(a) => serve::run(a),
+        #[cfg(feature = "os")]
+        args::Command::Do(a) => task::run(a),
+        #[cfg(feature = "os")]
+        args::Command::Calibrate(a) => calibrate::run(a),
     }
 }
 

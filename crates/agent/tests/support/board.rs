@@ -1,6 +1,6 @@
 //! Test helper: an X11 window (x11rb) titled [`TITLE`] with coloured "buttons" (child windows)
 //! at known screen places; records every button press with the button's name and root position.
-//! Also used by crates/desktop/tests/window_capture.rs.
+//! Also used by crates/desktop/tests/window_capture.rs and crates/cli/tests/do_task.rs.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,8 +64,13 @@ pub struct Board {
 }
 
 impl Board {
-    /// Opens the board on `$DISPLAY` and waits until it is mapped.
+    /// Opens the board with [`BUTTONS`] on `$DISPLAY` and waits until it is mapped.
     pub fn spawn() -> Result<Board, Box<dyn std::error::Error>> {
+        Self::spawn_with(&BUTTONS)
+    }
+
+    /// Opens the board with these buttons (root coordinates inside [`BOARD`]).
+    pub fn spawn_with(buttons: &[ButtonSpec]) -> Result<Board, Box<dyn std::error::Error>> {
         let (conn, screen_num) = x11rb::connect(None)?;
         let screen = conn.setup().roots[screen_num].clone();
         let (bx, by, bw, bh) = BOARD;
@@ -77,7 +82,7 @@ impl Board {
         let utf8 = conn.intern_atom(false, b"UTF8_STRING")?.reply()?.atom;
         conn.change_property8(PropMode::REPLACE, board, net_wm_name, utf8, TITLE.as_bytes())?;
         let mut ids = Vec::new();
-        for b in BUTTONS {
+        for &b in buttons {
             let id = conn.generate_id()?;
             let aux = CreateWindowAux::new().background_pixel(b.rgb).event_mask(EventMask::BUTTON_PRESS);
             conn.create_window(COPY_DEPTH_FROM_PARENT, id, board, b.x - bx, b.y - by, b.w, b.h, 0, WindowClass::INPUT_OUTPUT, 0, &aux)?;
