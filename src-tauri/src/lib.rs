@@ -37,7 +37,9 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
     let sink = Arc::new(move |ev: TaskEvent| {
         let _ = handle.emit("task", ev);
     });
-    let tasks = TaskRunner::new(actuator, &data.join("audit.jsonl"), Arc::new(state::MainWindow(window)), sink, TaskOptions::default())?;
+    // Every task is recorded into a folder of its own under <app data>/tasks.
+    let options = TaskOptions { tasks_dir: Some(data.join("tasks")), ..TaskOptions::default() };
+    let tasks = TaskRunner::new(actuator, &data.join("audit.jsonl"), Arc::new(state::MainWindow(window)), sink, options)?;
     Ok(AppState {
         session: Arc::new(Session::new()),
         tasks: Arc::new(tasks),

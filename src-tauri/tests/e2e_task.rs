@@ -12,6 +12,9 @@
 //! - tasks 3 and 4: the Stop button and the global hotkey Ctrl+Shift+X end a task waiting for
 //!   a decision; nothing is clicked.
 //!
+//! - every task is in the history (newest first) and task 1's replay check is identical;
+//! - Calibrate is refused with actions off, and reports 0.0 px error with them on.
+//!
 //! Writes target/e2e-task-screenshot.png (`SCREENPILOT_UPDATE_SCREENSHOT=1` also
 //! docs/screenshot-task.png). Needs tauri-driver, WebKitWebDriver and xdotool.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -202,6 +205,12 @@ fn tasks_accept_reject_and_stop_with_the_app_window_out_of_the_way() {
         assert!(audit.contains(want), "audit table lacks {want:?}: {audit}");
     }
     assert!(!audit.contains('{'), "no raw JSON: {audit}");
+    // The task is recorded: the history lists it, and its replay check is identical.
+    let row = s.wait_for("(r => r && r.dataset.status === 'success' && r.innerText)(document.querySelector('#task-history tbody tr[data-id]'))", SHORT).unwrap();
+    assert!(row.as_str().unwrap().contains("Click the green box"), "history row: {row}");
+    s.click("#task-history tbody tr[data-id] .replay-check").unwrap();
+    let replay = s.wait_for("(c => c && c.dataset.identical && c.dataset.identical + ': ' + c.textContent)(document.querySelector('#task-history td.replay'))", SHORT).unwrap();
+    assert!(replay.as_str().unwrap().starts_with("yes: identical"), "replay check: {replay}");
     s.exec("document.getElementById('task-steps').scrollTop = 0", json!([])).unwrap();
     let png = s.screenshot().unwrap();
     std::fs::write(repo().join("target/e2e-task-screenshot.png"), &png).unwrap();
@@ -250,6 +259,25 @@ fn tasks_accept_reject_and_stop_with_the_app_window_out_of_the_way() {
         let audit = s.exec("return document.getElementById('task-audit').tBodies[0].innerText", json!([])).unwrap();
         assert!(audit.as_str().unwrap().contains("stopped"), "{how}: {audit}");
     }
+    // Every task is in the history, newest first.
+    s.click("#history-refresh").unwrap();
+    let statuses = s.wait_for("(l => l.length === 4 && l.join(','))([...document.querySelectorAll('#task-history tbody tr[data-id]')].map(r => r.dataset.status))", SHORT).unwrap();
+    assert!(statuses.as_str().unwrap().ends_with("rejected,success"), "history: {statuses}");
+
+    // Calibrate: refused while actions are off; on Xvfb the pointer lands exactly.
+    let result = "(u => u.dataset.state && u.dataset.state !== 'running' && u.dataset.state + ': ' + u.innerText)(document.getElementById('calibrate-result'))";
+    s.click("#actions-enabled").unwrap();
+    s.click("#calibrate").unwrap();
+    let refused = s.wait_for(result, SHORT).unwrap();
+    assert!(refused.as_str().unwrap().starts_with("error:") && refused.as_str().unwrap().contains("Allow actions"), "{refused}");
+    s.exec("document.getElementById('calibrate-result').dataset.state = ''", json!([])).unwrap();
+    s.click("#actions-enabled").unwrap();
+    s.click("#calibrate").unwrap();
+    let calibrated = s.wait_for(result, SHORT).unwrap();
+    let calibrated = calibrated.as_str().unwrap();
+    assert!(calibrated.starts_with("done:") && calibrated.contains("max error 0.0 px, mean 0.0 px"), "{calibrated}");
+    assert!(probe.clicks().is_empty(), "calibration clicks nothing");
+
     assert_eq!(stub.requests.lock().unwrap().len(), 5, "one model call per step: {:?}", stub.requests.lock().unwrap().iter().map(|r| r["messages"].as_array().map(Vec::len)).collect::<Vec<_>>());
 
     s.close().unwrap();

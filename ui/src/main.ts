@@ -2,7 +2,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import { open } from "@tauri-apps/plugin-dialog";
-import { decide as decideTask, initTasks, pending, renderAudit, startWith, type AuditRow, type Outcome, type Proposal } from "./task";
+import { decide as decideTask, initTasks, loadHistory, pending, renderAudit, startWith, type AuditRow, type Outcome, type Proposal } from "./task";
 import "./style.css";
 
 type Geometry = { image_width: number; image_height: number; origin_x: number; origin_y: number; scale_x: number; scale_y: number; monitor: string; scale_factor: number };
@@ -310,7 +310,7 @@ function showTab(task: boolean) {
   el.tabAsk.classList.toggle("active", !task); el.tabTask.classList.toggle("active", task);
 }
 el.tabAsk.onclick = () => showTab(false);
-el.tabTask.onclick = () => showTab(true);
+el.tabTask.onclick = () => { showTab(true); loadHistory(); };
 initTasks({ showOneStep: showProposal, oneStepDone, showError, monitor: () => Number(el.monitor.value || 0) });
 
 listen("hotkey-capture", () => el.capture.click());

@@ -2,7 +2,9 @@
 // the proposed action drawn on it, what the model said), per proposal Accept (Enter) / Reject
 // (Esc) / auto for the next N steps, the outcome and the task's audit as a table. Proposals
 // are computed in Rust; the UI only answers one by its id. The one-step "Act" on an answer is
-// a task too: its proposal is handed to the Ask view (main.ts) through the hooks.
+// a task too: its proposal is handed to the Ask view (main.ts) through the hooks. Below: the
+// Calibrate button (pointer self-test per monitor) and the past tasks read from their
+// recordings, each with a "Replay check".
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 
@@ -33,7 +35,12 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 const el = {
   text: $<HTMLTextAreaElement>("task-text"), backend: $<HTMLSelectElement>("task-backend"), start: $<HTMLButtonElement>("task-start"),
   steps: $<HTMLOListElement>("task-steps"), outcome: $("task-outcome"), audit: $<HTMLTableElement>("task-audit"),
+  history: $<HTMLTableElement>("task-history"), historyRefresh: $<HTMLButtonElement>("history-refresh"),
+  calibrate: $<HTMLButtonElement>("calibrate"), calibrateResult: $<HTMLUListElement>("calibrate-result"),
 };
+type TaskSummary = { id: string; started: string; task: string; status: string; message: string; steps: number };
+type ReplayCheck = { id: string; identical: boolean; steps: number; actions: number; differences: string[] };
+type MonitorReport = { monitor: string; samples: unknown[]; max_error_px: number; mean_error_px: number };
 
 const kinds = new Map<number, "task" | "one_step">();
 let starting: "task" | "one_step" | null = null;
@@ -153,6 +160,70 @@ function onOutcome(o: Outcome) {
   el.outcome.textContent = o.answer ? `${o.message}: ${o.answer}` : o.message;
   renderAudit(el.audit, o.audit);
   el.start.disabled = false;
+  loadHistory();
+}
+
+const when = (rfc3339: string) => {
+  const d = new Date(rfc3339);
+  return isNaN(d.getTime()) ? "?" : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+};
+
+async function replayCheck(id: string, cell: HTMLTableCellElement, button: HTMLButtonElement) {
+  button.disabled = true;
+  cell.textContent = "checking…"; delete cell.dataset.identical;
+  try {
+    const r = await invoke<ReplayCheck>("task_replay", { id });
+    cell.dataset.identical = r.identical ? "yes" : "no";
+    cell.textContent = r.identical ? `identical (${r.steps} steps, ${r.actions} actions)` : r.differences.join("\n");
+  } catch (e) { cell.textContent = ""; hooks.showError(e); }
+  button.disabled = false;
+}
+
+/// The recorded tasks, newest first, each with a "Replay check".
+export async function loadHistory() {
+  let list: TaskSummary[];
+  try { list = await invoke<TaskSummary[]>("task_history"); } catch (e) { hooks.showError(e); return; }
+  el.history.tBodies[0].replaceChildren(...list.flatMap((t) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = t.id; tr.dataset.status = t.status; tr.title = `${t.id}: ${t.message}`;
+    for (const v of [when(t.started), t.task, t.status, String(t.steps)]) {
+      const td = document.createElement("td"); td.textContent = v; tr.append(td);
+    }
+    const replay = document.createElement("tr");
+    replay.className = "replay-row";
+    const cell = document.createElement("td"); cell.colSpan = 5; cell.className = "replay";
+    replay.append(cell); replay.hidden = true;
+    const td = document.createElement("td");
+    const b = document.createElement("button");
+    b.className = "replay-check"; b.textContent = "Replay check";
+    b.onclick = () => { replay.hidden = false; replayCheck(t.id, cell, b); };
+    td.append(b); tr.append(td);
+    return [tr, replay];
+  }));
+}
+
+/// The calibration self-test on every monitor (the window hides meanwhile).
+async function calibrate() {
+  el.calibrate.disabled = true;
+  el.calibrateResult.replaceChildren();
+  el.calibrateResult.dataset.state = "running";
+  try {
+    const reports = await invoke<MonitorReport[]>("calibrate");
+    el.calibrateResult.replaceChildren(...reports.map((r) => {
+      const li = document.createElement("li");
+      li.dataset.ok = r.max_error_px <= 1 ? "yes" : "no";
+      li.textContent = `${r.monitor}: max error ${r.max_error_px.toFixed(1)} px, mean ${r.mean_error_px.toFixed(1)} px`;
+      return li;
+    }));
+    el.calibrateResult.dataset.state = "done";
+  } catch (e) {
+    const li = document.createElement("li");
+    li.dataset.ok = "no";
+    li.textContent = (e as { message?: string })?.message ?? String(e);
+    el.calibrateResult.replaceChildren(li);
+    el.calibrateResult.dataset.state = "error";
+  }
+  el.calibrate.disabled = false;
 }
 
 function onEvent(e: TaskEvent) {
@@ -194,6 +265,8 @@ async function start() {
 export function initTasks(h: Hooks) {
   hooks = h;
   el.start.onclick = start;
+  el.historyRefresh.onclick = loadHistory;
+  el.calibrate.onclick = calibrate;
   el.text.onkeydown = (ev) => { if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); start(); } };
   listen<TaskEvent>("task", (ev) => onEvent(ev.payload));
 }

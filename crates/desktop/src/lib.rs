@@ -2,7 +2,7 @@
 //! seam and its implementation over screenpilot-engine, settings, model download from the
 //! Hugging Face hub, screen capture with HiDPI-correct geometry, grounding overlays, and
 //! task mode ([`task_runner`]: the agent loop with every action proposed to the user, the
-//! app's window kept out of screenshots and clicks, an audit log read back as a table).
+//! app's window kept out of screenshots and clicks, an audit log read back as a table, every task recorded and listed in [`task_history`]).
 //! The Tauri shell (src-tauri) only forwards commands to this crate.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +18,7 @@ pub mod session;
 pub mod settings;
 pub mod task;
 pub mod task_events;
+pub mod task_history;
 pub mod task_parts;
 pub mod task_runner;
 

@@ -13,6 +13,11 @@
 //! it, so tasks never interleave their records) and its outcome carries those records as a
 //! readable table. The one-shot "Act" on an answer is a task of one step on the same path
 //! ([`TaskScreen::Fixed`] and [`TaskModel::Brain`] with that answer).
+//!
+//! With [`TaskOptions::tasks_dir`] (the app always sets it) every task is also recorded into
+//! a new folder there ([`crate::task_history`]); a failed recording write ends the task with
+//! the error as its outcome before any action of that step runs. [`TaskRunner::calibrate`]
+//! runs the pointer self-test with the window hidden, only when actions are on.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,10 +26,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use screenpilot_agent::audit::AuditLog;
+use screenpilot_agent::calibrate::MonitorReport;
+use screenpilot_agent::record::Recorder;
 use screenpilot_agent::model_action::TerminateStatus;
 use screenpilot_agent::policy::Mode;
 use screenpilot_agent::{
-    Actuator, Agent, AgentConfig, AgentError, Brain, Capture, Outcome, Policy, Screenshot, SettleConfig, StopFlag,
+    Actuator, Agent, AgentConfig, AgentError, Brain, Capture, CaptureGeometry, Outcome, Policy, PointerReader, Screenshot,
+    SettleConfig, StopFlag,
 };
 use screenpilot_engine::backend::Backend;
 use screenpilot_engine::EngineHandle;
@@ -34,6 +42,7 @@ use crate::engine_assistant::StoppableLocal;
 use crate::error::{DesktopError, Result};
 use crate::task::BackendBrain;
 use crate::task_events::{Emitter, EventSink, TaskEvent, TaskOutcome};
+use crate::task_history::{new_recorder, ReplayCheck, TaskSummary};
 use crate::task_parts::{AppWindow, FixedScreen, Guarded, StepBrain, StepState, UiConfirmer, UiDecision, Visibility, Watched};
 
 /// Most characters in a task.
@@ -94,6 +103,9 @@ pub struct TaskOptions {
     pub settle: SettleConfig,
     /// Tokens per model answer (default 512).
     pub max_tokens: usize,
+    /// Where each task is recorded, in a new folder of its own (the app: `<app data>/tasks`);
+    /// None: tasks are not recorded.
+    pub tasks_dir: Option<PathBuf>,
 }
 
 impl Default for TaskOptions {
@@ -104,6 +116,7 @@ impl Default for TaskOptions {
             auto_interval: Duration::from_millis(500),
             settle: SettleConfig::default(),
             max_tokens: 512,
+            tasks_dir: None,
         }
     }
 }
@@ -180,6 +193,38 @@ impl TaskRunner {
     /// The last `limit` records of the whole audit log, readable.
     pub fn audit_rows(&self, limit: usize) -> Result<Vec<AuditRow>> {
         read_rows(&self.audit_path, 0, limit)
+    }
+
+    /// The recorded tasks, newest first (none when tasks are not recorded).
+    pub fn history(&self) -> Result<Vec<TaskSummary>> {
+        self.options.tasks_dir.as_deref().map_or_else(|| Ok(Vec::new()), crate::task_history::history)
+    }
+
+    /// Replays recorded task `id` (a folder name under the tasks folder; checked) without input.
+    pub fn replay_check(&self, id: &str) -> Result<ReplayCheck> {
+        let dir = self.options.tasks_dir.as_deref().ok_or_else(|| DesktopError::InvalidArgument("tasks are not recorded".into()))?;
+        crate::task_history::replay_check(dir, id)
+    }
+
+    /// The calibration self-test ([`screenpilot_agent::calibrate::calibrate`]) on each of
+    /// `monitors` with the task actuator (the pointer is moved, nothing is clicked) and
+    /// `reader`, ScreenPilot's window hidden meanwhile. Refused while actions are off (moving
+    /// the pointer needs the user's opt-in) or while a task runs; no task starts meanwhile.
+    pub fn calibrate(&self, monitors: &[CaptureGeometry], reader: &mut dyn PointerReader) -> Result<Vec<MonitorReport>> {
+        if !self.actions_enabled() {
+            return Err(DesktopError::InvalidArgument("calibration moves the pointer: tick \"Allow actions\" first".into()));
+        }
+        let current = lock(&self.current);
+        if current.is_some() {
+            return Err(DesktopError::InvalidArgument("a task is running: stop it first".into()));
+        }
+        let mut actuator = lock(&self.actuator);
+        let vis = Visibility::new(Arc::clone(&self.window), self.options.hide_settle);
+        let stop = StopFlag::new();
+        let result = vis.hide(&stop).and_then(|()| screenpilot_agent::calibrate::calibrate(&mut **actuator, reader, monitors, &stop));
+        vis.close();
+        drop(current);
+        Ok(result?)
     }
 
     /// The id of the task in progress.
@@ -357,18 +402,28 @@ impl Worker {
         }
         let config = AgentConfig { max_turns: if self.one_step { 1 } else { self.options.max_turns }, settle, ..AgentConfig::default() };
         let policy = Policy { actions_enabled: self.actions_enabled, mode: Mode::ConfirmEach };
-        Agent {
+        // A recording that cannot start ends the task before anything is captured.
+        let mut recorder: Option<Recorder> = match &self.options.tasks_dir {
+            Some(dir) => Some(new_recorder(dir).map_err(AgentError::Record)?),
+            None => None,
+        };
+        let result = Agent {
             brain: &mut brain,
             capture: &mut capture,
             actuator: &mut actuator,
             confirmer: &mut confirmer,
             audit: Some(audit),
-            recorder: None,
+            recorder: recorder.as_mut(),
             policy,
             config,
             stop,
         }
-        .run(&self.task)
+        .run(&self.task);
+        // Nothing recorded (stopped or failed before the first screenshot): no empty folder.
+        if let Some(rec) = recorder.filter(|r| !r.is_started()) {
+            let _ = std::fs::remove_dir(rec.dir());
+        }
+        result
     }
 }
 

@@ -19,6 +19,7 @@ macro_rules! handler_with {
             capture::monitors_list, capture::windows_list, capture::capture_monitor, capture::capture_window, capture::capture_region,
             ask::ask, ask::ask_cancel, ask::overlay,
             task::actions_set_enabled, task::task_start, task::task_decide, task::task_stop, task::act_on_answer, task::audit_read,
+            task::task_history, task::task_replay, task::calibrate,
             html::html_generate,
             $($extra)*
         ]

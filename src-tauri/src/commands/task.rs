@@ -1,13 +1,17 @@
 //! Task commands: start a task on the local model or the configured server, decide a proposal
 //! by its id, stop, act on the last answer (a task of one step), turn actions on or off, and
-//! read the audit log as a table. Everything that may block runs off the main thread: a task's
+//! read the audit log as a table; list the recorded tasks and replay-check one; calibrate the
+//! pointer on every monitor. Everything that may block runs off the main thread: a task's
 //! thread hides and shows the window through the event loop there.
 
 use tauri::State;
 
+use screenpilot_agent::calibrate::MonitorReport;
+use screenpilot_agent::enigo_backend::EnigoActuator;
 use screenpilot_agent::xcap_backend::{MonitorChoice, XcapCapture};
-use screenpilot_agent::{parse_tool_calls, ModelAction, ScriptedBrain};
+use screenpilot_agent::{parse_tool_calls, CaptureGeometry, ModelAction, ScriptedBrain};
 use screenpilot_desktop::audit_table::AuditRow;
+use screenpilot_desktop::task_history::{ReplayCheck, TaskSummary};
 use screenpilot_desktop::task::connect_remote;
 use screenpilot_desktop::task_parts::UiDecision;
 use screenpilot_desktop::task_runner::{TaskModel, TaskScreen, TaskSpec, AUDIT_ROWS};
@@ -98,6 +102,46 @@ pub async fn act_on_answer(state: State<'_, AppState>) -> CmdResult<Option<u64>>
 pub async fn audit_read(state: State<'_, AppState>) -> CmdResult<(String, Vec<AuditRow>)> {
     let tasks = state.tasks.clone();
     blocking(move || Ok((tasks.audit_path().display().to_string(), tasks.audit_rows(AUDIT_ROWS)?))).await
+}
+
+/// The recorded tasks, newest first: id (folder name), start time, text, outcome, steps.
+#[tauri::command]
+pub async fn task_history(state: State<'_, AppState>) -> CmdResult<Vec<TaskSummary>> {
+    let tasks = state.tasks.clone();
+    blocking(move || Ok(tasks.history()?)).await
+}
+
+/// Replays recorded task `id` (its folder's name; checked) without sending input: identical,
+/// or the differences.
+#[tauri::command]
+pub async fn task_replay(id: String, state: State<'_, AppState>) -> CmdResult<ReplayCheck> {
+    let tasks = state.tasks.clone();
+    blocking(move || Ok(tasks.replay_check(&id)?)).await
+}
+
+/// The calibration self-test on every monitor (the pointer is moved to five targets and read
+/// back; nothing is clicked), the window hidden meanwhile: per monitor the max and mean error
+/// in pixels. Refused unless "Allow actions" is on.
+#[tauri::command]
+pub async fn calibrate(state: State<'_, AppState>) -> CmdResult<Vec<MonitorReport>> {
+    let tasks = state.tasks.clone();
+    blocking(move || {
+        if !tasks.actions_enabled() {
+            return Err(DesktopError::InvalidArgument("calibration moves the pointer: tick \"Allow actions\" first".into()).into());
+        }
+        let monitors = XcapCapture::monitors().map_err(DesktopError::from)?;
+        let geometries = monitors
+            .into_iter()
+            .map(|m| {
+                let (w, h) = (m.width, m.height);
+                CaptureGeometry::full_monitor(m, w, h)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DesktopError::from)?;
+        let mut reader = EnigoActuator::new().map_err(DesktopError::from)?;
+        Ok(tasks.calibrate(&geometries, &mut reader)?)
+    })
+    .await
 }
 
 #[cfg(test)]
