@@ -4,9 +4,10 @@
 //! as root): without it they fail with a message saying so, they do not skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use screenpilot_agent::audit::AuditLog;
 use screenpilot_agent::audit_verify::verify_file;
 use screenpilot_agent::policy::FixedConfirmer;
 use screenpilot_agent::*;
+use tmpfs::{fill, Tmpfs};
 
 const CLICK: &str = r#"<tool_call>{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [500, 500]}}</tool_call>"#;
 const DONE: &str = r#"<tool_call>{"name": "computer_use", "arguments": {"action": "terminate", "status": "success"}}</tool_call>"#;
@@ -72,41 +74,6 @@ fn assert_refused(result: &Result<Outcome>) {
     assert!(err.contains("audit log could not be written") && err.contains("action was not performed"), "{err}");
 }
 
-/// A tmpfs mounted on a fresh folder, unmounted (and the folder removed) on drop.
-struct Tmpfs(PathBuf);
-impl Tmpfs {
-    fn mount(name: &str, options: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sp-audit-fault-{}-{name}", std::process::id()));
-        let _ = Command::new("umount").arg(&dir).output();
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(&dir).output();
-        let ok = matches!(&out, Ok(o) if o.status.success());
-        let why = match &out {
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-        }
-        assert!(ok, "this test needs root: `mount -t tmpfs -o {options} tmpfs {}` failed ({why}); run it as root (CI does)", dir.display());
-        Self(dir)
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Writes zeros into `dir` until the file system is full.
-fn fill(dir: &Path) {
-    let mut f = File::create(dir.join("filler")).unwrap();
-    let block = [0u8; 4096];
-    while matches!(f.write(&block), Ok(n) if n > 0) {}
-    let _ = f.sync_all();
-}
-
 #[test]
 fn log_on_dev_full_runs_no_action() {
     let mut log = AuditLog::open(Path::new("/dev/full")).unwrap();
@@ -117,7 +84,7 @@ fn log_on_dev_full_runs_no_action() {
 
 #[test]
 fn log_on_a_full_tmpfs_runs_no_action() {
-    let fs = Tmpfs::mount("full", "size=16k");
+    let fs = Tmpfs::mount("audit-fault", "full", "size=16k");
     fill(&fs.0);
     let path = fs.0.join("audit.jsonl");
     let mut log = AuditLog::open(&path).unwrap();
@@ -130,7 +97,7 @@ fn log_on_a_full_tmpfs_runs_no_action() {
 
 #[test]
 fn log_in_a_read_only_folder_cannot_be_opened() {
-    let fs = Tmpfs::mount("ro", "ro,size=16k");
+    let fs = Tmpfs::mount("audit-fault", "ro", "ro,size=16k");
     let path = fs.0.join("audit.jsonl");
     let err = AuditLog::open(&path).unwrap_err();
     let msg = AgentError::from(err).to_string();
@@ -139,7 +106,7 @@ fn log_in_a_read_only_folder_cannot_be_opened() {
 
 #[test]
 fn log_in_a_folder_remounted_read_only_cannot_be_reopened() {
-    let fs = Tmpfs::mount("remount", "size=64k");
+    let fs = Tmpfs::mount("audit-fault", "remount", "size=64k");
     let path = fs.0.join("audit.jsonl");
     let mut log = AuditLog::open(&path).unwrap();
     let (result, events) = run_task(&mut log);
@@ -170,7 +137,7 @@ fn the_second_action_does_not_run_once_the_log_file_is_removed() {
 
 #[test]
 fn the_second_action_does_not_run_once_the_disk_fills_up() {
-    let fs = Tmpfs::mount("fills", "size=64k");
+    let fs = Tmpfs::mount("audit-fault", "fills", "size=64k");
     let path = fs.0.join("audit.jsonl");
     let mut log = AuditLog::open(&path).unwrap();
     let dir = fs.0.clone();

@@ -4,49 +4,18 @@
 //! it they fail with a message saying so, they do not skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+
 use std::time::Duration;
 
 use image::RgbImage;
 use screenpilot_agent::policy::FixedConfirmer;
 use screenpilot_agent::replay::DiffKind;
 use screenpilot_agent::*;
+use tmpfs::{fill, Tmpfs};
 
 const CLICK: &str = r#"<tool_call>{"name": "computer_use", "arguments": {"action": "left_click", "coordinate": [500, 500]}}</tool_call>"#;
-
-/// A tmpfs mounted on a fresh folder, unmounted (and the folder removed) on drop.
-struct Tmpfs(PathBuf);
-impl Tmpfs {
-    fn mount(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sp-record-fault-{}-{name}", std::process::id()));
-        let _ = Command::new("umount").arg(&dir).output();
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"]).arg(&dir).output();
-        let ok = matches!(&out, Ok(o) if o.status.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-        }
-        assert!(ok, "this test needs root: mounting a tmpfs on {} failed ({out:?}); run it as root (CI does)", dir.display());
-        Self(dir)
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Writes zeros into `dir` until the file system is full.
-fn fill(dir: &Path) {
-    let mut f = File::create(dir.join("filler")).unwrap();
-    let block = [0u8; 4096];
-    while matches!(f.write(&block), Ok(n) if n > 0) {}
-    let _ = f.sync_all();
-}
 
 /// Runs a task whose model clicks on every turn, recorded into `recorder`, with every action
 /// approved; `before_reply(n)` runs before the model's n-th reply.
@@ -86,7 +55,7 @@ fn assert_no_space(result: &Result<Outcome>) {
 
 #[test]
 fn a_full_disk_at_the_start_runs_nothing() {
-    let fs = Tmpfs::mount("start");
+    let fs = Tmpfs::mount("record-fault", "start", "size=256k");
     let mut recorder = Recorder::new(fs.0.join("rec")).unwrap();
     fill(&fs.0);
     let (result, events, calls) = run(&mut recorder, |_| {});
@@ -97,7 +66,7 @@ fn a_full_disk_at_the_start_runs_nothing() {
 
 #[test]
 fn the_disk_filling_up_mid_task_stops_it_before_the_next_action() {
-    let fs = Tmpfs::mount("mid");
+    let fs = Tmpfs::mount("record-fault", "mid", "size=256k");
     let dir = fs.0.clone();
     let mut recorder = Recorder::new(fs.0.join("rec")).unwrap();
     // The disk fills while the model thinks about turn 2.

@@ -52,15 +52,6 @@ fn best_device() -> Device {
     Device::Cpu
 }
 
-fn device_name(d: &Device) -> &'static str {
-    if d.is_cuda() {
-        "cuda"
-    } else if d.is_metal() {
-        "metal"
-    } else {
-        "cpu"
-    }
-}
 
 fn bad_model(e: impl std::fmt::Display) -> DesktopError {
     DesktopError::BadModel(e.to_string())
@@ -97,7 +88,7 @@ impl EngineAssistant {
         let info = ModelInfo {
             name: model_name(dir),
             path: dir.display().to_string(),
-            device: device_name(&device).into(),
+            device: screenpilot_engine::load::device_name(&device).into(),
             dtype: format!("{dtype:?}").to_lowercase(),
             parameters,
             weight_bytes: parameters * dtype.size_in_bytes() as u64,
