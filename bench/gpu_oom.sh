@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/cuda/release/screenpilot}
-model=/tmp/qwen3vl-2b-oom
+model=${MODEL:-/tmp/qwen3vl-2b-oom}   # made here unless it exists (e.g. by tools/compare_with_hf.py)
 port=8111
-python3 - "$model" <<'PY'
+[ -f "$model/config.json" ] || python3 - "$model" <<'PY'
 import sys
 sys.path.insert(0, "tools")
 from compare_with_hf import make_random
