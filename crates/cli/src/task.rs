@@ -19,7 +19,7 @@ use screenpilot_agent::enigo_backend::EnigoActuator;
 use screenpilot_agent::model_action::TerminateStatus;
 use screenpilot_agent::policy::{AutoLimits, ConfirmRequest, Mode};
 use screenpilot_agent::xcap_backend::{MonitorChoice, XcapCapture};
-use screenpilot_agent::{Agent, AgentConfig, Confirmer, Decision, Outcome, Policy, StopFlag};
+use screenpilot_agent::{Actuator, Agent, AgentConfig, Confirmer, Decision, InputEvent, Outcome, Policy, StopFlag};
 use screenpilot_desktop::task::{describe, BackendBrain};
 
 use crate::args::DoArgs;
@@ -70,6 +70,23 @@ impl Confirmer for StdinConfirmer {
     }
 }
 
+/// In `--auto` mode nobody is asked, so every input event is written on stderr as it is sent.
+struct Narrating<A>(A);
+
+impl<A: Actuator> Actuator for Narrating<A> {
+    fn perform(&mut self, event: &InputEvent) -> screenpilot_agent::Result<()> {
+        let what = match event {
+            InputEvent::MoveTo(p) => format!("pointer to ({}, {})", p.x, p.y),
+            InputEvent::Button(b, press) => format!("{b:?} button {press:?}").to_lowercase(),
+            InputEvent::Key(k, press) => format!("key {} {press:?}", k.name()).to_lowercase(),
+            InputEvent::Text(t) => format!("type {t:?}"),
+            InputEvent::Scroll(axis, n) => format!("scroll {axis:?} {n}").to_lowercase(),
+        };
+        eprintln!("screenpilot: auto: {what}");
+        self.0.perform(event)
+    }
+}
+
 pub fn run(a: DoArgs) -> anyhow::Result<ExitCode> {
     let stop = StopFlag::new();
     install_ctrl_c(&stop)?;
@@ -97,6 +114,7 @@ pub fn run(a: DoArgs) -> anyhow::Result<ExitCode> {
     let task = a.task.clone();
     let monitor = a.monitor;
     let max_tokens = a.max_tokens as usize;
+    let auto = a.auto;
     let worker = std::thread::Builder::new().name("screenpilot-task".into()).spawn(move || {
         let result = (|| -> anyhow::Result<Outcome> {
             let mut brain = BackendBrain::new(backend);
@@ -105,12 +123,13 @@ pub fn run(a: DoArgs) -> anyhow::Result<ExitCode> {
                 monitor: monitor.map_or(MonitorChoice::Primary, MonitorChoice::Index),
                 region: None,
             };
-            let mut actuator = EnigoActuator::new()?;
+            let enigo = EnigoActuator::new()?;
+            let mut actuator: Box<dyn Actuator> = if auto { Box::new(Narrating(enigo)) } else { Box::new(enigo) };
             let mut confirmer = StdinConfirmer { step: 0 };
             let mut agent = Agent {
                 brain: &mut brain,
                 capture: &mut capture,
-                actuator: &mut actuator,
+                actuator: actuator.as_mut(),
                 confirmer: &mut confirmer,
                 audit: audit.as_mut(),
                 recorder: recorder.as_mut(),

@@ -124,6 +124,8 @@ fn auto_mode_clicks_the_named_button_once_with_either_reply_format() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         assert!(!stderr.contains("k-123"), "the key is never printed: {stderr}");
+        assert!(stderr.contains("screenpilot: auto: left button click"), "auto actions are shown as they happen: {stderr}");
+        assert!(stderr.contains("screenpilot: auto: pointer to ("), "{stderr}");
         let clicks = board.wait_for_clicks(1, Duration::from_secs(2));
         assert_eq!(clicks.len(), 1, "{clicks:?}");
         assert_eq!((clicks[0].button_name, clicks[0].mouse_button), ("green", 1));
