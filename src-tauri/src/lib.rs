@@ -42,6 +42,7 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
     let tasks = TaskRunner::new(actuator, &data.join("audit.jsonl"), Arc::new(state::MainWindow(window)), sink, options)?;
     Ok(AppState {
         session: Arc::new(Session::new()),
+        local: Mutex::new(None),
         tasks: Arc::new(tasks),
         settings: Mutex::new(settings),
         settings_path,

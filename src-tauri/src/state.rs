@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use screenpilot_agent::{Actuator, AgentError, InputEvent};
+use screenpilot_desktop::assistant::Assistant;
 use screenpilot_desktop::download::CancelToken;
 use screenpilot_desktop::session::Session;
 use screenpilot_desktop::settings::Settings;
@@ -14,8 +15,10 @@ use screenpilot_desktop::DesktopError;
 
 /// Shared app state.
 pub struct AppState {
-    /// Model, capture, conversation.
+    /// Model, capture, conversation. Its assistant is the local model or the server, as chosen.
     pub session: Arc<Session>,
+    /// The loaded local model, kept while the server answers questions (tasks may still use it).
+    pub local: Mutex<Option<Arc<dyn Assistant>>>,
     /// Tasks (and the one-step "Act" on an answer), their decisions and the audit log.
     pub tasks: Arc<TaskRunner>,
     /// Remembered settings and their file.

@@ -10,7 +10,7 @@ type CaptureView = { png: string; geometry: Geometry };
 type ModelInfo = { name: string; path: string; device: string; dtype: string; parameters: number; weight_bytes: number };
 type Timings = {
   preprocess_ms: number; vision_ms: number; images: number; vision_cache_hits: number; prompt_tokens: number; cached_prompt_tokens: number;
-  prefill_ms: number; ttft_ms: number; decode_tokens: number; decode_tokens_per_s: number; total_ms: number;
+  prefill_ms: number; ttft_ms: number; decode_tokens: number; decode_tokens_per_s: number; completion_tokens: number; total_ms: number;
 };
 type CacheStats = { hits: number; misses: number; evictions: number; entries: number; bytes: number; budget_bytes: number };
 type CacheReport = { vision: CacheStats; prefix: CacheStats; prefix_reused_tokens: number };
@@ -35,6 +35,8 @@ const el = {
   actionStatus: $("action-status"), auditOpen: $<HTMLButtonElement>("audit-open"), audit: $<HTMLTableElement>("audit"), auditPath: $("audit-path"),
   tabAsk: $<HTMLButtonElement>("tab-ask"), tabTask: $<HTMLButtonElement>("tab-task"), askPanel: $("ask-panel"), taskPanel: $("task-panel"),
   taskView: $("task-view"),
+  askBackend: $<HTMLSelectElement>("ask-backend"), serverFields: $("server-fields"), serverUrl: $<HTMLInputElement>("server-url"),
+  serverModel: $<HTMLInputElement>("server-model"), serverConnect: $<HTMLButtonElement>("server-connect"),
 };
 
 let geometry: Geometry | null = null;
@@ -49,14 +51,36 @@ function clearError() { el.error.textContent = ""; }
 
 const mb = (b: number) => (b / 1048576).toFixed(1) + " MiB";
 function showModel(m: ModelInfo | null) {
-  el.modelInfo.textContent = m ? `${m.name} · ${m.device} · ${m.dtype} · ${(m.parameters / 1e6).toFixed(1)}M params · ${mb(m.weight_bytes)}` : "no model";
+  el.modelInfo.textContent = !m ? "no model"
+    : m.device === "remote" ? `${m.name} · remote`
+    : `${m.name} · ${m.device} · ${m.dtype} · ${(m.parameters / 1e6).toFixed(1)}M params · ${mb(m.weight_bytes)}`;
   el.modelInfo.dataset.loaded = m ? "yes" : "no";
 }
 
 async function loadModel(path: string) {
   clearError();
   el.modelInfo.textContent = "loading…";
-  try { showModel(await invoke<ModelInfo>("model_open", { path })); } catch (e) { showModel(null); showError(e); }
+  try {
+    const m = await invoke<ModelInfo>("model_open", { path });
+    // With "Server" chosen the local model is kept for tasks; the server keeps answering.
+    if (el.askBackend.value === "local") showModel(m);
+    else showModel(await invoke<ModelInfo | null>("model_info"));
+  } catch (e) { showModel(await invoke<ModelInfo | null>("model_info")); showError(e); }
+}
+
+// What answers Ask and To HTML: the local model, or an OpenAI-compatible server (connected off
+// the main thread; its one-line error shows, and what answered before keeps answering).
+async function useBackend() {
+  clearError();
+  const server = el.askBackend.value === "server";
+  el.serverFields.hidden = !server;
+  el.serverConnect.disabled = true;
+  if (server) el.modelInfo.textContent = "connecting…";
+  try {
+    const args = { kind: el.askBackend.value, url: el.serverUrl.value.trim() || null, model: el.serverModel.value.trim() || null };
+    showModel(await invoke<ModelInfo | null>("backend_use", args));
+  } catch (e) { showModel(await invoke<ModelInfo | null>("model_info")); showError(e); }
+  finally { el.serverConnect.disabled = false; }
 }
 
 // The native folder picker (tauri-plugin-dialog; the capability grants only dialog:allow-open).
@@ -246,6 +270,13 @@ async function ask() {
 // capture's features are cached, e.g. for a follow-up), then decode speed; cache counters on hover.
 function showTimings(out: AskOutcome) {
   const t = out.timings;
+  if (!out.cache) {
+    // A server (or the scripted assistant): only the times seen here and the token counts it sent.
+    el.timings.textContent = `first text ${t.ttft_ms.toFixed(0)} ms · ${t.prompt_tokens} prompt tokens · ${t.completion_tokens} tokens` +
+      (t.decode_tokens_per_s > 0 ? ` at ${t.decode_tokens_per_s.toFixed(1)} tok/s` : "") + ` · total ${t.total_ms.toFixed(0)} ms`;
+    el.timings.title = "";
+    return;
+  }
   const vision = t.images > 0 && t.vision_cache_hits === t.images ? "vision cache hit" : `vision ${t.vision_ms.toFixed(0)}`;
   const reused = t.cached_prompt_tokens > 0 ? `; ${t.cached_prompt_tokens}/${t.prompt_tokens} prompt tokens cached` : "";
   el.timings.textContent = `first token ${t.ttft_ms.toFixed(0)} ms (preprocess ${t.preprocess_ms.toFixed(0)}, ${vision}, prefill ${t.prefill_ms.toFixed(0)}${reused}) · ${t.decode_tokens} tokens at ${t.decode_tokens_per_s.toFixed(1)} tok/s · total ${t.total_ms.toFixed(0)} ms`;
@@ -278,6 +309,8 @@ el.toHtml.onclick = async () => {
 };
 
 el.browse.onclick = browse;
+el.askBackend.onchange = () => { el.serverFields.hidden = el.askBackend.value !== "server"; if (el.askBackend.value === "local") useBackend(); };
+el.serverConnect.onclick = useBackend;
 el.load.onclick = () => loadModel(el.modelPath.value.trim());
 el.download.onclick = download;
 el.downloadCancel.onclick = () => invoke("model_download_cancel");
@@ -319,7 +352,10 @@ listen("stopped", () => { el.actionStatus.textContent = "stopped"; });
 (async () => {
   await fillPickers();
   showModel(await invoke<ModelInfo | null>("model_info"));
-  const s = await invoke<{ model_dir: string | null }>("settings_get");
+  const s = await invoke<{ model_dir: string | null; backend_url: string | null; backend_model: string | null; use_server: boolean }>("settings_get");
+  el.serverUrl.value = s.backend_url ?? ""; el.serverModel.value = s.backend_model ?? "";
+  el.askBackend.value = s.use_server ? "server" : "local"; el.serverFields.hidden = !s.use_server;
   if (s.model_dir) { el.modelPath.value = s.model_dir; await loadModel(s.model_dir); }
+  if (s.use_server) await useBackend();
   document.body.dataset.ready = "yes";
 })();

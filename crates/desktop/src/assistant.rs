@@ -86,6 +86,9 @@ pub trait Assistant: Send + Sync {
     /// What is loaded.
     fn info(&self) -> ModelInfo;
     /// Answers `req`, calling `on_token` with every new piece of text; `Flow::Stop` cancels.
+    /// An implementation that may wait long without text (a remote server) also calls it with
+    /// an empty piece while it waits, so the caller can cancel then; callers pass empty pieces
+    /// on to nobody.
     fn ask(&self, req: &AskRequest<'_>, on_token: &mut dyn FnMut(&str) -> Flow) -> Result<AskOutcome>;
     /// The engine behind the answers, when there is one: tasks on the local model go through
     /// this same handle (one worker, one set of caches). None for scripted assistants.

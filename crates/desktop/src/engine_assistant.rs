@@ -104,8 +104,8 @@ impl EngineAssistant {
 }
 
 /// The conversation of `req`: images and the first question, then each earlier answer and
-/// the question after it.
-fn request(req: &AskRequest<'_>) -> Request {
+/// the question after it (also what [`crate::backend_assistant::BackendAssistant`] sends).
+pub(crate) fn request(req: &AskRequest<'_>) -> Request {
     let mut parts: Vec<ContentPart> = req
         .images
         .iter()

@@ -8,6 +8,7 @@
 
 pub mod assistant;
 pub mod audit_table;
+pub mod backend_assistant;
 pub mod download;
 pub mod engine_assistant;
 pub mod error;

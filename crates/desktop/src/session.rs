@@ -43,6 +43,11 @@ impl Session {
         *self.assistant.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a);
     }
 
+    /// Removes the assistant (questions then fail with `NoModel`).
+    pub fn clear_assistant(&self) {
+        *self.assistant.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
     /// The loaded assistant.
     pub fn assistant(&self) -> Option<Arc<dyn Assistant>> {
         self.assistant.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -100,7 +105,10 @@ impl Session {
             if self.latest.load(Ordering::SeqCst) != me {
                 return Flow::Stop;
             }
-            on_token(piece);
+            // An empty piece only asks whether to go on (see `Assistant::ask`).
+            if !piece.is_empty() {
+                on_token(piece);
+            }
             Flow::Continue
         };
         let out = assistant.ask(&req, &mut cb)?;

@@ -22,6 +22,8 @@ pub struct Settings {
     pub backend_url: Option<String>,
     /// The model to ask that server for (None: the first it lists).
     pub backend_model: Option<String>,
+    /// Ask and To HTML use that server instead of the local model ("Server" in the model bar).
+    pub use_server: bool,
 }
 
 impl Settings {

@@ -15,7 +15,7 @@ use tauri::ipc::Invoke;
 macro_rules! handler_with {
     ($($extra:tt)*) => {
         tauri::generate_handler![
-            model::settings_get, model::model_open, model::model_info, model::model_download, model::model_download_cancel,
+            model::settings_get, model::model_open, model::model_info, model::model_download, model::model_download_cancel, model::backend_use,
             capture::monitors_list, capture::windows_list, capture::capture_monitor, capture::capture_window, capture::capture_region,
             ask::ask, ask::ask_cancel, ask::overlay,
             task::actions_set_enabled, task::task_start, task::task_decide, task::task_stop, task::act_on_answer, task::audit_read,

@@ -1,4 +1,5 @@
-//! Model commands: settings, open a local folder, model info, download from the hub.
+//! Model commands: settings, open a local folder, model info, download from the hub, and
+//! which backend answers Ask and To HTML (the local model or an OpenAI-compatible server).
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use tauri::ipc::Channel;
 use tauri::State;
 
 use screenpilot_desktop::assistant::{Assistant, ModelInfo};
+use screenpilot_desktop::backend_assistant::BackendAssistant;
 use screenpilot_desktop::engine_assistant::EngineAssistant;
 use screenpilot_desktop::download::{self, CancelToken, DownloadProgress, DownloadRequest};
 use screenpilot_desktop::settings::Settings;
@@ -20,7 +22,8 @@ pub fn settings_get(state: State<'_, AppState>) -> Settings {
     lock(&state.settings).clone()
 }
 
-/// Loads a model folder, remembers it, and returns what was loaded.
+/// Loads a model folder, remembers it, and returns what was loaded. It answers questions
+/// unless the server was chosen (then it is kept for tasks and for switching back).
 #[tauri::command]
 pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<ModelInfo> {
     let dir = std::path::PathBuf::from(path.trim());
@@ -31,8 +34,12 @@ pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<M
     let d = dir.clone();
     let assistant = blocking(move || Ok(EngineAssistant::load(&d, max_tokens)?)).await?;
     let info = assistant.info();
-    state.session.set_assistant(Arc::new(assistant));
+    let assistant: Arc<dyn Assistant> = Arc::new(assistant);
+    *lock(&state.local) = Some(Arc::clone(&assistant));
     let mut settings = lock(&state.settings);
+    if !settings.use_server {
+        state.session.set_assistant(assistant);
+    }
     settings.model_dir = Some(dir);
     settings.save(&state.settings_path)?;
     Ok(info)
@@ -42,6 +49,39 @@ pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<M
 #[tauri::command]
 pub fn model_info(state: State<'_, AppState>) -> Option<ModelInfo> {
     state.session.assistant().map(|a| a.info())
+}
+
+/// Chooses what answers Ask and To HTML: `local` (the loaded local model, None if there is
+/// none) or `server` (connects to the OpenAI-compatible server at `url` asking for `model`,
+/// empty: the first it lists; key from `$SCREENPILOT_API_KEY`). The choice, URL and model are
+/// saved to settings.json once it works; a server that cannot be used gives its one-line
+/// error and leaves everything as it was.
+#[tauri::command]
+pub async fn backend_use(kind: String, url: Option<String>, model: Option<String>, state: State<'_, AppState>) -> CmdResult<Option<ModelInfo>> {
+    let assistant: Option<Arc<dyn Assistant>> = match kind.as_str() {
+        "local" => lock(&state.local).clone(),
+        "server" => {
+            let url = url.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+            let url = url.ok_or_else(|| DesktopError::InvalidArgument("type the server's URL (http://HOST:PORT/v1)".into()))?;
+            let model = model.map(|m| m.trim().to_string()).filter(|m| !m.is_empty());
+            let (u, m) = (url.clone(), model.clone());
+            let server = blocking(move || Ok(BackendAssistant::connect(&u, m.as_deref())?)).await?;
+            let mut settings = lock(&state.settings);
+            settings.backend_url = Some(url);
+            settings.backend_model = model;
+            Some(Arc::new(server))
+        }
+        other => return Err(DesktopError::InvalidArgument(format!("unknown backend {other:?}")).into()),
+    };
+    let info = assistant.as_ref().map(|a| a.info());
+    match assistant {
+        Some(a) => state.session.set_assistant(a),
+        None => state.session.clear_assistant(),
+    }
+    let mut settings = lock(&state.settings);
+    settings.use_server = kind == "server";
+    settings.save(&state.settings_path)?;
+    Ok(info)
 }
 
 /// Downloads `repo` at `revision` with progress on `on_progress`; returns the folder

@@ -36,7 +36,7 @@ pub async fn task_start(task: String, backend: String, monitor: usize, state: St
         return Err(DesktopError::InvalidArgument(format!("monitor index {monitor}")).into());
     }
     let model = match backend.as_str() {
-        "local" => TaskModel::Local(state.session.assistant().and_then(|a| a.engine()).ok_or(DesktopError::NoModel)?),
+        "local" => TaskModel::Local(lock(&state.local).as_ref().and_then(|a| a.engine()).ok_or(DesktopError::NoModel)?),
         "remote" => {
             let (url, model) = {
                 let s = lock(&state.settings);
