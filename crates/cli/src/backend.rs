@@ -51,10 +51,17 @@ pub fn open(args: &BackendArgs, model: Option<&Path>, runtime: &RuntimeArgs, cfg
     Ok(Opened::Local(LocalEngine { backend: LocalBackend::new(handle), context, defaults, load_ms }))
 }
 
-/// [`open`] with the engine's default configuration, as any [`Backend`].
+/// The prefix cache of an engine that runs GUI tasks: a task's conversation keeps several
+/// screenshots (a 1920x1080 one is ~2,000 tokens; the 2B model's KV is 112 KiB a token), and
+/// each step reuses the previous step's prompt only if its KV fits. 1 GiB (the server's
+/// default) held four steps of a 2B task on 1080p screens; this holds a task's whole context.
+pub const TASK_PREFIX_CACHE_BYTES: usize = 4 << 30;
+
+/// [`open`] configured for GUI tasks ([`TASK_PREFIX_CACHE_BYTES`]), as any [`Backend`].
 #[allow(dead_code)] // used by `do`, which headless builds (no `os` feature) leave out
 pub fn open_backend(args: &BackendArgs, model: Option<&Path>, runtime: &RuntimeArgs) -> anyhow::Result<Arc<dyn Backend>> {
-    Ok(match open(args, model, runtime, EngineConfig::default())? {
+    let cfg = EngineConfig { prefix_cache_bytes: TASK_PREFIX_CACHE_BYTES, ..EngineConfig::default() };
+    Ok(match open(args, model, runtime, cfg)? {
         Opened::Local(l) => Arc::new(l.backend),
         Opened::Remote(r) => Arc::new(r),
     })

@@ -47,6 +47,9 @@ pub struct BenchTaskArgs {
     /// Measured tasks (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// The prefix cache's budget (default: what `do` uses, 4096 MiB).
+    #[arg(long, default_value_t = crate::backend::TASK_PREFIX_CACHE_BYTES >> 20)]
+    pub prefix_cache_mib: usize,
     #[arg(long)]
     pub json_out: Option<PathBuf>,
 }
@@ -87,7 +90,7 @@ pub fn run(a: BenchTaskArgs) -> anyhow::Result<ExitCode> {
         pcfg.max_image_tokens = Some(n);
     }
     let dev = format!("{:?}", model.device());
-    let backend = LocalBackend::new(EngineHandle::spawn(Engine::new(model, tok, pcfg, EngineConfig::default()))?);
+    let backend = LocalBackend::new(EngineHandle::spawn(Engine::new(model, tok, pcfg, EngineConfig { prefix_cache_bytes: a.prefix_cache_mib << 20, ..EngineConfig::default() }))?);
     let mut reps: Vec<Vec<TaskStep>> = Vec::new();
     for rep in 0..=a.reps {
         let case = TaskStepsCase {
@@ -116,6 +119,7 @@ pub fn run(a: BenchTaskArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let report = json!({"model": label, "device": dev, "screen": [w, h], "answer_tokens": a.answer_tokens,
+                        "prefix_cache_mib": a.prefix_cache_mib,
                         "reps": reps.len(), "steps": per_step});
     println!(
         "{:<6}{:>8}{:>10}{:>11}{:>15}{:>11}{:>12}{:>10}",
