@@ -111,12 +111,17 @@ pub struct CacheReport {
     pub prefix_reused_tokens: u64,
 }
 
+/// Decoded images whose preprocessing the engine remembers (with the vision cache on): the
+/// screenshots a GUI task keeps in its conversation.
+const MEMO_IMAGES: usize = 16;
+
 pub struct Engine {
     model: Qwen3Vl,
     tok: Tokenizer,
     preprocess: PreprocessConfig,
     vision: VisionCache,
     prefix: PrefixCache,
+    memo: images::Memo,
     cfg: EngineConfig,
 }
 
@@ -128,6 +133,7 @@ impl Engine {
         Self {
             vision: VisionCache::new(cfg.vision_cache_bytes),
             prefix: PrefixCache::new(cfg.prefix_cache_bytes),
+            memo: images::Memo::new(if cfg.vision_cache_bytes > 0 { MEMO_IMAGES } else { 0 }),
             model,
             tok,
             preprocess,
@@ -152,6 +158,7 @@ impl Engine {
     pub fn clear_caches(&mut self) {
         self.vision = VisionCache::new(self.cfg.vision_cache_bytes);
         self.prefix = PrefixCache::new(self.cfg.prefix_cache_bytes);
+        self.memo = images::Memo::new(if self.cfg.vision_cache_bytes > 0 { MEMO_IMAGES } else { 0 });
     }
 
     /// Whether a step needs its logits on the host whatever the sampler (recorded or traced).
@@ -414,8 +421,13 @@ impl Engine {
         timings: &mut RequestTimings,
     ) -> Result<(Vec<PreprocessedImage>, Vec<ImageKey>)> {
         let t = Instant::now();
-        let images = req.images().map(|s| images::load(s, &self.preprocess)).collect::<Result<Vec<_>>>()?;
-        let keys: Vec<ImageKey> = images.iter().map(ImageKey::of).collect();
+        let (mut images, mut keys) = (Vec::new(), Vec::new());
+        for src in req.images() {
+            let (pre, key, remembered) = self.memo.load(src, &self.preprocess)?;
+            timings.images_preprocessed += usize::from(!remembered);
+            images.push(pre);
+            keys.push(key);
+        }
         timings.preprocess_ms = ms(t);
         timings.images = images.len();
         Ok((images, keys))

@@ -41,6 +41,9 @@ pub struct RequestTimings {
     /// The vision tower (0 when every image was a cache hit).
     pub vision_ms: f64,
     pub images: usize,
+    /// Images resized and patchified for this request (the others were decoded images whose
+    /// preprocessing the engine remembered from an earlier request).
+    pub images_preprocessed: usize,
     /// Images whose features came from the vision cache (the tower did not run for them).
     pub vision_cache_hits: usize,
     pub prompt_tokens: usize,

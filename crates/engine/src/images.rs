@@ -1,11 +1,58 @@
 //! A request's images as the engine takes them: read (from bytes, a file or memory) and
-//! preprocessed, with errors that name the file; and vision features copied apart.
+//! preprocessed, with errors that name the file; the preprocessing of images already in memory
+//! remembered ([`Memo`]); and vision features copied apart.
 
+use std::sync::{Arc, Mutex, Weak};
+
+use image::DynamicImage;
 use screenpilot_model::preprocess::{decode_image, load_image, preprocess};
 use screenpilot_model::{PreprocessConfig, PreprocessedImage, VisionOutput};
 
 use crate::error::{EngineError, Result};
 use crate::request::ImageSource;
+use crate::vision_cache::ImageKey;
+
+/// The preprocessing (and cache key) of decoded images the caller still holds, by the image's
+/// address: an agent sends the same screenshots (the same `Arc`) step after step, and resizing
+/// and hashing each of them again made step k cost k screenshots' preprocessing. An entry whose
+/// image has been dropped is forgotten (so an address reused by another image is never mistaken
+/// for it); at most `capacity` entries are kept, the oldest go first.
+pub(crate) struct Memo {
+    entries: Mutex<Vec<(Weak<DynamicImage>, PreprocessedImage, ImageKey)>>,
+    capacity: usize,
+}
+
+impl Memo {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self { entries: Mutex::new(Vec::new()), capacity }
+    }
+
+    /// The image preprocessed with its key, and whether it was remembered.
+    pub(crate) fn load(&self, src: &ImageSource, cfg: &PreprocessConfig) -> Result<(PreprocessedImage, ImageKey, bool)> {
+        let ImageSource::Image(img) = src else {
+            let pre = load(src, cfg)?;
+            let key = ImageKey::of(&pre);
+            return Ok((pre, key, false));
+        };
+        if self.capacity == 0 {
+            let pre = load(src, cfg)?;
+            let key = ImageKey::of(&pre);
+            return Ok((pre, key, false));
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|(w, _, _)| w.strong_count() > 0);
+        if let Some((_, pre, key)) = entries.iter().find(|(w, _, _)| w.upgrade().is_some_and(|a| Arc::ptr_eq(&a, img))) {
+            return Ok((pre.clone(), *key, true));
+        }
+        let pre = load(src, cfg)?;
+        let key = ImageKey::of(&pre);
+        if entries.len() >= self.capacity {
+            entries.remove(0);
+        }
+        entries.push((Arc::downgrade(img), pre.clone(), key));
+        Ok((pre, key, false))
+    }
+}
 
 /// Decodes (unless already decoded) and preprocesses one image. An error about a file names
 /// it (the read error names it already).

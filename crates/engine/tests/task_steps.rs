@@ -1,6 +1,7 @@
 //! A GUI task's steps through the engine: step k holds k screenshots, but only the newest one
-//! goes through the vision tower and only the new turn is prefilled (the rest comes from the
-//! vision and prefix caches), and every step's answer is the one a cold engine gives.
+//! is preprocessed and goes through the vision tower, and only the new turn is prefilled (the
+//! rest comes from the engine's memo and its vision and prefix caches); every step's answer is
+//! the one a cold engine gives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -26,6 +27,8 @@ fn each_step_encodes_only_its_new_screenshot_and_prefills_only_the_new_turn() {
     for s in &steps[1..] {
         let t = &s.timings;
         assert_eq!((t.images, t.vision_cache_hits), (s.images, s.images - 1), "step {}: {t:?}", s.step);
+        // Only the new screenshot is resized and patchified; the others' preprocessing is remembered.
+        assert_eq!(t.images_preprocessed, 1, "step {}: {t:?}", s.step);
         let previous = &steps[s.step - 2].timings;
         assert!(t.cached_prompt_tokens >= previous.prompt_tokens - 1, "step {}: {t:?}", s.step);
         assert!(t.prefill_tokens < t.prompt_tokens / 2, "step {}: {t:?}", s.step);
@@ -38,5 +41,6 @@ fn each_step_encodes_only_its_new_screenshot_and_prefills_only_the_new_turn() {
         assert_eq!(w.timings.prompt_tokens, c.timings.prompt_tokens);
         assert_eq!(w.answer, c.answer, "step {}", w.step);
         assert_eq!(c.timings.cached_prompt_tokens, 0);
+        assert_eq!(c.timings.images_preprocessed, c.images, "with the caches off every image is preprocessed");
     }
 }
