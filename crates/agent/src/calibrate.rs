@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::actuator::{Actuator, InputEvent, PointerReader, StopFlag};
-use crate::coords::{CaptureGeometry, OsPoint};
+use crate::coords::{CaptureGeometry, MonitorGeometry, OsPoint};
 use crate::error::Result;
 
 /// Target positions as fractions of the monitor (corners inset by 5%, and the centre).
@@ -36,6 +36,18 @@ pub struct MonitorReport {
     pub max_error_px: f64,
     /// Mean error.
     pub mean_error_px: f64,
+}
+
+/// Each monitor as a capture at its own size: what `screenpilot calibrate` and the app's
+/// Calibrate button check.
+pub fn native_captures(monitors: Vec<MonitorGeometry>) -> Result<Vec<CaptureGeometry>> {
+    monitors
+        .into_iter()
+        .map(|m| {
+            let (w, h) = (m.width, m.height);
+            CaptureGeometry::full_monitor(m, w, h)
+        })
+        .collect()
 }
 
 /// Runs the self-test over the given captures (one per monitor; the image size may

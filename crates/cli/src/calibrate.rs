@@ -9,10 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use screenpilot_agent::calibrate::calibrate;
+use screenpilot_agent::calibrate::{calibrate, native_captures};
 use screenpilot_agent::enigo_backend::EnigoActuator;
 use screenpilot_agent::xcap_backend::XcapCapture;
-use screenpilot_agent::{CaptureGeometry, StopFlag};
+use screenpilot_agent::StopFlag;
 
 #[derive(Args, Debug)]
 pub struct CalibrateArgs {
@@ -33,13 +33,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         Some(i) => vec![monitors.get(i).cloned().with_context(|| format!("no monitor {i}: there are {}", monitors.len()))?],
         None => monitors,
     };
-    let geometries = chosen
-        .into_iter()
-        .map(|m| {
-            let (w, h) = (m.width, m.height);
-            CaptureGeometry::full_monitor(m, w, h)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let geometries = native_captures(chosen)?;
     let mut actuator = EnigoActuator::new()?;
     let mut reader = EnigoActuator::new()?;
     let reports = calibrate(&mut actuator, &mut reader, &geometries, &StopFlag::new())?;

@@ -29,23 +29,17 @@ impl Memo {
 
     /// The image preprocessed with its key, and whether it was remembered.
     pub(crate) fn load(&self, src: &ImageSource, cfg: &PreprocessConfig) -> Result<(PreprocessedImage, ImageKey, bool)> {
-        let ImageSource::Image(img) = src else {
-            let pre = load(src, cfg)?;
-            let key = ImageKey::of(&pre);
-            return Ok((pre, key, false));
+        let fresh = || load(src, cfg).map(|pre| (ImageKey::of(&pre), pre));
+        let img = match src {
+            ImageSource::Image(img) if self.capacity > 0 => img,
+            _ => return fresh().map(|(key, pre)| (pre, key, false)),
         };
-        if self.capacity == 0 {
-            let pre = load(src, cfg)?;
-            let key = ImageKey::of(&pre);
-            return Ok((pre, key, false));
-        }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|(w, _, _)| w.strong_count() > 0);
         if let Some((_, pre, key)) = entries.iter().find(|(w, _, _)| w.upgrade().is_some_and(|a| Arc::ptr_eq(&a, img))) {
             return Ok((pre.clone(), *key, true));
         }
-        let pre = load(src, cfg)?;
-        let key = ImageKey::of(&pre);
+        let (key, pre) = fresh()?;
         if entries.len() >= self.capacity {
             entries.remove(0);
         }

@@ -6,10 +6,10 @@
 
 use tauri::State;
 
-use screenpilot_agent::calibrate::MonitorReport;
+use screenpilot_agent::calibrate::{native_captures, MonitorReport};
 use screenpilot_agent::enigo_backend::EnigoActuator;
 use screenpilot_agent::xcap_backend::{MonitorChoice, XcapCapture};
-use screenpilot_agent::{parse_tool_calls, CaptureGeometry, ModelAction, ScriptedBrain};
+use screenpilot_agent::{parse_tool_calls, ModelAction, ScriptedBrain};
 use screenpilot_desktop::audit_table::AuditRow;
 use screenpilot_desktop::task_history::{ReplayCheck, TaskSummary};
 use screenpilot_desktop::task::connect_remote;
@@ -130,14 +130,7 @@ pub async fn calibrate(state: State<'_, AppState>) -> CmdResult<Vec<MonitorRepor
             return Err(DesktopError::InvalidArgument("calibration moves the pointer: tick \"Allow actions\" first".into()).into());
         }
         let monitors = XcapCapture::monitors().map_err(DesktopError::from)?;
-        let geometries = monitors
-            .into_iter()
-            .map(|m| {
-                let (w, h) = (m.width, m.height);
-                CaptureGeometry::full_monitor(m, w, h)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DesktopError::from)?;
+        let geometries = native_captures(monitors).map_err(DesktopError::from)?;
         let mut reader = EnigoActuator::new().map_err(DesktopError::from)?;
         Ok(tasks.calibrate(&geometries, &mut reader)?)
     })
