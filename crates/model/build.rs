@@ -1,6 +1,7 @@
 //! With the `cuda` feature, compiles kernels/{flash_attn,fused}.cu to PTX for compute capability 8.0 (any GPU
 //! from Ampere on can JIT it; older ones fall back to candle's kernels at run time), and
 //! kernels/flash_attn_sm90.cu for compute_90a (Hopper's wgmma; loaded only on such GPUs).
+//! fused.cu only includes the kernel families (norm.cu, rope.cu, ...): one PTX module each.
 //! Needs `nvcc` (or $NVCC) only when the feature is on.
 
 use std::{env, path::PathBuf, process::Command};
@@ -13,10 +14,8 @@ const KERNELS: [(&str, &str, bool); 3] =
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    for (k, _, _) in KERNELS {
-        println!("cargo:rerun-if-changed=kernels/{k}.cu");
-    }
-    println!("cargo:rerun-if-changed=kernels/attn_common.cuh");
+    // The whole folder: the modules above include the other .cu files and the headers (abi.h, ...).
+    println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-env-changed=NVCC");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;

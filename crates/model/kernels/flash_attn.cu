@@ -12,8 +12,8 @@
 // Split keys: when there are few query blocks (a short follow-up question over a long cache),
 // grid.z = batch * splits and split s handles keys [s * chunk, (s + 1) * chunk); each writes its
 // unnormalised output with its running max and sum to part_o / part_ml, and sp_attn_combine
-// merges the splits. The decode kernel (fused.cu) uses the same partial layout: output row r =
-// (b * sq + i) * heads + h, part_o[r][split][d], part_ml[r][split] = {max (log2 units), sum}.
+// merges the splits. The decode kernels (decode_attn.cu) use the same partial layout: output row
+// r = (b * sq + i) * heads + h, part_o[r][split][d], part_ml[r][split] = {max (log2 units), sum}.
 
 #include "attn_common.cuh"
 
@@ -285,10 +285,10 @@ __device__ void sp_flash_attn(const __nv_bfloat16 *__restrict__ q, const __nv_bf
                                             chunk, part_o, part_ml);                                                \
     }
 
-// The variants kernels.rs launches (two 16-row tiles a warp for head dims 64 and 72; one for 128,
-// whose accumulators leave no registers for a second) and one alternative each, which
-// tools/check_kernels.py checks and times next to them. Measured on an H100 and dropped (see
-// BENCHMARKS.md, change 15): 8 warps a block, 32- and 48-key tiles for head dim 64.
+// The variants src/kernels/cuda/attention.rs launches (two 16-row tiles a warp for head dims 64
+// and 72; one for 128, whose accumulators leave no registers for a second) and one alternative
+// each, which tools/check_kernels.py checks and times next to them. Measured on an H100 and dropped
+// (see BENCHMARKS.md, change 15): 8 warps a block, 32- and 48-key tiles for head dim 64.
 SP_FLASH_ENTRY(64, 4, 2, 64, 2)
 SP_FLASH_ENTRY(64, 4, 1, 64, 2)
 SP_FLASH_ENTRY(72, 4, 2, 64, 2)

@@ -12,7 +12,7 @@
 // B). The vision kernel (d 64) keeps three tiles in flight with a "full" and an "empty" mbarrier
 // each, so a warp waits only for the tile it needs and, before refilling a buffer, for warps a
 // tile behind; the prefill kernel (d 128) uses two buffers and a block barrier a tile. Compiled to
-// PTX for compute_90a only; kernels.rs loads it on devices of compute capability 9.0.
+// PTX for compute_90a only; src/kernels/cuda loads it on devices of compute capability 9.0.
 //
 // Measured on an H100 (2026-11-26, ncu and tools/check_kernels.py; the vision shape, 16 heads x
 // 4096 x 64): cuDNN's kernel (torch's sdpa) takes 0.153 ms and issues 69 M instructions; this one
