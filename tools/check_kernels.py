@@ -5,7 +5,7 @@ Compiles them with nvcc into a small shared library (plus host launchers) and
 - flash_attn.cu: runs it on the shapes Qwen3-VL uses (vision: 16 heads x 64, non-causal; text:
   16/8 heads x 128, causal with cached keys) and on awkward sizes, compares with attention
   computed in f32 by PyTorch, and times it against torch's scaled_dot_product_attention;
-- fused.cu: QK-norm + rope against the reference's bf16 op sequence (RMSNorm in f32, rope
+- fused.cu (the files it includes): QK-norm + rope against the reference's bf16 op sequence (RMSNorm in f32, rope
   rounding each product), SwiGLU against torch's bf16 silu * up (must be bit-identical), and
   decode attention (one query per sequence, grouped heads, strided cache views) against f32.
 
@@ -37,7 +37,7 @@ static void ensure_scratch() {
         cudaMalloc(&scratch_ml, 4 << 20);
     }
 }
-// Blocks for the LayerNorm kernel: as kernels.rs's norm_blocks (a warp a row where SP_NORM_WARP_ROWS).
+// Blocks for the LayerNorm kernel: as src/kernels/cuda/norm.rs's norm_blocks (a warp a row where SP_NORM_WARP_ROWS).
 static int norm_blocks(int rows, int n, int threads, int max_u) {
     return SP_NORM_WARP_ROWS(n, max_u) ? (rows + threads / 32 - 1) / (threads / 32) : rows;
 }
@@ -158,7 +158,7 @@ static const FlashVariant VARIANTS[] = {
     SP_V(72, 4, 2, 64, 2), SP_V(72, 4, 1, 64, 2),
     SP_V(128, 4, 1, 64, 1), SP_V(128, 4, 1, 32, 2),
 #ifdef SP_SM90
-    // flash_attn_sm90.cu: dynamic shared memory, 2 or 3 stages of D / 4 KB (as kernels.rs).
+    // flash_attn_sm90.cu: dynamic shared memory, 2 or 3 stages of D / 4 KB (as src/kernels/cuda/attention.rs).
     {"wg_d64", 64, 8, 128, sp_flash_attn_wg_bf16_d64, 3 * 64 * 256},
     {"wg_d128", 128, 8, 128, sp_flash_attn_wg_bf16_d128, 2 * 128 * 256},
     {"wg1_d128", 128, 4, 64, sp_flash_attn_wg1_bf16_d128, 2 * 128 * 256},
@@ -208,7 +208,7 @@ def build():
     return ctypes.CDLL(lib)
 
 
-# The variant crates/model/src/kernels.rs launches for each head dim (keep in step with it).
+# The variant crates/model/src/kernels/cuda/attention.rs launches for each head dim (keep in step with it).
 USED = {64: "d64_w4_m2_n64_s2", 72: "d72_w4_m2_n64_s2", 128: "d128_w4_m1_n64_s1"}
 if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
     USED[64], USED[128] = "wg_d64", "wg1_d128"  # flash_attn_sm90.cu on Hopper

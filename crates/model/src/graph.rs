@@ -82,7 +82,8 @@ mod imp {
 
     use super::*;
     use crate::error::ModelError;
-    use crate::kernels::{decode_splits, kv_table, upload_u32, usable, KV_TABLE_WORDS, MAX_BATCH};
+    use crate::kernels::abi::{KV_TABLE_WORDS, MAX_BATCH, STEP_ALIGN_WORDS};
+    use crate::kernels::{decode_splits, kv_table, upload_u32, usable};
 
     /// Graphs kept at once (each holds its own intermediate buffers, a few MB).
     const MAX_GRAPHS: usize = 8;
@@ -294,9 +295,9 @@ mod imp {
     }
 
     /// Words before the KV tables in [`Inputs`]: 3 per sequence, padded to 16 bytes (the kernel
-    /// reads the tables' 8-byte addresses, which must be aligned).
+    /// reads the tables' 8-byte addresses, which must be aligned: abi.h's SP_STEP_ALIGN_WORDS).
     fn header_words(b: usize) -> usize {
-        (3 * b).next_multiple_of(4)
+        (3 * b).next_multiple_of(STEP_ALIGN_WORDS)
     }
 
     fn cuda_err(e: candle_core::cuda_backend::cudarc::driver::DriverError) -> ModelError {
