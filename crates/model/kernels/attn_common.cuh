@@ -2,6 +2,7 @@
 // wgmma): the block's place in the grid, and the online softmax over one 16-row tile of scores held
 // in the m16n8 accumulator layout (thread lane: rows g = lane / 4 and g + 8, columns 2 (lane % 4)
 // and + 1 of every n8 tile), which both MMA kinds produce.
+// Kernels: none.
 #pragma once
 #include <cuda_bf16.h>
 #include <stdint.h>

@@ -14,6 +14,10 @@
 // unnormalised output with its running max and sum to part_o / part_ml, and sp_attn_combine
 // merges the splits. The decode kernels (decode_attn.cu) use the same partial layout: output row
 // r = (b * sq + i) * heads + h, part_o[r][split][d], part_ml[r][split] = {max (log2 units), sum}.
+//
+// Kernels (the PTX module screenpilot_flash_attn):
+//   sp_flash_attn_bf16_d{D}_w{W}_m{MT}_n{BN}_s{STAGES}  attention, one per SP_FLASH_ENTRY below
+//   sp_attn_combine                                    merges the key splits' partial results
 
 #include "attn_common.cuh"
 

@@ -1,6 +1,8 @@
 // Fused attention for Hopper (sm_90a): the same contract as flash_attn.cu's sp_flash_attn (read
 // that file's header for the layouts, masking and key splits), with warpgroup MMAs (wgmma) in
 // place of mma.sync. Head dims 64 (the 2B/4B vision towers) and 128 (the text prefill).
+// Kernels (the PTX module screenpilot_flash_attn_sm90): sp_flash_attn_wg_bf16_d64,
+// sp_flash_attn_wg_bf16_d128, sp_flash_attn_wg1_bf16_d128 (SP9_ENTRY at the end of the file).
 //
 // A block is two warpgroups (8 warps) of 64 query rows each (head dim 128 in the prefill: one);
 // they read the same key/value tiles, 64 keys at a time, copied by cp.async into shared memory in

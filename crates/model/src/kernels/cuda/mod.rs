@@ -14,9 +14,9 @@ use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Tensor};
 use half::bf16;
 
-// `macro_rules!` items are visible to the modules declared after them: the macros first.
+// The macros first: `macro_rules!` items are visible only to the modules declared after them.
+// (candle does not export the type of a loaded function, hence macros to load kernels.)
 
-// (candle does not export the type of a loaded function, hence macros.)
 /// The kernel `$name` of flash_attn.cu's module.
 macro_rules! flash {
     ($dev:expr, $name:expr) => {
@@ -148,10 +148,12 @@ fn aligned(l: &Layout) -> bool {
     s.last() == Some(&1) && l.start_offset() % 8 == 0 && s.iter().rev().skip(1).all(|x| x % 8 == 0)
 }
 
+/// The bf16 elements of `s` from `l`'s start.
 fn view<'a>(s: &'a CudaStorage, l: &Layout) -> candle_core::Result<CudaView<'a, bf16>> {
     Ok(s.as_cuda_slice::<bf16>()?.slice(l.start_offset()..))
 }
 
+/// The first three strides of `l` (elements), as the kernels take them.
 fn strides3(l: &Layout) -> [i64; 3] {
     let s = l.stride();
     [s[0] as i64, s[1] as i64, s[2] as i64]
