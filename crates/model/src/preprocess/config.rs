@@ -1,5 +1,15 @@
 //! [`PreprocessConfig`]: the image processor's settings, from `preprocessor_config.json` or
 //! Qwen3-VL's defaults, and the checks that make them usable.
+//!
+//! The file is read into serde structs ([`RawConfig`]) whose every field accepts any JSON value:
+//! a value of the wrong type is kept as it was written, so the error can name its key and show
+//! it (serde's own errors name neither). Missing and `null` keys take the defaults.
+
+use std::marker::PhantomData;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::{config_err, PreprocessError};
 
@@ -66,36 +76,40 @@ impl PreprocessConfig {
     /// `do_rescale`, `do_normalize` or `do_convert_rgb` set to false are rejected
     /// rather than silently ignored. Other keys are ignored.
     pub fn from_json(text: &str) -> Result<Self, PreprocessError> {
-        let value: serde_json::Value = serde_json::from_str(text)
+        // Through a `Value` first: a repeated key keeps its last value (as Python's `json`
+        // does) instead of failing, and "not JSON" and "not an object" stay two messages.
+        let value: Value = serde_json::from_str(text)
             .map_err(|e| config_err(format!("preprocessor config is not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| config_err("preprocessor config must be a JSON object"))?;
+        // Every field of `RawConfig` accepts any value, so only a non-object can fail here.
+        let Object(raw) = Object::<RawConfig>::deserialize(&value)
+            .map_err(|_| config_err("preprocessor config must be a JSON object"))?;
         let mut cfg = Self::qwen3_vl_default();
-        if let Some(size) = obj.get("size").filter(|v| !v.is_null()) {
-            let size = size
-                .as_object()
-                .ok_or_else(|| config_err("`size` must be an object"))?;
-            let min = json_uint(size, "shortest_edge")?.or(json_uint(size, "min_pixels")?);
-            let max = json_uint(size, "longest_edge")?.or(json_uint(size, "max_pixels")?);
+        if let Some(size) = raw.size {
+            let Object(size) = size.get("size", "an object")?;
+            let min = count(size.shortest_edge, "shortest_edge")?.or(count(size.min_pixels, "min_pixels")?);
+            let max = count(size.longest_edge, "longest_edge")?.or(count(size.max_pixels, "max_pixels")?);
             cfg.min_pixels = min.unwrap_or(cfg.min_pixels);
             cfg.max_pixels = max.unwrap_or(cfg.max_pixels);
         }
-        cfg.min_pixels = json_uint(obj, "min_pixels")?.unwrap_or(cfg.min_pixels);
-        cfg.max_pixels = json_uint(obj, "max_pixels")?.unwrap_or(cfg.max_pixels);
-        cfg.patch_size = json_usize(obj, "patch_size")?.unwrap_or(cfg.patch_size);
+        cfg.min_pixels = count(raw.min_pixels, "min_pixels")?.unwrap_or(cfg.min_pixels);
+        cfg.max_pixels = count(raw.max_pixels, "max_pixels")?.unwrap_or(cfg.max_pixels);
+        cfg.patch_size = size(raw.patch_size, "patch_size")?.unwrap_or(cfg.patch_size);
         cfg.temporal_patch_size =
-            json_usize(obj, "temporal_patch_size")?.unwrap_or(cfg.temporal_patch_size);
-        cfg.merge_size = json_usize(obj, "merge_size")?.unwrap_or(cfg.merge_size);
-        cfg.image_mean = json_triple(obj, "image_mean")?.unwrap_or(cfg.image_mean);
-        cfg.image_std = json_triple(obj, "image_std")?.unwrap_or(cfg.image_std);
-        if let Some(r) = obj.get("rescale_factor").filter(|v| !v.is_null()) {
-            cfg.rescale_factor = r
-                .as_f64()
-                .ok_or_else(|| config_err("`rescale_factor` must be a number"))?;
+            size(raw.temporal_patch_size, "temporal_patch_size")?.unwrap_or(cfg.temporal_patch_size);
+        cfg.merge_size = size(raw.merge_size, "merge_size")?.unwrap_or(cfg.merge_size);
+        cfg.image_mean = triple(raw.image_mean, "image_mean")?.unwrap_or(cfg.image_mean);
+        cfg.image_std = triple(raw.image_std, "image_std")?.unwrap_or(cfg.image_std);
+        if let Some(r) = raw.rescale_factor {
+            cfg.rescale_factor = r.get("rescale_factor", "a number")?;
         }
-        for key in ["do_resize", "do_rescale", "do_normalize", "do_convert_rgb"] {
-            if obj.get(key).and_then(serde_json::Value::as_bool) == Some(false) {
+        for (key, flag) in [
+            ("do_resize", raw.do_resize),
+            ("do_rescale", raw.do_rescale),
+            ("do_normalize", raw.do_normalize),
+            ("do_convert_rgb", raw.do_convert_rgb),
+        ] {
+            // Only a boolean false is refused; other values are ignored, as before.
+            if matches!(flag, Some(Field::Given(false))) {
                 return Err(config_err(format!("`{key}: false` is not supported")));
             }
         }
@@ -157,56 +171,122 @@ impl PreprocessConfig {
     }
 }
 
-fn json_uint(
-    obj: &serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<u64>, PreprocessError> {
-    let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    if let Some(n) = v.as_u64() {
-        return Ok(Some(n));
-    }
-    match v.as_f64() {
-        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(63) => Ok(Some(f as u64)),
-        _ => Err(config_err(format!(
-            "`{key}` must be a non-negative integer, got {v}"
-        ))),
+/// `preprocessor_config.json` as written: the keys [`PreprocessConfig::from_json`] reads, each
+/// `None` when missing or `null`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawConfig {
+    size: Option<Field<Object<RawSize>>>,
+    min_pixels: Option<Field<Count>>,
+    max_pixels: Option<Field<Count>>,
+    patch_size: Option<Field<Count>>,
+    temporal_patch_size: Option<Field<Count>>,
+    merge_size: Option<Field<Count>>,
+    image_mean: Option<Field<Triple>>,
+    image_std: Option<Field<Triple>>,
+    rescale_factor: Option<Field<f64>>,
+    do_resize: Option<Field<bool>>,
+    do_rescale: Option<Field<bool>>,
+    do_normalize: Option<Field<bool>>,
+    do_convert_rgb: Option<Field<bool>>,
+}
+
+/// The `size` object: the pixel bounds under their current or their older names.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawSize {
+    shortest_edge: Option<Field<Count>>,
+    longest_edge: Option<Field<Count>>,
+    min_pixels: Option<Field<Count>>,
+    max_pixels: Option<Field<Count>>,
+}
+
+/// A value of the expected type, or whatever else was written, kept for the error message.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Field<T> {
+    Given(T),
+    Other(Value),
+}
+
+impl<T> Field<T> {
+    /// The value, or an error naming `key`, what it must be, and what it was.
+    fn get(self, key: &str, expected: &str) -> Result<T, PreprocessError> {
+        match self {
+            Field::Given(v) => Ok(v),
+            Field::Other(v) => Err(config_err(format!("`{key}` must be {expected}, got {v}"))),
+        }
     }
 }
 
-fn json_usize(
-    obj: &serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<usize>, PreprocessError> {
-    json_uint(obj, key)?
+/// A non-negative integer, also written as an integral float below 2^63 (`65536.0`).
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Number")]
+struct Count(u64);
+
+impl TryFrom<serde_json::Number> for Count {
+    type Error = &'static str;
+
+    fn try_from(n: serde_json::Number) -> Result<Self, Self::Error> {
+        if let Some(n) = n.as_u64() {
+            return Ok(Count(n));
+        }
+        match n.as_f64() {
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(63) => Ok(Count(f as u64)),
+            _ => Err("not a non-negative integer"),
+        }
+    }
+}
+
+/// A number for all three channels, or one number per channel.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Triple {
+    All(f64),
+    Each([f64; 3]),
+}
+
+impl Triple {
+    /// Rounded to f32 as `torch.tensor(list)` does.
+    fn channels(self) -> [f32; 3] {
+        match self {
+            Triple::All(x) => [x as f32; 3],
+            Triple::Each(xs) => xs.map(|x| x as f32),
+        }
+    }
+}
+
+/// `T` read from a JSON object only: a derived struct would also take an array, by position.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectVisitor(PhantomData)).map(Object)
+    }
+}
+
+fn count(field: Option<Field<Count>>, key: &str) -> Result<Option<u64>, PreprocessError> {
+    field.map(|f| f.get(key, "a non-negative integer").map(|c| c.0)).transpose()
+}
+
+fn size(field: Option<Field<Count>>, key: &str) -> Result<Option<usize>, PreprocessError> {
+    count(field, key)?
         .map(|n| usize::try_from(n).map_err(|_| config_err(format!("`{key}` is too large"))))
         .transpose()
 }
 
-/// A number (applied to all channels) or an array of 3 numbers, rounded to
-/// f32 as `torch.tensor(list)` does.
-fn json_triple(
-    obj: &serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<[f32; 3]>, PreprocessError> {
-    let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let bad = || {
-        config_err(format!(
-            "`{key}` must be a number or a list of 3 numbers, got {v}"
-        ))
-    };
-    if let Some(x) = v.as_f64() {
-        return Ok(Some([x as f32; 3]));
-    }
-    let arr = v.as_array().filter(|a| a.len() == 3).ok_or_else(bad)?;
-    let mut out = [0f32; 3];
-    for (o, x) in out.iter_mut().zip(arr) {
-        *o = x.as_f64().ok_or_else(bad)? as f32;
-    }
-    Ok(Some(out))
+fn triple(field: Option<Field<Triple>>, key: &str) -> Result<Option<[f32; 3]>, PreprocessError> {
+    field.map(|f| f.get(key, "a number or a list of 3 numbers").map(Triple::channels)).transpose()
 }
 
 #[cfg(test)]
@@ -241,6 +321,53 @@ mod tests {
             (3136, 12845056, 28, 1176)
         );
         assert_eq!((cfg.image_mean[0], cfg.image_std), (0.48145466, [0.5; 3]));
+    }
+
+    #[test]
+    fn config_reads_integral_floats_nulls_old_size_names_and_repeated_keys() {
+        let cfg = PreprocessConfig::from_json(
+            r#"{"size": {"min_pixels": 4096.0, "max_pixels": 1e6}, "patch_size": null, "merge_size": 2.0,
+                "rescale_factor": null, "image_std": null, "do_resize": true, "do_rescale": "no",
+                "temporal_patch_size": 1, "temporal_patch_size": 2}"#,
+        )
+        .expect("parse");
+        let want = PreprocessConfig { min_pixels: 4096, max_pixels: 1_000_000, ..PreprocessConfig::default() };
+        assert_eq!(cfg, want);
+        // `shortest_edge` wins over `size.min_pixels`; the top-level key wins over both.
+        let cfg = PreprocessConfig::from_json(r#"{"size": {"shortest_edge": 10, "min_pixels": 20}}"#).unwrap();
+        assert_eq!(cfg.min_pixels, 10);
+        let cfg = PreprocessConfig::from_json(r#"{"min_pixels": 30, "size": {"shortest_edge": 10}}"#).unwrap();
+        assert_eq!(cfg.min_pixels, 30);
+        // `size: null` is no size.
+        assert_eq!(PreprocessConfig::from_json(r#"{"size": null}"#).unwrap(), PreprocessConfig::default());
+    }
+
+    #[test]
+    fn config_errors_name_the_key_and_the_value() {
+        for (bad, want) in [
+            ("[1]", "must be a JSON object"),
+            ("not json", "not valid JSON"),
+            (r#"{"patch_size": -3}"#, "`patch_size` must be a non-negative integer, got -3"),
+            (r#"{"merge_size": 1.5}"#, "`merge_size` must be a non-negative integer, got 1.5"),
+            (r#"{"min_pixels": "10"}"#, "`min_pixels` must be a non-negative integer, got \"10\""),
+            (r#"{"max_pixels": 1e19}"#, "`max_pixels` must be a non-negative integer"),
+            (r#"{"size": {"longest_edge": true}}"#, "`longest_edge` must be a non-negative integer, got true"),
+            (r#"{"size": {"shortest_edge": 5, "min_pixels": -1}}"#, "`min_pixels` must be a non-negative integer"),
+            (r#"{"size": [65536, 1000000]}"#, "`size` must be an object"),
+            (r#"{"size": 3}"#, "`size` must be an object"),
+            (r#"{"image_mean": [0.5, 0.5]}"#, "`image_mean` must be a number or a list of 3 numbers, got [0.5,0.5]"),
+            (r#"{"image_std": [0.5, "a", 0.5]}"#, "`image_std` must be a number or a list of 3 numbers"),
+            (r#"{"rescale_factor": "1/255"}"#, "`rescale_factor` must be a number"),
+            (r#"{"rescale_factor": 0}"#, "rescale_factor must be a positive number"),
+            (r#"{"do_convert_rgb": false}"#, "`do_convert_rgb: false` is not supported"),
+            (r#"{"patch_size": 0}"#, "must be positive"),
+            (r#"{"image_std": [0.5, 0.0, 0.5]}"#, "image_std must be non-zero"),
+        ] {
+            let e = PreprocessConfig::from_json(bad).expect_err(bad);
+            assert!(matches!(e, PreprocessError::Config(_)), "{bad}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("bad preprocessor config: ") && msg.contains(want), "{bad}: {msg}");
+        }
     }
 
     #[test]
