@@ -148,8 +148,17 @@ impl PreprocessConfig {
                 "patch_size, temporal_patch_size and merge_size must be positive",
             ));
         }
-        if u32::try_from(self.factor()).is_err() {
+        // Checked products: `factor()` and `patch_dim()` would overflow (a panic in debug builds,
+        // such as the fuzzers') for sizes like `patch_size: 2^63`.
+        let factor = self.patch_size.checked_mul(self.merge_size);
+        if factor.and_then(|f| u32::try_from(f).ok()).is_none() {
             return Err(config_err("patch_size * merge_size is too large"));
+        }
+        let patch_dim = [self.temporal_patch_size, self.patch_size, self.patch_size]
+            .into_iter()
+            .try_fold(3usize, usize::checked_mul);
+        if patch_dim.is_none() {
+            return Err(config_err("3 * temporal_patch_size * patch_size² is too large"));
         }
         if self.min_pixels == 0 || self.max_pixels == 0 {
             return Err(config_err("min_pixels (size.shortest_edge) and max_pixels (size.longest_edge) must be positive"));
@@ -362,6 +371,10 @@ mod tests {
             (r#"{"do_convert_rgb": false}"#, "`do_convert_rgb: false` is not supported"),
             (r#"{"patch_size": 0}"#, "must be positive"),
             (r#"{"image_std": [0.5, 0.0, 0.5]}"#, "image_std must be non-zero"),
+            (r#"{"patch_size": 18446744073709551615}"#, "patch_size * merge_size is too large"),
+            (r#"{"merge_size": 9223372036854775807}"#, "patch_size * merge_size is too large"),
+            (r#"{"patch_size": 2147483648, "merge_size": 1}"#, "3 * temporal_patch_size * patch_size² is too large"),
+            (r#"{"temporal_patch_size": 9223372036854775807}"#, "3 * temporal_patch_size * patch_size² is too large"),
         ] {
             let e = PreprocessConfig::from_json(bad).expect_err(bad);
             assert!(matches!(e, PreprocessError::Config(_)), "{bad}: {e:?}");
