@@ -146,10 +146,9 @@ impl GridThw {
 ///
 /// The model input is `num_patches × patch_dim`, row-major, like HF's
 /// `pixel_values` ([`Self::pixels`]). Patch rows run over merge windows
-/// ([`crate::patch_layout`]): for
-/// each window row `bh`, window column `bw`, then `mh`, `mw` inside the
-/// `merge × merge` window, the patch at patch row `bh*merge + mh` and column
-/// `bw*merge + mw`. Inside a row, value `((c * temporal + t) * patch + py) *
+/// ([`crate::patch_layout`]): for each window row `bh`, window column `bw`,
+/// then `mh`, `mw` inside the `merge × merge` window, the patch at patch row
+/// `bh*merge + mh` and column `bw*merge + mw`. Inside a row, value `((c * temporal + t) * patch + py) *
 /// patch + px` is channel `c`, frame `t`, pixel `(py, px)` of that patch,
 /// normalised. All `temporal` frames of a still image are the same.
 ///
@@ -162,7 +161,7 @@ pub struct PreprocessedImage {
     /// The resized image, RGB, row-major: `resized_height × resized_width × 3`.
     pub rgb: Vec<u8>,
     /// The fused rescale + normalise per channel: value `v` of channel `c`
-    /// becomes `lut[c][v]` (see `normalize_lut`).
+    /// becomes `lut[c][v]` (see `normalize_lut` in `patches.rs`).
     pub lut: [[f32; 256]; 3],
     /// Frames per patch (`temporal_patch_size`).
     pub temporal: usize,
