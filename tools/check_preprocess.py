@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check ScreenPilot's Rust image preprocessing against torch / transformers.
 
-The Rust side is crates/model/src/preprocess.rs; it must be *bit-exact* with
+The Rust side is crates/model/src/preprocess/; it must be *bit-exact* with
 transformers' Qwen2VLImageProcessor (torchvision backend: uint8 bicubic
 antialiased resize on CPU, fused rescale+normalise, patchify).
 
@@ -19,7 +19,7 @@ root:
   /opt/pyref/bin/python tools/check_preprocess.py fixtures
 
 Options: --manifest-path (default crates/model/Cargo.toml; point it at another
-crate that includes preprocess.rs if needed), --keep DIR (keep the case files),
+crate that includes preprocess/ if needed), --keep DIR (keep the case files),
 --no-release. Exit status is non-zero if any exact-expected case differs.
 JPEG cases are reported separately: PIL (libjpeg-turbo) and the `image` crate
 (zune-jpeg) may decode a few pixels differently, which is not a resize bug.

@@ -8,6 +8,7 @@
 // bf16: patches in m x m merge windows (windows row-major, row-major inside one), a row channel
 // by channel, each channel's p x p values repeated over the t frames. The values of
 // PreprocessedImage::pixels (HF's pixel_values) rounded to bf16 like a cast. grid (gh gw), block 256.
+// The row order (n -> y0, x0 below) is crates/model/src/patch_layout.rs's patch_at; change both together.
 extern "C" __global__ void sp_patch_rows_bf16(const unsigned char *rgb, const float *lut, bf16 *out, int gh, int gw,
                                               int p, int m, int t) {
     const int n = blockIdx.x, window = n / (m * m), inner = n % (m * m), per_row = gw / m;

@@ -13,6 +13,7 @@ pub mod generate;
 mod graph;
 pub mod loader;
 pub mod model;
+pub mod patch_layout;
 pub mod preprocess;
 pub mod profile;
 pub mod prompt;

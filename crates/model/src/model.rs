@@ -104,7 +104,7 @@ impl Qwen3Vl {
     /// Runs the vision tower over preprocessed images (in order) in one call.
     pub fn encode_images(&self, images: &[&PreprocessedImage]) -> Result<VisionOutput> {
         let dtype = self.vision.dtype();
-        let parts = images.iter().map(|i| i.to_tensor_as(&self.device, dtype)).collect::<Result<Vec<_>>>()?;
+        let parts = images.iter().map(|i| crate::vision::input::pixel_rows_as(i, &self.device, dtype)).collect::<Result<Vec<_>>>()?;
         let pixels = Tensor::cat(&parts, 0)?;
         let grids: Vec<GridThw> = images.iter().map(|i| i.grid).collect();
         self.vision.forward(&pixels, &grids)

@@ -13,6 +13,8 @@ use crate::kernels::{self, Act};
 use crate::preprocess::GridThw;
 use crate::profile::scope;
 
+pub mod input;
+
 /// What the vision tower produces for a batch of images: one row per merged visual token,
 /// images in order.
 #[derive(Debug, Clone)]

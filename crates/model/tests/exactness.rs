@@ -125,7 +125,7 @@ fn preprocessing_matches_transformers_pixel_for_pixel() {
         for (img, g) in case.images.iter().zip(&ref_grids) {
             let p = preprocess(&load_image(&fixtures().join("images").join(img)).unwrap(), &folder.preprocess).unwrap();
             assert_eq!(p.grid, *g, "{}: grid of {img}", case.name);
-            ours.push(p.to_tensor(&Device::Cpu).unwrap());
+            ours.push(screenpilot_model::vision::input::pixel_rows(&p, &Device::Cpu).unwrap());
             checked += 1;
         }
         let ours = Tensor::cat(&ours, 0).unwrap();
