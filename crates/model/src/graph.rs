@@ -15,11 +15,13 @@
 //! parameter uploads that recording needs), the second records the graph and runs it, later
 //! ones replay it. The logits are copied out of the graph's buffer, so callers own what they get.
 //! Should recording fail three times, the decoder says so and decodes eagerly from then on.
-//! `SCREENPILOT_CUDA_GRAPHS=0` turns graphs off (eager steps with device inputs remain).
+//! `KernelConfig::cuda_graphs` off (`--cuda-graphs off`, or `SCREENPILOT_CUDA_GRAPHS=0` at a front
+//! end) turns graphs off (eager steps with device inputs remain).
 
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::ops::KernelConfig;
 use crate::text::{KvCache, TextModel};
 
 pub(crate) use imp::DeviceDecoder;
@@ -58,7 +60,7 @@ mod imp {
     pub(crate) enum DeviceDecoder {}
 
     impl DeviceDecoder {
-        pub(crate) fn new(_: &candle_core::Device, _: candle_core::DType) -> Option<Self> {
+        pub(crate) fn new(_: &candle_core::Device, _: candle_core::DType, _: &KernelConfig) -> Option<Self> {
             None
         }
 
@@ -149,11 +151,14 @@ mod imp {
     }
 
     impl DeviceDecoder {
-        /// A decoder for `dev` when our kernels serve it (CUDA, bf16, kernels not turned off).
-        pub(crate) fn new(dev: &Device, dtype: DType) -> Option<Self> {
+        /// A decoder for `dev` when our kernels serve it (CUDA, bf16, kernels allowed by `config`);
+        /// it replays CUDA graphs when `config.cuda_graphs`.
+        pub(crate) fn new(dev: &Device, dtype: DType, config: &KernelConfig) -> Option<Self> {
+            if !config.allows(false) {
+                return None;
+            }
             let dev = usable(dev, dtype, false)?;
-            let graphs = std::env::var("SCREENPILOT_CUDA_GRAPHS").map_or(true, |v| v != "0");
-            Some(Self { dev, graphs, state: Mutex::new(State::default()) })
+            Some(Self { dev, graphs: config.cuda_graphs, state: Mutex::new(State::default()) })
         }
 
         /// One token for each cache (`tokens[i]` to `caches[i]`, at most MAX_BATCH); returns the

@@ -9,6 +9,7 @@ use crate::config::Qwen3VlConfig;
 use crate::error::{ModelError, Result};
 use crate::graph::DeviceDecoder;
 use crate::loader::ModelFolder;
+use crate::ops::{KernelConfig, Ops};
 use crate::preprocess::{GridThw, PreprocessedImage};
 use crate::rope::{get_rope_index, Positions};
 use crate::text::{DeepstackInput, KvCache, TextModel};
@@ -49,18 +50,26 @@ pub struct Qwen3Vl {
     dtype: DType,
     /// Decode steps on CUDA (bf16): inputs in device memory, replayed as CUDA graphs.
     decoder: Option<DeviceDecoder>,
+    ops: Ops,
 }
 
 impl Qwen3Vl {
-    /// Builds the model from weights named as in the Hugging Face checkpoint.
+    /// Builds the model from weights named as in the Hugging Face checkpoint, with every kernel
+    /// that applies ([`KernelConfig::default`]).
     pub fn new(config: &Qwen3VlConfig, vb: VarBuilder) -> Result<Self> {
+        Self::new_with(config, vb, KernelConfig::default())
+    }
+
+    /// [`Self::new`] with the kernel choice `kernels`.
+    pub fn new_with(config: &Qwen3VlConfig, vb: VarBuilder, kernels: KernelConfig) -> Result<Self> {
         let params = config.text_params()?;
+        let ops = Ops::new(vb.device(), kernels);
         let wrap = |e: ModelError| match e {
             ModelError::Candle(c) => ModelError::Weights(crate::error::candle_message(&c)),
             other => other,
         };
-        let vision = VisionModel::new(&config.vision_config, vb.pp("model").pp("visual")).map_err(wrap)?;
-        let text = TextModel::new(&params, config.tied_embeddings(), vb.pp("model").pp("language_model"), vb.clone())
+        let vision = VisionModel::new(&config.vision_config, vb.pp("model").pp("visual"), &ops).map_err(wrap)?;
+        let text = TextModel::new(&params, config.tied_embeddings(), vb.pp("model").pp("language_model"), vb.clone(), &ops)
             .map_err(wrap)?;
         Ok(Self {
             vision,
@@ -69,14 +78,26 @@ impl Qwen3Vl {
             max_context: params.max_position_embeddings,
             device: vb.device().clone(),
             dtype: vb.dtype(),
-            decoder: DeviceDecoder::new(vb.device(), vb.dtype()),
+            decoder: DeviceDecoder::new(vb.device(), vb.dtype(), &kernels),
+            ops,
         })
     }
 
-    /// Loads a checked model folder onto `device` in `dtype`.
+    /// Loads a checked model folder onto `device` in `dtype`, with every kernel that applies.
     pub fn load(folder: &ModelFolder, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(folder, dtype, device, KernelConfig::default())
+    }
+
+    /// [`Self::load`] with the kernel choice `kernels` (kept by this model alone: another model
+    /// in the same process may use another).
+    pub fn load_with(folder: &ModelFolder, dtype: DType, device: &Device, kernels: KernelConfig) -> Result<Self> {
         let vb = folder.var_builder(dtype, device)?;
-        Self::new(&folder.config, vb)
+        Self::new_with(&folder.config, vb, kernels)
+    }
+
+    /// The kernel choice this model was loaded with.
+    pub fn kernel_config(&self) -> &KernelConfig {
+        self.ops.config()
     }
 
     pub fn device(&self) -> &Device {
@@ -104,7 +125,7 @@ impl Qwen3Vl {
     /// Runs the vision tower over preprocessed images (in order) in one call.
     pub fn encode_images(&self, images: &[&PreprocessedImage]) -> Result<VisionOutput> {
         let dtype = self.vision.dtype();
-        let parts = images.iter().map(|i| crate::vision::input::pixel_rows_as(i, &self.device, dtype)).collect::<Result<Vec<_>>>()?;
+        let parts = images.iter().map(|i| crate::vision::input::pixel_rows_as(i, &self.device, dtype, &self.ops)).collect::<Result<Vec<_>>>()?;
         let pixels = Tensor::cat(&parts, 0)?;
         let grids: Vec<GridThw> = images.iter().map(|i| i.grid).collect();
         self.vision.forward(&pixels, &grids)

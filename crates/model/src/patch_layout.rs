@@ -9,8 +9,8 @@
 //! Everything that lays out or reads rows in this order follows this module:
 //! `PreprocessedImage::pixels` (host rows, [`patch_at`]), `vision::input` (the same rows cut by a
 //! tensor permute, [`window_view`] and [`ROWS_FROM_WINDOW_VIEW`]) and the CUDA kernel
-//! `sp_patch_rows_bf16` in `kernels/fused.cu`. `vision::merge_order` (the position embeddings
-//! and rotary tables, in row order) enumerates the same order as [`merge_order`].
+//! `sp_patch_rows_bf16` in `kernels/patch.cu`; the vision tower's position embeddings and rotary
+//! tables are built per row by [`merge_order`] (`vision/grid.rs`).
 
 /// `(patch row, patch column)` of row `index` of a grid `w` patches wide, in `m x m` windows
 /// (`m` = 0 is taken as 1).

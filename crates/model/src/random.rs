@@ -8,6 +8,7 @@ use candle_nn::{var_builder::SimpleBackend, Init, VarBuilder};
 use crate::config::Qwen3VlConfig;
 use crate::error::Result;
 use crate::model::Qwen3Vl;
+use crate::ops::KernelConfig;
 
 struct RandomWeights {
     tied: bool,
@@ -40,9 +41,14 @@ impl SimpleBackend for RandomWeights {
 impl Qwen3Vl {
     /// A model of `config`'s shape with random weights, made directly on `device`.
     pub fn random(config: &Qwen3VlConfig, dtype: DType, device: &Device) -> Result<Self> {
+        Self::random_with(config, dtype, device, KernelConfig::default())
+    }
+
+    /// [`Self::random`] with the kernel choice `kernels`.
+    pub fn random_with(config: &Qwen3VlConfig, dtype: DType, device: &Device, kernels: KernelConfig) -> Result<Self> {
         let backend: Box<dyn SimpleBackend> = Box::new(RandomWeights { tied: config.tied_embeddings() });
         let vb = VarBuilder::from_backend(backend, dtype, device.clone());
-        Self::new(config, vb)
+        Self::new_with(config, vb, kernels)
     }
 }
 

@@ -109,7 +109,7 @@ entry_points! {
 
     /// The vision tower's bf16 input rows (gh gw, 3 t p p) from `rgb`, an image of (gh p, gw p) pixels
     /// uploaded as bytes (rgb order), and `lut` (3, 256) f32: what
-    /// [`crate::preprocess::PreprocessedImage::to_tensor`] builds, rounded to bf16, in one launch.
+    /// [`crate::vision::input::pixel_rows`] builds, rounded to bf16, in one launch.
     fn patch_rows(rgb: &Tensor, lut: &Tensor, grid: (usize, usize), p: usize, m: usize, t: usize) -> Option<Tensor>;
 
     /// `silu(gate) * up` for `gate_up` (.., 2n) = [gate | up]: (.., n).

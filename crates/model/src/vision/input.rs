@@ -4,13 +4,13 @@
 //!
 //! The values are [`PreprocessedImage::pixels`]'s (HF's `pixel_values`), bit for bit in f32;
 //! the rows are in [`crate::patch_layout`]'s order. On CUDA in bf16 one kernel
-//! (`sp_patch_rows_bf16`, through `kernels::patch_rows`) does the whole cut; elsewhere tensor
+//! (`sp_patch_rows_bf16`, through [`Ops::patch_rows`]) does the whole cut; elsewhere tensor
 //! ops do ([`pixel_rows`]).
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
-use crate::kernels;
+use crate::ops::Ops;
 use crate::patch_layout;
 use crate::preprocess::PreprocessedImage;
 
@@ -25,11 +25,11 @@ pub fn pixel_rows(img: &PreprocessedImage, device: &Device) -> candle_core::Resu
 /// [`pixel_rows`] in `dtype`. On CUDA in bf16 one kernel cuts,
 /// normalises and rounds the uploaded bytes (the same values as
 /// `pixel_rows` then a cast, without its f32 and index intermediates).
-pub fn pixel_rows_as(img: &PreprocessedImage, device: &Device, dtype: DType) -> Result<Tensor> {
+pub(crate) fn pixel_rows_as(img: &PreprocessedImage, device: &Device, dtype: DType, ops: &Ops) -> Result<Tensor> {
     let (rgb, lut) = upload(img, device)?;
     if dtype == DType::BF16 {
         let (p, m, t) = (img.patch(), img.merge.max(1), img.temporal.max(1));
-        if let Some(rows) = kernels::patch_rows(&rgb, &lut, (img.grid.h, img.grid.w), p, m, t)? {
+        if let Some(rows) = ops.patch_rows(&rgb, &lut, (img.grid.h, img.grid.w), p, m, t)? {
             return Ok(rows);
         }
     }

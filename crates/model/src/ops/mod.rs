@@ -1,0 +1,56 @@
+//! The model's operations, each choosing in one place between our CUDA kernel
+//! ([`crate::kernels`]) and candle's ops: the layer files (`text/`, `vision/`) call these and
+//! read like the model, with no kernel plumbing.
+//!
+//! Every op computes what the reference computes. A kernel runs where it applies (CUDA, bf16,
+//! supported shapes, allowed by the model's [`KernelConfig`]); otherwise the op runs the plain
+//! candle arithmetic, which is what the CPU exactness tests check against transformers. The
+//! kernels round at most once where candle rounds several times (documented per op); the
+//! full-size GPU comparison (`tools/compare_with_hf.py`) covers them.
+//!
+//! - [`norm`]: RMSNorm and LayerNorm, with the residual add before them fused in.
+//! - [`linear`]: matmul + bias (+ GELU) through cuBLASLt's epilogue, the bias + activation kernel.
+//! - [`attention`]: causal attention of the text decoder (prefill, one-token decode) and the
+//!   vision tower's attention within each image.
+//! - [`rope`]: the text decoder's QK-norm + MRoPE (optionally writing the KV cache in the same
+//!   pass) and the vision tower's 2-D rope.
+//! - [`elementwise`]: SwiGLU, DeepStack's row adds, KV cache writes, the vision input rows.
+
+pub mod config;
+pub(crate) mod attention;
+pub(crate) mod elementwise;
+pub(crate) mod linear;
+pub(crate) mod norm;
+pub(crate) mod rope;
+
+use candle_core::Device;
+
+pub use config::{CublasLt, FusedKernels, KernelConfig};
+pub(crate) use crate::kernels::Act;
+pub(crate) use norm::{LayerNorm, RmsNorm};
+
+/// The ops of one loaded model: its [`KernelConfig`] (and the per-device kernel state behind it).
+/// Cheap to clone; every layer that runs an op holds one.
+#[derive(Debug, Clone)]
+pub(crate) struct Ops {
+    config: KernelConfig,
+}
+
+impl Ops {
+    /// The ops of a model on `device` with the kernel choice `config`.
+    pub(crate) fn new(_device: &Device, config: KernelConfig) -> Self {
+        Self { config }
+    }
+
+    pub(crate) fn config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    /// Whether the fused kernels (`flash`: the attention kernels) may run.
+    fn fused(&self, flash: bool) -> bool {
+        self.config.allows(flash)
+    }
+}
+
+#[cfg(all(test, feature = "cuda"))]
+mod parity;
