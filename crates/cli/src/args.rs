@@ -131,6 +131,37 @@ pub struct RuntimeArgs {
     /// Longest prompt + answer in tokens (default: the model's max_position_embeddings).
     #[arg(long)]
     pub context: Option<usize>,
+    /// Our fused CUDA kernels: all, flash (attention only) or off (candle's ops), to measure them
+    /// [default: all, or SCREENPILOT_FUSED=0|flash].
+    #[arg(long, value_enum)]
+    pub fused: Option<FusedArg>,
+    /// The cuBLASLt matmul with bias (and GELU) in its epilogue: on, bias (GELU after it) or off
+    /// [default: on, or SCREENPILOT_LT=0|bias].
+    #[arg(long, value_enum)]
+    pub cublaslt: Option<CublasLtArg>,
+    /// Decode steps replayed as CUDA graphs [default: on, or SCREENPILOT_CUDA_GRAPHS=0].
+    #[arg(long, value_enum)]
+    pub cuda_graphs: Option<OnOff>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusedArg {
+    All,
+    Flash,
+    Off,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CublasLtArg {
+    On,
+    Bias,
+    Off,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args, Debug, Clone)]

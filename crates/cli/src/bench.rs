@@ -223,7 +223,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             let cfg = named_shape(shape).with_context(|| format!("unknown shape {shape:?} (2b, 4b, 8b)"))?;
             let dev = device(a.runtime.device)?;
             let dt = dtype(a.runtime.dtype, &dev);
-            (Qwen3Vl::random(&cfg, dt, &dev)?, format!("random {shape}"), None, PreprocessConfig::default())
+            (Qwen3Vl::random_with(&cfg, dt, &dev, crate::load::kernels(&a.runtime))?, format!("random {shape}"), None, PreprocessConfig::default())
         }
     };
     let tok = tokenizer(&a, folder_tok)?;

@@ -80,7 +80,7 @@ pub fn run(a: BenchTaskArgs) -> anyhow::Result<ExitCode> {
             let shape = a.shape.as_deref().unwrap_or("2b");
             let cfg = named_shape(shape).with_context(|| format!("unknown shape {shape:?} (2b, 4b, 8b)"))?;
             let dev = device(a.runtime.device)?;
-            let model = Qwen3Vl::random(&cfg, dtype(a.runtime.dtype, &dev), &dev)?;
+            let model = Qwen3Vl::random_with(&cfg, dtype(a.runtime.dtype, &dev), &dev, crate::load::kernels(&a.runtime))?;
             let tok = Tokenizer::from_file(&a.tokenizer)
                 .with_context(|| format!("random weights need a tokenizer: {}", a.tokenizer.display()))?;
             (model, tok, PreprocessConfig::default(), format!("random {shape}"))

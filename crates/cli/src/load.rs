@@ -4,11 +4,11 @@
 use anyhow::bail;
 use screenpilot_engine::load::{self, DeviceChoice, GenerationDefaults, RuntimeConfig, SamplingChoice};
 use screenpilot_engine::GenerationOptions;
-use screenpilot_model::{DType, Device};
+use screenpilot_model::{CublasLt, DType, Device, FusedKernels, KernelConfig};
 
 pub use screenpilot_engine::load::Loaded;
 
-use crate::args::{DeviceArg, DtypeArg, ModelArgs, RuntimeArgs, SamplingArgs};
+use crate::args::{CublasLtArg, DeviceArg, DtypeArg, FusedArg, ModelArgs, OnOff, RuntimeArgs, SamplingArgs};
 
 fn device_choice(arg: Option<DeviceArg>) -> DeviceChoice {
     match arg {
@@ -48,7 +48,32 @@ pub fn runtime(rt: &RuntimeArgs) -> anyhow::Result<RuntimeConfig> {
         dtype: dtype_choice(rt.dtype),
         context: rt.context,
         max_image_tokens: rt.max_image_tokens,
+        kernels: kernels(rt),
     })
+}
+
+/// The kernel flags over the `SCREENPILOT_FUSED` / `_LT` / `_CUDA_GRAPHS` variables (read here,
+/// at the program's edge) over the defaults.
+pub fn kernels(rt: &RuntimeArgs) -> KernelConfig {
+    let mut k = KernelConfig::from_vars(|name| std::env::var(name).ok());
+    if let Some(f) = rt.fused {
+        k.fused = match f {
+            FusedArg::All => FusedKernels::All,
+            FusedArg::Flash => FusedKernels::FlashOnly,
+            FusedArg::Off => FusedKernels::Off,
+        };
+    }
+    if let Some(c) = rt.cublaslt {
+        k.cublaslt = match c {
+            CublasLtArg::On => CublasLt::On,
+            CublasLtArg::Bias => CublasLt::BiasOnly,
+            CublasLtArg::Off => CublasLt::Off,
+        };
+    }
+    if let Some(g) = rt.cuda_graphs {
+        k.cuda_graphs = g == OnOff::On;
+    }
+    k
 }
 
 pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use screenpilot_model::loader::GenerationConfig;
-use screenpilot_model::{DType, Device, ModelError, ModelFolder, PreprocessConfig, Qwen3Vl, Tokenizer};
+use screenpilot_model::{DType, Device, KernelConfig, ModelError, ModelFolder, PreprocessConfig, Qwen3Vl, Tokenizer};
 
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{EngineError, Result};
@@ -35,6 +35,8 @@ pub struct RuntimeConfig {
     pub context: Option<usize>,
     /// Cap on the visual tokens of each image (None: the folder's pixel bounds alone).
     pub max_image_tokens: Option<usize>,
+    /// Which of the model's CUDA kernels run (every one that applies by default).
+    pub kernels: KernelConfig,
 }
 
 /// The sampling generation_config.json asks for (every field optional there).
@@ -206,7 +208,7 @@ fn load_folder(folder: ModelFolder, dev: &Device, rt: &RuntimeConfig, start: Ins
         return Err(EngineError::InvalidRequest("the context must hold at least 1 token".into()));
     }
     let dtype = rt.dtype.unwrap_or_else(|| default_dtype(dev));
-    let mut model = Qwen3Vl::load(&folder, dtype, dev).map_err(load_error)?;
+    let mut model = Qwen3Vl::load_with(&folder, dtype, dev, rt.kernels).map_err(load_error)?;
     if let Some(c) = rt.context {
         model.max_context = c.min(model.max_context);
     }
