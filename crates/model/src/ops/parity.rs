@@ -124,7 +124,7 @@ fn ropes_match_candle() {
     let dev = gpu();
     let (k, c) = both(&dev);
     let (s, hd) = (37, 128);
-    let angles: Vec<f32> = (0..s).flat_map(|p| (0..hd / 2).map(move |i| p as f32 * 10000f32.powf(-(2 * i) as f32 / hd as f32))).collect();
+    let angles: Vec<f32> = (0..s).flat_map(|p| (0..hd / 2).map(move |i| p as f32 * 10000f32.powf(-((2 * i) as f32) / hd as f32))).collect();
     let a = Tensor::from_vec(angles, (s, hd / 2), &dev).unwrap_or_else(|e| panic!("{e}"));
     let (cos, sin) = (a.cos().and_then(|t| t.to_dtype(DType::BF16)).unwrap_or_else(|e| panic!("{e}")), a.sin().and_then(|t| t.to_dtype(DType::BF16)).unwrap_or_else(|e| panic!("{e}")));
     let cos_sin = Tensor::cat(&[&cos, &sin], D::Minus1).unwrap_or_else(|e| panic!("{e}"));

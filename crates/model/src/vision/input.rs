@@ -96,7 +96,7 @@ mod tests {
         let t = pixel_rows(&out, &Device::Cpu).expect("tensor");
         assert_eq!(t.dims(), &[4, 1536]);
         assert_eq!(values(&t), out.pixels());
-        let half = pixel_rows_as(&out, &Device::Cpu, DType::BF16).expect("bf16");
+        let half = pixel_rows_as(&out, &Device::Cpu, DType::BF16, &Ops::new(&Device::Cpu, Default::default())).expect("bf16");
         assert_eq!(half.dtype(), DType::BF16);
         assert_eq!(values(&half.to_dtype(DType::F32).expect("f32")), values(&t.to_dtype(DType::BF16).and_then(|t| t.to_dtype(DType::F32)).expect("cast")));
     }
