@@ -99,7 +99,7 @@ impl TextModel {
     /// [`crate::kernels::kv_table`] of the caches (which made room for the token), `table` from
     /// [`Self::position_table`] covering the positions. No host data enters the pass, so a CUDA
     /// graph can capture it and replay it for any caches of the same batch size.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg(feature = "cuda")]
     pub(crate) fn forward_decode_device(
         &self,
         ids: &Tensor,

@@ -133,7 +133,7 @@ impl KvCache {
     /// Makes room for one more token in every layer that holds some (like [`Self::append`]
     /// would: buffers a clone shares are copied, full ones grow), for a kernel to write row
     /// `filled` itself; [`Self::commit_one`] then counts the token.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg(any(feature = "cuda", test))]
     pub(crate) fn make_room_for_one(&mut self) -> Result<()> {
         if self.fits_one_in_place() {
             return Ok(());
@@ -156,7 +156,7 @@ impl KvCache {
     /// Whether one more token fits every layer where it is: each layer holds `len` tokens in
     /// buffers no clone shares, with room for another (what a decode kernel writing the new row
     /// itself relies on).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg(any(feature = "cuda", test))]
     pub(crate) fn fits_one_in_place(&self) -> bool {
         self.len > 0
             && self.layers.iter().all(|l| {
@@ -167,14 +167,14 @@ impl KvCache {
     }
 
     /// The key and value buffers of `layer` (whole capacity), if it holds any.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg(any(feature = "cuda", test))]
     pub(crate) fn layer_buffers(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
         self.layers.get(layer)?.as_ref().map(|l| (&l.buf.k, &l.buf.v))
     }
 
     /// Counts one token that a replayed pass wrote into every layer (after
     /// [`Self::fits_one_in_place`] held).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg(any(feature = "cuda", test))]
     pub(crate) fn commit_all(&mut self) {
         self.layers.iter_mut().flatten().for_each(|l| l.filled += 1);
         self.len += 1;

@@ -44,7 +44,6 @@ pub struct TextModel {
     lm_head: Linear,
     rope: MRope,
     /// [`Self::position_table`], kept between passes.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     position_table: Mutex<Option<Tensor>>,
     params: TextParams,
     ops: Ops,
@@ -93,7 +92,6 @@ impl TextModel {
     /// (n, head_dim) = [cos | sin] of text positions 0..n (all three MRoPE axes equal: what a
     /// decoded token gets), n >= `upto`, computed like the per-pass tables; kept and grown in
     /// steps of 4096 positions (1 MiB in bf16 at head dim 128).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn position_table(&self, upto: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
         let mut slot = self.position_table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = slot.as_ref().filter(|t| t.dim(0).is_ok_and(|n| n >= upto) && t.dtype() == dtype) {

@@ -54,7 +54,7 @@ impl PassInputs {
     /// `step` (2, b) u32 = [tokens held; rope positions], `kv_tables` and `splits` as in
     /// [`DeviceStep`]. Only the fused kernels read these (`cos`/`sin` are placeholders: the
     /// unfused path refuses such a pass).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg(feature = "cuda")]
     pub(super) fn on_device(table: &Tensor, step: &Tensor, kv_tables: &Tensor, splits: usize) -> Result<Self> {
         let step = DeviceStep { lens: step.get(0)?, pos: step.get(1)?, kv_tables: kv_tables.clone(), splits };
         Ok(Self { cos: table.clone(), sin: table.clone(), cos_sin: Some(table.clone()), causal: None, mask: Default::default(), step: Some(step) })
