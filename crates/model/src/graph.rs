@@ -157,7 +157,7 @@ mod imp {
             if !config.allows(false) {
                 return None;
             }
-            let dev = usable(dev, dtype, false)?;
+            let dev = usable(dev, dtype)?;
             Some(Self { dev, graphs: config.cuda_graphs, state: Mutex::new(State::default()) })
         }
 

@@ -15,9 +15,10 @@
 //! - [`rows_add`], [`kv_write`]: DeepStack's injection; a prefill's keys and values into the cache.
 //! - [`patch_rows`]: the vision tower's input rows from the uploaded 8-bit image.
 //!
-//! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs,
-//! or turned off by `SCREENPILOT_FUSED`); the caller then runs the plain candle ops, which are what the
-//! exactness tests run on the CPU.
+//! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs);
+//! the caller then runs the plain candle ops, which are what the exactness tests run on the CPU.
+//! Whether a kernel may run at all is not asked here: the model's [`crate::ops::KernelConfig`]
+//! decides, in [`crate::ops::Ops`], before any entry point is called.
 //!
 //! This module is the interface the layers call; `cuda` implements it, one module per kernel
 //! family (without the feature every entry point is a stub returning `None`). What the kernels and
@@ -121,10 +122,10 @@ entry_points! {
 
     /// `act(x w^T + bias)` for `x` (.., k) and `w` (n, k) by cuBLASLt, the bias (and the tanh GELU)
     /// applied to the f32 accumulator in the matmul's epilogue and rounded once, as transformers'
-    /// `F.linear` does on CUDA. `act` may be [`Act::None`] or [`Act::GeluTanh`]. `None` where it does
-    /// not apply, or with `SCREENPILOT_LT=0`; `SCREENPILOT_LT=bias` keeps the GELU out of the epilogue
-    /// (`None` for it: the caller then applies the activation after a matmul with `Act::None`,
-    /// rounding twice like the reference's separate GELU).
+    /// `F.linear` does on CUDA. `act` may be [`Act::None`] or [`Act::GeluTanh`] (`None` for
+    /// [`Act::GeluErf`]); `None` where it does not apply. Whether the GELU goes into the epilogue
+    /// is the caller's choice ([`crate::ops::CublasLt`]): with `BiasOnly` it asks for `Act::None`
+    /// and applies the activation after, rounding twice like the reference's separate GELU.
     fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Option<Tensor>;
 
     /// Rotary embedding of the vision tower's q and k read from its qkv output (seq, 3 * heads * d),

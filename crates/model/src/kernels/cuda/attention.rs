@@ -93,7 +93,7 @@ fn push_partials<'a>(lb: &mut LaunchArgs<'a>, p: &'a Option<Partials>) {
 // ---- fused attention (vision, prefill) ----
 
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: bool) -> Result<Option<Tensor>> {
-    if device_for(q, true).is_none() || [q, k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
+    if device_for(q).is_none() || [q, k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
         return Ok(None);
     }
     let (b, h, sq, d) = q.dims4()?;
@@ -165,7 +165,7 @@ impl CustomOp3 for FlashAttn {
 // ---- decode attention ----
 
 pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Option<Tensor>> {
-    if device_for(q, false).is_none() || [k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
+    if device_for(q).is_none() || [k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
         return Ok(None);
     }
     let (b, h, sq, d) = q.dims4()?;
@@ -224,7 +224,7 @@ impl CustomOp3 for DecodeAttn {
 
 pub(crate) fn decode_attention_norm(qkv: &Tensor, heads: usize, weights: &Tensor, cos_sin: &Tensor, eps: f32, step: &DecodeStep) -> Result<Option<Tensor>> {
     let DecodeStep { pos, lens, kv_table: table, splits, scale } = *step;
-    if device_for(qkv, false).is_none() || qkv.rank() != 3 || !qkv.is_contiguous() || qkv.dim(1)? != 1 {
+    if device_for(qkv).is_none() || qkv.rank() != 3 || !qkv.is_contiguous() || qkv.dim(1)? != 1 {
         return Ok(None);
     }
     let (b, _, width) = qkv.dims3()?;

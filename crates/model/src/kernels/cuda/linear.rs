@@ -32,18 +32,13 @@ fn blas_lt(dev: &CudaDevice) -> candle_core::Result<std::sync::Arc<CudaBlasLT>> 
     Ok(h)
 }
 
-fn lt_mode() -> &'static str {
-    static MODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    MODE.get_or_init(|| std::env::var("SCREENPILOT_LT").unwrap_or_default())
-}
-
 pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Option<Tensor>> {
     let gelu = match act {
         Act::None => false,
-        Act::GeluTanh if lt_mode() != "bias" => true,
+        Act::GeluTanh => true,
         _ => return Ok(None),
     };
-    if device_for(x, false).is_none() || lt_mode() == "0" || x.rank() == 0 || w.dtype() != DType::BF16 || !w.is_contiguous() {
+    if device_for(x).is_none() || x.rank() == 0 || w.dtype() != DType::BF16 || !w.is_contiguous() {
         return Ok(None);
     }
     let k = x.dim(candle_core::D::Minus1)?;
@@ -111,7 +106,7 @@ optional_third_input!(LtLinear, "screenpilot-lt-linear", "screenpilot-lt-linear-
 
 pub(crate) fn bias_act(x: &Tensor, bias: &Tensor, act: Act) -> Result<Option<Tensor>> {
     let n = x.dim(candle_core::D::Minus1)?;
-    if device_for(x, false).is_none() || bias.dtype() != DType::BF16 || bias.dims() != [n] {
+    if device_for(x).is_none() || bias.dtype() != DType::BF16 || bias.dims() != [n] {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { act })?))

@@ -17,7 +17,7 @@ use crate::kernels::abi::{kv_table_words, MAX_BATCH};
 pub(crate) fn kv_write(dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
     let (Ok((1, heads, cap, d)), Ok((1, sh, s, sd))) = (dst.dims4(), src.dims4()) else { return Ok(false) };
     let st = src.stride();
-    let ok = device_for(dst, false).is_some()
+    let ok = device_for(dst).is_some()
         && src.dtype() == DType::BF16
         && dst.is_contiguous()
         && dst.layout().start_offset() % 8 == 0

@@ -111,33 +111,22 @@ fn hopper(dev: &CudaDevice) -> bool {
     })
 }
 
-/// The CUDA device of `t` when the kernels apply to it: bf16, enabled, and the PTX loads on
-/// this GPU (compute capability 8.0 or newer; checked once).
-fn device_for(t: &Tensor, is_flash: bool) -> Option<CudaDevice> {
-    usable(t.device(), t.dtype(), is_flash)
+/// The CUDA device of `t` when the kernels apply to it: bf16 and the PTX loads on this GPU
+/// (compute capability 8.0 or newer; checked once). Whether the model's config allows them is
+/// [`crate::ops::Ops`]'s question, asked before.
+fn device_for(t: &Tensor) -> Option<CudaDevice> {
+    usable(t.device(), t.dtype())
 }
 
 /// [`device_for`] by device and dtype.
-pub(crate) fn usable(dev: &candle_core::Device, dtype: DType, is_flash: bool) -> Option<CudaDevice> {
+pub(crate) fn usable(dev: &candle_core::Device, dtype: DType) -> Option<CudaDevice> {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let candle_core::Device::Cuda(dev) = dev else { return None };
-    let ok = enabled_by_env(is_flash)
-        && dtype == DType::BF16
+    let ok = dtype == DType::BF16
         && *OK.get_or_init(|| {
             flash!(dev, attention::flash_variant(64, false).name).is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
         });
     ok.then(|| dev.clone())
-}
-
-/// Whether the CUDA kernels may be used, to measure them against candle's ops:
-/// `SCREENPILOT_FUSED=0` turns all off, `=flash` keeps only [`attention`].
-fn enabled_by_env(is_flash: bool) -> bool {
-    static ON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    match ON.get_or_init(|| std::env::var("SCREENPILOT_FUSED").unwrap_or_default()).as_str() {
-        "0" => false,
-        "flash" => is_flash,
-        _ => true,
-    }
 }
 
 // ---- what the launches share ----

@@ -17,7 +17,7 @@ use crate::kernels::KvTarget;
 // ---- QK-norm + rope ----
 
 pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32, cache: Option<KvTarget>) -> Result<Option<Tensor>> {
-    if device_for(x, false).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
+    if device_for(x).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
         return Ok(None);
     }
     let (b, s, heads, d) = x.dims4()?;
@@ -114,7 +114,7 @@ const LN_THREADS: usize = 128;
 pub(crate) fn layer_norm(x: &Tensor, y: Option<&Tensor>, wb: &Tensor, eps: f32) -> Result<Option<Tensor>> {
     let n = x.dim(candle_core::D::Minus1)?;
     // LN_CHUNKS 8-element chunks per thread of a LN_THREADS block.
-    if device_for(x, false).is_none() || x.rank() != 2 || n % 8 != 0 || n > 8 * LN_CHUNKS * LN_THREADS || wb.dtype() != DType::BF16 || wb.dims() != [2, n] {
+    if device_for(x).is_none() || x.rank() != 2 || n % 8 != 0 || n > 8 * LN_CHUNKS * LN_THREADS || wb.dtype() != DType::BF16 || wb.dims() != [2, n] {
         return Ok(None);
     }
     if y.is_some_and(|y| y.dims() != x.dims() || y.dtype() != DType::BF16) {
@@ -176,7 +176,7 @@ fn norm_blocks(rows: usize, n: usize, threads: usize, max_u: usize) -> u32 {
 
 pub(crate) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
     let n = x.dim(candle_core::D::Minus1)?;
-    if device_for(x, false).is_none() || y.dims() != x.dims() || y.dtype() != DType::BF16 || weight.dtype() != DType::BF16 || weight.dims() != [n] {
+    if device_for(x).is_none() || y.dims() != x.dims() || y.dtype() != DType::BF16 || weight.dtype() != DType::BF16 || weight.dims() != [n] {
         return Ok(None);
     }
     let (x, y, w) = (x.contiguous()?, y.contiguous()?, weight.contiguous()?);
@@ -220,7 +220,7 @@ impl CustomOp3 for AddRmsNorm {
 // ---- the vision tower's rope ----
 
 pub(crate) fn vision_rope(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Result<Option<Tensor>> {
-    if device_for(qkv, false).is_none() || cos.dtype() != DType::F32 || sin.dtype() != DType::F32 || qkv.rank() != 2 {
+    if device_for(qkv).is_none() || cos.dtype() != DType::F32 || sin.dtype() != DType::F32 || qkv.rank() != 2 {
         return Ok(None);
     }
     let (seq, width) = qkv.dims2()?;
