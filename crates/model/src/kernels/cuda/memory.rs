@@ -8,16 +8,16 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CpuStorage, CudaStorage, DType, Layout, Tensor};
 use half::bf16;
 
-use super::{device_for, view};
+use super::{view, CudaKernels};
 use crate::error::Result;
 use crate::kernels::abi::{kv_table_words, MAX_BATCH};
 
 // ---- prefill KV writes ----
 
-pub(crate) fn kv_write(dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
+pub(crate) fn kv_write(kernels: &CudaKernels, dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
     let (Ok((1, heads, cap, d)), Ok((1, sh, s, sd))) = (dst.dims4(), src.dims4()) else { return Ok(false) };
     let st = src.stride();
-    let ok = device_for(dst).is_some()
+    let ok = kernels.serves(dst)
         && src.dtype() == DType::BF16
         && dst.is_contiguous()
         && dst.layout().start_offset() % 8 == 0
