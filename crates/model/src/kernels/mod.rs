@@ -24,8 +24,8 @@
 //! - [`patch_rows`](DeviceKernels::patch_rows): the vision tower's input rows from the uploaded
 //!   8-bit image.
 //!
-//! The memory helpers [`address`], [`kv_table`] and [`upload_u32`] (CUDA only; they launch no
-//! kernel and need no device state) are free functions.
+//! The memory helpers `address`, `kv_table` and `upload_u32` (CUDA only; they launch no kernel
+//! and need no device state) are free functions.
 //!
 //! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs);
 //! the caller then runs the plain candle ops, which are what the exactness tests run on the CPU.

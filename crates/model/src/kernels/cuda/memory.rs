@@ -70,9 +70,9 @@ impl candle_core::InplaceOp2 for KvWrite {
 
 // ---- KV tables of the batched decode ----
 
-/// The KV table of one layer for [`crate::kernels::decode_attention_norm`]: `buffers[i]` = sequence i's
-/// (keys, values), (1, kv_heads, capacity, d) bf16 contiguous each, as KV_TABLE_WORDS u32
-/// (SpKvTable's layout). Checks what the kernel relies on, except the room for one more token
+/// The KV table of one layer for [`crate::kernels::DeviceKernels::decode_attention_norm`]:
+/// `buffers[i]` = sequence i's (keys, values), (1, kv_heads, capacity, d) bf16 contiguous each,
+/// as KV_TABLE_WORDS u32 (SpKvTable's layout). Checks what the kernel relies on, except the room for one more token
 /// (the caller's: see KvCache::fits_one_in_place).
 pub(crate) fn kv_table(buffers: &[(&Tensor, &Tensor)], kv_heads: usize, d: usize) -> Result<Vec<u32>> {
     if buffers.is_empty() || buffers.len() > MAX_BATCH {
