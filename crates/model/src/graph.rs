@@ -21,7 +21,6 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::ops::KernelConfig;
 use crate::text::{KvCache, TextModel};
 
 pub(crate) use imp::DeviceDecoder;
@@ -60,7 +59,7 @@ mod imp {
     pub(crate) enum DeviceDecoder {}
 
     impl DeviceDecoder {
-        pub(crate) fn new(_: &candle_core::Device, _: candle_core::DType, _: &KernelConfig) -> Option<Self> {
+        pub(crate) fn new(_: &crate::ops::Ops, _: candle_core::DType) -> Option<Self> {
             None
         }
 
@@ -85,7 +84,8 @@ mod imp {
     use super::*;
     use crate::error::ModelError;
     use crate::kernels::abi::{KV_TABLE_WORDS, MAX_BATCH, STEP_ALIGN_WORDS};
-    use crate::kernels::{decode_splits, kv_table, upload_u32, usable};
+    use crate::kernels::{decode_splits, kv_table, upload_u32};
+    use crate::ops::Ops;
 
     /// Graphs kept at once (each holds its own intermediate buffers, a few MB).
     const MAX_GRAPHS: usize = 8;
@@ -151,13 +151,15 @@ mod imp {
     }
 
     impl DeviceDecoder {
-        /// A decoder for `dev` when our kernels serve it (CUDA, bf16, kernels allowed by `config`);
-        /// it replays CUDA graphs when `config.cuda_graphs`.
-        pub(crate) fn new(dev: &Device, dtype: DType, config: &KernelConfig) -> Option<Self> {
+        /// A decoder for the model whose ops are `ops` when our kernels serve its device in
+        /// `dtype` (CUDA, bf16, the PTX loaded, kernels allowed by its config); it replays CUDA
+        /// graphs when the config's `cuda_graphs`.
+        pub(crate) fn new(ops: &Ops, dtype: DType) -> Option<Self> {
+            let config = ops.config();
             if !config.allows(false) {
                 return None;
             }
-            let dev = usable(dev, dtype, false)?;
+            let dev = ops.kernels().cuda_device(dtype)?.clone();
             Some(Self { dev, graphs: config.cuda_graphs, state: Mutex::new(State::default()) })
         }
 

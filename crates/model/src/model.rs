@@ -78,7 +78,7 @@ impl Qwen3Vl {
             max_context: params.max_position_embeddings,
             device: vb.device().clone(),
             dtype: vb.dtype(),
-            decoder: DeviceDecoder::new(vb.device(), vb.dtype(), &kernels),
+            decoder: DeviceDecoder::new(&ops, vb.dtype()),
             ops,
         })
     }

@@ -1,30 +1,43 @@
 //! Our CUDA kernels (crates/model/kernels/*.cu, compiled to PTX by build.rs under the `cuda`
-//! feature), for bf16 on GPUs of compute capability 8.0 or newer:
-//! - [`attention`]: fused FlashAttention-2 style attention (head dim 64, 72 or 128) for the vision
-//!   tower and causal prefill; scores stay in registers (f32).
-//! - [`decode_attention_norm`]: one decode step of a batch: QK-norm + rope of the new token, its
-//!   KV row written into each sequence's cache, attention with keys split over blocks; lengths,
-//!   positions and KV buffer addresses are read from device memory, so a CUDA graph replays it
-//!   ([`crate::graph`]).
-//! - [`decode_attention`]: one new token per sequence over given cached keys (the fallback).
-//! - [`norm_rope`]: QK-norm + rotary embedding + head transpose in one pass.
-//! - [`add_rms_norm`], [`layer_norm`]: residual add + the norm after it.
-//! - [`swiglu`]: silu(gate) * up.
-//! - [`linear`]: a cuBLASLt matmul with the bias (and tanh GELU) in its epilogue.
-//! - [`bias_act`], [`vision_rope`]: a linear layer's bias + activation; the vision tower's rope.
-//! - [`rows_add`], [`kv_write`]: DeepStack's injection; a prefill's keys and values into the cache.
-//! - [`patch_rows`]: the vision tower's input rows from the uploaded 8-bit image.
+//! feature), for bf16 on GPUs of compute capability 8.0 or newer. Each is a method of
+//! [`DeviceKernels`], the state of the device one model runs on (what loaded on it, its cuBLASLt
+//! handles), which that model owns through [`crate::ops::Ops`]: nothing here is process-wide.
+//! - [`attention`](DeviceKernels::attention): fused FlashAttention-2 style attention (head dim
+//!   64, 72 or 128) for the vision tower and causal prefill; scores stay in registers (f32).
+//! - [`decode_attention_norm`](DeviceKernels::decode_attention_norm): one decode step of a
+//!   batch: QK-norm + rope of the new token, its KV row written into each sequence's cache,
+//!   attention with keys split over blocks; lengths, positions and KV buffer addresses are read
+//!   from device memory, so a CUDA graph replays it ([`crate::graph`]).
+//! - [`decode_attention`](DeviceKernels::decode_attention): one new token per sequence over
+//!   given cached keys (the fallback).
+//! - [`norm_rope`](DeviceKernels::norm_rope): QK-norm + rotary embedding + head transpose in one
+//!   pass.
+//! - [`add_rms_norm`](DeviceKernels::add_rms_norm), [`layer_norm`](DeviceKernels::layer_norm):
+//!   residual add + the norm after it.
+//! - [`swiglu`](DeviceKernels::swiglu): silu(gate) * up.
+//! - [`linear`](DeviceKernels::linear): a cuBLASLt matmul with the bias (and tanh GELU) in its
+//!   epilogue.
+//! - [`bias_act`](DeviceKernels::bias_act), [`vision_rope`](DeviceKernels::vision_rope): a
+//!   linear layer's bias + activation; the vision tower's rope.
+//! - [`rows_add`](DeviceKernels::rows_add), [`kv_write`](DeviceKernels::kv_write): DeepStack's
+//!   injection; a prefill's keys and values into the cache.
+//! - [`patch_rows`](DeviceKernels::patch_rows): the vision tower's input rows from the uploaded
+//!   8-bit image.
 //!
-//! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs,
-//! or turned off by `SCREENPILOT_FUSED`); the caller then runs the plain candle ops, which are what the
-//! exactness tests run on the CPU.
+//! The memory helpers `address`, `kv_table` and `upload_u32` (CUDA only; they launch no kernel
+//! and need no device state) are free functions.
+//!
+//! Each returns `None` where it does not apply (CPU, Metal, f32/f16, other shapes, older GPUs);
+//! the caller then runs the plain candle ops, which are what the exactness tests run on the CPU.
+//! Whether a kernel may run at all is not asked here: the model's [`crate::ops::KernelConfig`]
+//! decides, in [`crate::ops::Ops`], before any entry point is called.
 //!
 //! This module is the interface the layers call; `cuda` implements it, one module per kernel
 //! family (without the feature every entry point is a stub returning `None`). What the kernels and
 //! this crate must agree on (constants, the KV table's layout) is written once, in kernels/abi.h;
 //! `abi` mirrors it, and its test checks the two against each other.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 
@@ -35,28 +48,80 @@ pub(crate) mod abi;
 mod cuda;
 
 #[cfg(feature = "cuda")]
-pub(crate) use cuda::{address, kv_table, upload_u32, usable};
+pub(crate) use cuda::{address, kv_table, upload_u32};
 
-/// Declares the kernels' entry points from their signatures: under the `cuda` feature each calls
-/// the function of the same name and signature in `cuda`; without it, each is a stub returning
+/// What the kernels know of the device one model runs on, made once when the model is loaded
+/// ([`crate::ops::Ops::new`]) and dropped with it; a model on another device, or another model on
+/// the same one, has its own. For a CUDA device: the device, whether our PTX modules load on it,
+/// whether it runs the Hopper (wgmma) attention, and the cuBLASLt handles with their workspaces.
+/// Elsewhere (CPU, Metal, a build without the `cuda` feature, or no kernel wanted) it holds
+/// nothing and every entry point answers "does not apply".
+pub(crate) struct DeviceKernels {
+    #[cfg(feature = "cuda")]
+    cuda: Option<cuda::CudaKernels>,
+}
+
+impl DeviceKernels {
+    /// The kernels' state on `device`: with `wanted` (the model's config allows some kernel) and
+    /// a CUDA device, our PTX modules are loaded on it now and what loaded is recorded.
+    pub(crate) fn new(device: &Device, wanted: bool) -> Self {
+        #[cfg(feature = "cuda")]
+        {
+            let cuda = match device {
+                Device::Cuda(dev) if wanted => Some(cuda::CudaKernels::new(dev)),
+                _ => None,
+            };
+            Self { cuda }
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (device, wanted);
+            Self {}
+        }
+    }
+
+    /// The CUDA device when the kernels serve it in `dtype` (bf16, the PTX loaded).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device(&self, dtype: candle_core::DType) -> Option<&candle_core::CudaDevice> {
+        self.cuda.as_ref()?.device(dtype)
+    }
+}
+
+impl std::fmt::Debug for DeviceKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("DeviceKernels");
+        #[cfg(feature = "cuda")]
+        d.field("cuda", &self.cuda);
+        d.finish()
+    }
+}
+
+/// Declares the kernels' entry points, methods of [`DeviceKernels`], from their signatures: under
+/// the `cuda` feature each calls the function of the same name in `cuda` with the device's state
+/// first (`Ok` of its output's default where there is none); without it, each is a stub returning
 /// `Ok` of its output's default, `None` (or `false`): "does not apply", so the caller runs
 /// candle's ops.
 macro_rules! entry_points {
     ($($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $out:ty;)*) => {
-        $(
-            $(#[$attr])*
-            #[cfg(feature = "cuda")]
-            pub(crate) fn $name($($arg: $ty),*) -> Result<$out> {
-                cuda::$name($($arg),*)
-            }
+        impl DeviceKernels {
+            $(
+                $(#[$attr])*
+                #[cfg(feature = "cuda")]
+                pub(crate) fn $name(&self, $($arg: $ty),*) -> Result<$out> {
+                    match &self.cuda {
+                        Some(k) => cuda::$name(k, $($arg),*),
+                        None => Ok(<$out>::default()),
+                    }
+                }
 
-            $(#[$attr])*
-            #[cfg(not(feature = "cuda"))]
-            pub(crate) fn $name($($arg: $ty),*) -> Result<$out> {
-                let _ = ($($arg,)*);
-                Ok(<$out>::default())
-            }
-        )*
+                $(#[$attr])*
+                #[cfg(not(feature = "cuda"))]
+                pub(crate) fn $name(&self, $($arg: $ty),*) -> Result<$out> {
+                    let _ = ($($arg,)*);
+                    Ok(<$out>::default())
+                }
+            )*
+        }
     };
 }
 
@@ -83,7 +148,7 @@ entry_points! {
     /// One decode step of a batch in one launch (plus a merge of the key splits): `qkv` (b, 1,
     /// (heads + 2 kv_heads) * d) is the raw projection of the new tokens; the kernel norms and rotates the q
     /// and k heads (`weights` (2, d), `cos_sin` a table of positions 0.., `step.pos` (b,) u32 on the
-    /// device) exactly as [`norm_rope`] does, writes each sequence's new key and value at row
+    /// device) exactly as [`norm_rope`](DeviceKernels::norm_rope) does, writes each sequence's new key and value at row
     /// `step.lens[i]` of the buffers in `step.kv_table` ([`kv_table`]; they must have room for one
     /// more) and returns the attention output (b, 1, heads * d), keys spread over `step.splits`
     /// blocks per sequence and key head. The caller then counts the token as held.
@@ -121,10 +186,10 @@ entry_points! {
 
     /// `act(x w^T + bias)` for `x` (.., k) and `w` (n, k) by cuBLASLt, the bias (and the tanh GELU)
     /// applied to the f32 accumulator in the matmul's epilogue and rounded once, as transformers'
-    /// `F.linear` does on CUDA. `act` may be [`Act::None`] or [`Act::GeluTanh`]. `None` where it does
-    /// not apply, or with `SCREENPILOT_LT=0`; `SCREENPILOT_LT=bias` keeps the GELU out of the epilogue
-    /// (`None` for it: the caller then applies the activation after a matmul with `Act::None`,
-    /// rounding twice like the reference's separate GELU).
+    /// `F.linear` does on CUDA. `act` may be [`Act::None`] or [`Act::GeluTanh`] (`None` for
+    /// [`Act::GeluErf`]); `None` where it does not apply. Whether the GELU goes into the epilogue
+    /// is the caller's choice ([`crate::ops::CublasLt`]): with `BiasOnly` it asks for `Act::None`
+    /// and applies the activation after, rounding twice like the reference's separate GELU.
     fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Option<Tensor>;
 
     /// Rotary embedding of the vision tower's q and k read from its qkv output (seq, 3 * heads * d),
@@ -133,7 +198,7 @@ entry_points! {
     fn vision_rope(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Option<Tensor>;
 }
 
-/// The activation [`bias_act`] applies after the bias; the values are the kernel's (abi.h's
+/// The activation [`bias_act`](DeviceKernels::bias_act) applies after the bias; the values are the kernel's (abi.h's
 /// SP_ACT_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Act {
@@ -142,7 +207,7 @@ pub(crate) enum Act {
     GeluErf = 2,
 }
 
-/// Where [`norm_rope`] writes a prefill's keys and values: rows from `offset` of a layer's
+/// Where [`norm_rope`](DeviceKernels::norm_rope) writes a prefill's keys and values: rows from `offset` of a layer's
 /// buffers `k`, `v` (b, kv_heads, capacity, d), contiguous and the cache's own.
 #[derive(Clone, Copy)]
 // Without CUDA nothing reads the fields (the stubs ignore it), but text.rs builds it either way.

@@ -6,7 +6,6 @@ use candle_core::{DType, Tensor, D};
 
 use super::Ops;
 use crate::error::{ModelError, Result};
-use crate::kernels;
 use crate::profile::scope;
 
 /// Softmax over the last axis in f32 (the reference upcasts), cast back to the input dtype.
@@ -35,8 +34,8 @@ impl Ops {
         // The flash kernel counts as attention ([`super::FusedKernels::FlashOnly`] keeps it), the
         // decode kernel with the others.
         let fused = match s {
-            1 if self.fused(false) => scope("text.decode_attn", dev, || kernels::decode_attention(q, k, v, scale as f32))?,
-            2.. if self.fused(true) => scope("text.flash_attn", dev, || kernels::attention(q, k, v, scale as f32, true))?,
+            1 if self.fused(false) => scope("text.decode_attn", dev, || self.kernels.decode_attention(q, k, v, scale as f32))?,
+            2.. if self.fused(true) => scope("text.flash_attn", dev, || self.kernels.attention(q, k, v, scale as f32, true))?,
             _ => None,
         };
         if let Some(out) = fused {
@@ -93,7 +92,7 @@ impl Ops {
         let mut outs = Vec::with_capacity(chunks.len());
         for &(start, len) in chunks {
             let part = |t: &Tensor| t.narrow(1, start, len)?.unsqueeze(0);
-            let out = scope("vision.flash_attn", dev, || kernels::attention(&part(q)?, &part(k)?, &part(v)?, scale as f32, false))?;
+            let out = scope("vision.flash_attn", dev, || self.kernels.attention(&part(q)?, &part(k)?, &part(v)?, scale as f32, false))?;
             let Some(out) = out else { return Ok(None) };
             outs.push(out.reshape((len, ()))?);
         }

@@ -7,7 +7,6 @@ use candle_nn::{Linear, VarBuilder};
 
 use super::{Act, CublasLt, Ops};
 use crate::error::Result;
-use crate::kernels;
 
 /// One matmul for several projections of the same input: the weights `names` (each
 /// (out_i, in)) stacked along the output dimension, with biases when `bias`.
@@ -49,12 +48,12 @@ impl Ops {
     /// (the reference's order); else candle's matmul and [`Self::bias_act`].
     pub(crate) fn linear(&self, lin: &Linear, x: &Tensor, act: Act) -> Result<Tensor> {
         if self.lt_with(act) {
-            if let Some(out) = kernels::linear(x, lin.weight(), lin.bias(), act)? {
+            if let Some(out) = self.kernels.linear(x, lin.weight(), lin.bias(), act)? {
                 return Ok(out);
             }
         }
         if act != Act::None && self.lt_with(Act::None) {
-            if let Some(out) = kernels::linear(x, lin.weight(), lin.bias(), Act::None)? {
+            if let Some(out) = self.kernels.linear(x, lin.weight(), lin.bias(), Act::None)? {
                 return Ok(apply_act(out, act)?);
             }
         }
@@ -67,7 +66,7 @@ impl Ops {
     pub(crate) fn project(&self, lin: &Linear, x: &Tensor) -> Result<Tensor> {
         let k = x.dim(D::Minus1)?;
         if k > 0 && x.elem_count() / k >= 64 && self.lt_with(Act::None) {
-            if let Some(y) = kernels::linear(x, lin.weight(), lin.bias(), Act::None)? {
+            if let Some(y) = self.kernels.linear(x, lin.weight(), lin.bias(), Act::None)? {
                 return Ok(y);
             }
         }
@@ -78,7 +77,7 @@ impl Ops {
     /// activation.
     pub(crate) fn bias_act(&self, mm: &Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
         if self.fused(false) {
-            if let Some(out) = kernels::bias_act(mm, bias, act)? {
+            if let Some(out) = self.kernels.bias_act(mm, bias, act)? {
                 return Ok(out);
             }
         }

@@ -23,27 +23,41 @@ pub(crate) mod linear;
 pub(crate) mod norm;
 pub(crate) mod rope;
 
+use std::sync::Arc;
+
 use candle_core::Device;
 
 pub use config::{CublasLt, FusedKernels, KernelConfig};
 pub(crate) use crate::kernels::Act;
+use crate::kernels::DeviceKernels;
 pub(crate) use norm::{LayerNorm, RmsNorm};
 
-/// The ops of one loaded model: its [`KernelConfig`] (and the per-device kernel state behind it).
-/// Cheap to clone; every layer that runs an op holds one.
+/// The ops of one loaded model: its [`KernelConfig`] and the kernels' state on its device
+/// ([`DeviceKernels`]: what loaded there, the cuBLASLt handles), made once per model. Cheap to
+/// clone (the state is shared); every layer that runs an op holds one.
 #[derive(Debug, Clone)]
 pub(crate) struct Ops {
     config: KernelConfig,
+    kernels: Arc<DeviceKernels>,
 }
 
 impl Ops {
-    /// The ops of a model on `device` with the kernel choice `config`.
-    pub(crate) fn new(_device: &Device, config: KernelConfig) -> Self {
-        Self { config }
+    /// The ops of a model on `device` with the kernel choice `config`. Where the config allows a
+    /// kernel and `device` is a CUDA GPU, our PTX modules are loaded on it here.
+    pub(crate) fn new(device: &Device, config: KernelConfig) -> Self {
+        let wanted = config.allows(true) || config.allows(false);
+        Self { config, kernels: Arc::new(DeviceKernels::new(device, wanted)) }
     }
 
     pub(crate) fn config(&self) -> &KernelConfig {
         &self.config
+    }
+
+    /// The kernels' state on this model's device (the kernels themselves are its methods).
+    // Read by graph.rs's device decoder and the GPU parity tests, both CUDA only.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn kernels(&self) -> &DeviceKernels {
+        &self.kernels
     }
 
     /// Whether the fused kernels (`flash`: the attention kernels) may run.

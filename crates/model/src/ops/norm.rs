@@ -6,7 +6,6 @@ use candle_nn::{LayerNormConfig, VarBuilder};
 
 use super::Ops;
 use crate::error::{ModelError, Result};
-use crate::kernels;
 
 /// RMSNorm weights. Statistics in f32 like the reference. In f32 it is the reference's
 /// arithmetic; in bf16/f16 the reference rounds the normalised value to the storage type before
@@ -52,7 +51,7 @@ impl Ops {
     /// `(x + y, rms_norm(x + y))`: one kernel on CUDA.
     pub(crate) fn add_rms_norm(&self, x: &Tensor, y: &Tensor, n: &RmsNorm) -> Result<(Tensor, Tensor)> {
         if self.fused(false) {
-            if let Some(both) = kernels::add_rms_norm(x, y, &n.weight, n.eps as f32)? {
+            if let Some(both) = self.kernels.add_rms_norm(x, y, &n.weight, n.eps as f32)? {
                 return Ok((both.get(0)?, both.get(1)?));
             }
         }
@@ -64,7 +63,7 @@ impl Ops {
     /// LayerNorm of `x` (rows, dim): one kernel on CUDA bf16.
     pub(crate) fn layer_norm(&self, x: &Tensor, n: &LayerNorm) -> Result<Tensor> {
         if self.fused(false) {
-            if let Some(y) = kernels::layer_norm(x, None, &n.wb, LayerNorm::EPS as f32)? {
+            if let Some(y) = self.kernels.layer_norm(x, None, &n.wb, LayerNorm::EPS as f32)? {
                 return Ok(y);
             }
         }
@@ -75,7 +74,7 @@ impl Ops {
     pub(crate) fn add_layer_norm(&self, x: &Tensor, y: Option<&Tensor>, n: &LayerNorm) -> Result<(Tensor, Tensor)> {
         let Some(y) = y else { return Ok((x.clone(), self.layer_norm(x, n)?)) };
         if self.fused(false) {
-            if let Some(both) = kernels::layer_norm(x, Some(y), &n.wb, LayerNorm::EPS as f32)? {
+            if let Some(both) = self.kernels.layer_norm(x, Some(y), &n.wb, LayerNorm::EPS as f32)? {
                 return Ok((both.get(0)?, both.get(1)?));
             }
         }

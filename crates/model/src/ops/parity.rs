@@ -7,7 +7,6 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::rope::{QkNorm, RopeRef};
 use super::{Act, KernelConfig, LayerNorm, Ops, RmsNorm};
-use crate::kernels;
 
 fn gpu() -> Device {
     crate::cuda_device(0).unwrap_or_else(|e| panic!("these tests need a CUDA GPU: {e}"))
@@ -49,7 +48,7 @@ fn norms_match_candle() {
     let (k, c) = both(&dev);
     let (x, y) = (randn(&[2, 37, 2048], &dev), randn(&[2, 37, 2048], &dev));
     let rms = RmsNorm { weight: (randn(&[2048], &dev) * 0.1).and_then(|w| w + 1.0).unwrap_or_else(|e| panic!("{e}")), eps: 1e-6 };
-    assert!(kernels::add_rms_norm(&x, &y, &rms.weight, 1e-6).unwrap_or_else(|e| panic!("{e}")).is_some(), "kernel applies");
+    assert!(k.kernels().add_rms_norm(&x, &y, &rms.weight, 1e-6).unwrap_or_else(|e| panic!("{e}")).is_some(), "kernel applies");
     let (ks, kn) = k.add_rms_norm(&x, &y, &rms).unwrap_or_else(|e| panic!("{e}"));
     let (cs, cn) = c.add_rms_norm(&x, &y, &rms).unwrap_or_else(|e| panic!("{e}"));
     close("add_rms_norm sum", &ks, &cs, 0.0);
@@ -76,7 +75,7 @@ fn linears_match_candle() {
     let w = (randn(&[4096, 1024], &dev) * (1.0 / 32.0)).unwrap_or_else(|e| panic!("{e}"));
     let lin = candle_nn::Linear::new(w.clone(), Some(randn(&[4096], &dev)));
     let x = randn(&[256, 1024], &dev);
-    assert!(kernels::linear(&x, &w, lin.bias(), Act::GeluTanh).unwrap_or_else(|e| panic!("{e}")).is_some(), "cuBLASLt applies");
+    assert!(k.kernels().linear(&x, &w, lin.bias(), Act::GeluTanh).unwrap_or_else(|e| panic!("{e}")).is_some(), "cuBLASLt applies");
     for act in [Act::None, Act::GeluTanh, Act::GeluErf] {
         let (a, b) = (k.linear(&lin, &x, act).unwrap_or_else(|e| panic!("{e}")), c.linear(&lin, &x, act).unwrap_or_else(|e| panic!("{e}")));
         close(&format!("linear {act:?}"), &a, &b, 2e-2);
@@ -107,7 +106,7 @@ fn attention_matches_candle() {
     close("causal attention (prefill)", &a, &b, 2e-2);
     // One new token over 1546 cached keys.
     let (q, kk, v) = (randn(&[1, 16, 1, 128], &dev), randn(&[1, 8, 1546, 128], &dev), randn(&[1, 8, 1546, 128], &dev));
-    assert!(kernels::decode_attention(&q, &kk, &v, scale as f32).unwrap_or_else(|e| panic!("{e}")).is_some(), "decode kernel applies");
+    assert!(k.kernels().decode_attention(&q, &kk, &v, scale as f32).unwrap_or_else(|e| panic!("{e}")).is_some(), "decode kernel applies");
     let a = k.causal_attention(&q, &kk, &v, scale, || Ok(None)).unwrap_or_else(|e| panic!("{e}"));
     let b = c.causal_attention(&q, &kk, &v, scale, || Ok(None)).unwrap_or_else(|e| panic!("{e}"));
     close("causal attention (decode)", &a, &b, 2e-2);
@@ -151,7 +150,7 @@ fn elementwise_ops_match_candle() {
     let dev = gpu();
     let (k, c) = both(&dev);
     let gu = randn(&[1, 37, 2 * 3072], &dev);
-    assert!(kernels::swiglu(&gu).unwrap_or_else(|e| panic!("{e}")).is_some(), "swiglu kernel applies");
+    assert!(k.kernels().swiglu(&gu).unwrap_or_else(|e| panic!("{e}")).is_some(), "swiglu kernel applies");
     close("swiglu", &k.swiglu(&gu).unwrap_or_else(|e| panic!("{e}")), &c.swiglu(&gu).unwrap_or_else(|e| panic!("{e}")), 0.0);
     let x = randn(&[50, 2048], &dev);
     let rows = Tensor::new(&[3u32, 7, 8, 49], &dev).unwrap_or_else(|e| panic!("{e}"));

@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor, D};
 
 use super::{Ops, RmsNorm};
 use crate::error::{ModelError, Result};
-use crate::kernels::{self, KvTarget};
+use crate::kernels::KvTarget;
 use crate::profile::scope;
 
 /// `x * cos + rotate_half(x) * sin` on (b, heads, seq, head_dim), one fused candle kernel, in the
@@ -63,7 +63,7 @@ impl Ops {
         let kv_heads = qk.dim(2)? - heads;
         if let (Some(table), true) = (rope.cos_sin, self.fused(false)) {
             // Both norms use the same eps.
-            let fused = scope("text.norm_rope", dev, || kernels::norm_rope(qk, norm.stacked(), heads, table, norm.q.eps as f32, None))?;
+            let fused = scope("text.norm_rope", dev, || self.kernels.norm_rope(qk, norm.stacked(), heads, table, norm.q.eps as f32, None))?;
             if let Some(qk) = fused {
                 return Ok((qk.narrow(1, 0, heads)?, qk.narrow(1, heads, kv_heads)?));
             }
@@ -84,7 +84,7 @@ impl Ops {
     /// apply (the caller then norms, rotates and appends separately).
     pub(crate) fn qk_norm_rope_into(&self, qkv: &Tensor, heads: usize, norm: &QkNorm, rope: &RopeRef, target: KvTarget) -> Result<Option<Tensor>> {
         match (rope.cos_sin, self.fused(false)) {
-            (Some(table), true) => kernels::norm_rope(qkv, norm.stacked(), heads, table, norm.q.eps as f32, Some(target)),
+            (Some(table), true) => self.kernels.norm_rope(qkv, norm.stacked(), heads, table, norm.q.eps as f32, Some(target)),
             _ => Ok(None),
         }
     }
@@ -94,7 +94,7 @@ impl Ops {
     /// of two). One kernel on CUDA bf16.
     pub(crate) fn vision_rope(&self, qkv: &Tensor, heads: usize, cos: &Tensor, sin: &Tensor, q_scale: Option<f64>) -> Result<(Tensor, Tensor)> {
         if self.fused(false) {
-            if let Some(qk) = kernels::vision_rope(qkv, cos, sin, heads, q_scale.unwrap_or(1.0) as f32)? {
+            if let Some(qk) = self.kernels.vision_rope(qkv, cos, sin, heads, q_scale.unwrap_or(1.0) as f32)? {
                 return Ok((qk.get(0)?, qk.get(1)?));
             }
         }

@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp3, DTy
 use half::bf16;
 
 use super::memory::address;
-use super::{aligned, device_for, hopper, strides3, view, FLASH90_PTX};
+use super::{aligned, strides3, view, CudaKernels, FLASH90_PTX};
 use crate::error::Result;
 use crate::kernels::abi::{DECODE_UNROLL, DECODE_WARPS, KV_TABLE_WORDS, MAX_BATCH};
 use crate::kernels::DecodeStep;
@@ -79,7 +79,7 @@ impl Partials {
 
 /// Pushes the partial buffers, or two null pointers when there is a single split.
 fn push_partials<'a>(lb: &mut LaunchArgs<'a>, p: &'a Option<Partials>) {
-    static NULL: u64 = 0;
+    const NULL: u64 = 0;
     match p {
         Some(p) => {
             lb.arg(&p.o).arg(&p.ml);
@@ -92,8 +92,8 @@ fn push_partials<'a>(lb: &mut LaunchArgs<'a>, p: &'a Option<Partials>) {
 
 // ---- fused attention (vision, prefill) ----
 
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: bool) -> Result<Option<Tensor>> {
-    if device_for(q, true).is_none() || [q, k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
+pub(crate) fn attention(kernels: &CudaKernels, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: bool) -> Result<Option<Tensor>> {
+    if !kernels.serves(q) || [q, k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
         return Ok(None);
     }
     let (b, h, sq, d) = q.dims4()?;
@@ -104,12 +104,14 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: 
     if sq == 0 || skv == 0 || (causal && skv < sq) {
         return Ok(None);
     }
-    Ok(Some(q.apply_op3_no_bwd(k, v, &FlashAttn { scale, causal })?))
+    Ok(Some(q.apply_op3_no_bwd(k, v, &FlashAttn { scale, causal, hopper: kernels.hopper })?))
 }
 
 struct FlashAttn {
     scale: f32,
     causal: bool,
+    /// The device runs the wgmma variant ([`CudaKernels`]'s `hopper`).
+    hopper: bool,
 }
 
 impl CustomOp3 for FlashAttn {
@@ -124,7 +126,7 @@ impl CustomOp3 for FlashAttn {
         let (b, h, sq, d) = ql.shape().dims4()?;
         let (_, hkv, skv, _) = kl.shape().dims4()?;
         let (q, k, v) = (view(qs, ql)?, view(ks, kl)?, view(vs, vl)?);
-        let FlashVariant { name, rows: block_m, threads, sm90, smem } = flash_variant(d, hopper(&dev));
+        let FlashVariant { name, rows: block_m, threads, sm90, smem } = flash_variant(d, self.hopper);
         let func = if sm90 { dev.get_or_load_custom_func(name, "screenpilot_flash_attn_sm90", FLASH90_PTX)? } else { flash!(&dev, name)? };
         // Past 48 KB a block (dynamic plus the kernel's own: the d-64 kernel's mbarriers,
         // padded to 1 KB) the launch needs the opt-in.
@@ -164,8 +166,8 @@ impl CustomOp3 for FlashAttn {
 
 // ---- decode attention ----
 
-pub(crate) fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Option<Tensor>> {
-    if device_for(q, false).is_none() || [k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
+pub(crate) fn decode_attention(kernels: &CudaKernels, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Option<Tensor>> {
+    if !kernels.serves(q) || [k, v].iter().any(|t| t.dtype() != DType::BF16 || t.rank() != 4 || !aligned(t.layout())) {
         return Ok(None);
     }
     let (b, h, sq, d) = q.dims4()?;
@@ -222,9 +224,9 @@ impl CustomOp3 for DecodeAttn {
 
 // ---- decode attention with QK-norm + rope ----
 
-pub(crate) fn decode_attention_norm(qkv: &Tensor, heads: usize, weights: &Tensor, cos_sin: &Tensor, eps: f32, step: &DecodeStep) -> Result<Option<Tensor>> {
+pub(crate) fn decode_attention_norm(kernels: &CudaKernels, qkv: &Tensor, heads: usize, weights: &Tensor, cos_sin: &Tensor, eps: f32, step: &DecodeStep) -> Result<Option<Tensor>> {
     let DecodeStep { pos, lens, kv_table: table, splits, scale } = *step;
-    if device_for(qkv, false).is_none() || qkv.rank() != 3 || !qkv.is_contiguous() || qkv.dim(1)? != 1 {
+    if !kernels.serves(qkv) || qkv.rank() != 3 || !qkv.is_contiguous() || qkv.dim(1)? != 1 {
         return Ok(None);
     }
     let (b, _, width) = qkv.dims3()?;

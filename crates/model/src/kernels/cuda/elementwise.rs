@@ -7,13 +7,13 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use half::bf16;
 
-use super::{device_for, usable, view};
+use super::{view, CudaKernels};
 use crate::error::Result;
 
 // ---- SwiGLU ----
 
-pub(crate) fn swiglu(gate_up: &Tensor) -> Result<Option<Tensor>> {
-    if device_for(gate_up, false).is_none() || gate_up.rank() == 0 || gate_up.dim(candle_core::D::Minus1)? % 2 != 0 {
+pub(crate) fn swiglu(kernels: &CudaKernels, gate_up: &Tensor) -> Result<Option<Tensor>> {
+    if !kernels.serves(gate_up) || gate_up.rank() == 0 || gate_up.dim(candle_core::D::Minus1)? % 2 != 0 {
         return Ok(None);
     }
     let gate_up = gate_up.contiguous()?;
@@ -59,9 +59,9 @@ impl CustomOp1 for SwiGlu {
 
 // ---- DeepStack injection ----
 
-pub(crate) fn rows_add(x: &Tensor, rows: &Tensor, feat: &Tensor) -> Result<Option<Tensor>> {
+pub(crate) fn rows_add(kernels: &CudaKernels, x: &Tensor, rows: &Tensor, feat: &Tensor) -> Result<Option<Tensor>> {
     let Ok((_, n)) = x.dims2() else { return Ok(None) };
-    if device_for(x, false).is_none() || n % 2 != 0 || rows.dtype() != DType::U32 || rows.rank() != 1 || feat.dtype() != DType::BF16 || feat.dims() != [rows.dim(0)?, n] {
+    if !kernels.serves(x) || n % 2 != 0 || rows.dtype() != DType::U32 || rows.rank() != 1 || feat.dtype() != DType::BF16 || feat.dims() != [rows.dim(0)?, n] {
         return Ok(None);
     }
     let (x, feat) = (x.contiguous()?, feat.contiguous()?);
@@ -106,10 +106,10 @@ impl CustomOp3 for RowsAdd {
 
 // ---- the vision tower's input rows ----
 
-pub(crate) fn patch_rows(rgb: &Tensor, lut: &Tensor, grid: (usize, usize), p: usize, m: usize, t: usize) -> Result<Option<Tensor>> {
+pub(crate) fn patch_rows(kernels: &CudaKernels, rgb: &Tensor, lut: &Tensor, grid: (usize, usize), p: usize, m: usize, t: usize) -> Result<Option<Tensor>> {
     let (gh, gw) = grid;
     let fits = rgb.dtype() == DType::U8 && rgb.elem_count() == gh * p * gw * p * 3 && lut.dtype() == DType::F32 && lut.elem_count() == 3 * 256;
-    if usable(rgb.device(), DType::BF16, false).is_none() || !fits || m == 0 || gh % m != 0 || gw % m != 0 || t == 0 {
+    if !kernels.serves_device(rgb.device(), DType::BF16) || !fits || m == 0 || gh % m != 0 || gw % m != 0 || t == 0 {
         return Ok(None);
     }
     let op = PatchRows { gh, gw, p, m, t };

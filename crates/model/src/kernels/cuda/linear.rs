@@ -7,43 +7,48 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use half::bf16;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
-use super::{device_for, view};
+use super::{view, CudaKernels};
 use crate::error::Result;
 use crate::kernels::Act;
 
 // ---- cuBLASLt matmul with a bias (+ GELU) epilogue ----
 
-/// One cuBLASLt handle (and its 32 MiB workspace) per stream, made on first use and dropped
-/// once nothing but the handle holds its stream (the device it served is gone: a model
-/// reloaded in the app gets a new device and stream).
-fn blas_lt(dev: &CudaDevice) -> candle_core::Result<std::sync::Arc<CudaBlasLT>> {
-    use candle_core::cuda_backend::cudarc::cublaslt::MatmulShared;
-    static HANDLES: std::sync::Mutex<Vec<(usize, std::sync::Arc<CudaBlasLT>)>> = std::sync::Mutex::new(Vec::new());
-    let stream = dev.cuda_stream();
-    let key = stream.cu_stream() as usize;
-    let mut handles = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
-    handles.retain(|(k, h)| *k == key || std::sync::Arc::strong_count(h.stream()) > 1);
-    if let Some((_, h)) = handles.iter().find(|(k, _)| *k == key) {
-        return Ok(h.clone());
+/// The cuBLASLt handles of one device ([`CudaKernels`]), each with its workspace (32 MiB on
+/// Hopper, 4 MiB before), one per thread that ran a matmul on it, all dropped with the model.
+///
+/// A handle issues its matmuls on the stream it was made with, the device's. For a device made
+/// by [`crate::cuda_device`] (candle's `Device::new_cuda`) that is CUDA's per-thread default
+/// stream: each host thread's work goes to its own stream. One handle used from two threads at
+/// once would run two matmuls over one workspace on two streams, so each thread gets its own
+/// (in practice one: the engine runs a model on one thread). On a device with one explicit
+/// stream the handles are ordered on that stream, which is correct too.
+#[derive(Default)]
+pub(super) struct LtHandles(Mutex<Vec<(ThreadId, Arc<CudaBlasLT>)>>);
+
+impl LtHandles {
+    /// The calling thread's handle on `dev`, made on first use.
+    fn get(&self, dev: &CudaDevice) -> candle_core::Result<Arc<CudaBlasLT>> {
+        let me = std::thread::current().id();
+        let mut handles = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, h)) = handles.iter().find(|(t, _)| *t == me) {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(CudaBlasLT::new(dev.cuda_stream()).map_err(candle_core::Error::wrap)?);
+        handles.push((me, h.clone()));
+        Ok(h)
     }
-    let h = std::sync::Arc::new(CudaBlasLT::new(stream).map_err(candle_core::Error::wrap)?);
-    handles.push((key, h.clone()));
-    Ok(h)
 }
 
-fn lt_mode() -> &'static str {
-    static MODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    MODE.get_or_init(|| std::env::var("SCREENPILOT_LT").unwrap_or_default())
-}
-
-pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Option<Tensor>> {
+pub(crate) fn linear(kernels: &CudaKernels, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Option<Tensor>> {
     let gelu = match act {
         Act::None => false,
-        Act::GeluTanh if lt_mode() != "bias" => true,
+        Act::GeluTanh => true,
         _ => return Ok(None),
     };
-    if device_for(x, false).is_none() || lt_mode() == "0" || x.rank() == 0 || w.dtype() != DType::BF16 || !w.is_contiguous() {
+    if !kernels.serves(x) || x.rank() == 0 || w.dtype() != DType::BF16 || !w.is_contiguous() {
         return Ok(None);
     }
     let k = x.dim(candle_core::D::Minus1)?;
@@ -53,7 +58,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) ->
     }
     let mut dims = x.dims().to_vec();
     let x = x.contiguous()?;
-    let op = LtLinear { gelu };
+    let op = LtLinear { gelu, lt: kernels.blas_lt.get(&kernels.dev)? };
     let out = match bias {
         Some(b) => x.apply_op3_no_bwd(w, &b.contiguous()?, &op)?,
         None => x.apply_op2_no_bwd(w, &op)?,
@@ -66,6 +71,8 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) ->
 
 struct LtLinear {
     gelu: bool,
+    /// The calling thread's handle on this device.
+    lt: Arc<CudaBlasLT>,
 }
 
 impl LtLinear {
@@ -98,9 +105,8 @@ impl LtLinear {
             batch_size: None,
         };
         let act = self.gelu.then_some(Activation::Gelu);
-        let lt = blas_lt(&dev)?;
         // SAFETY: the sizes above match the buffers (x, w contiguous; checked by `linear`).
-        unsafe { lt.matmul(cfg, &w, &x, &mut out, b.as_ref(), act.as_ref()) }.map_err(candle_core::Error::wrap)?;
+        unsafe { self.lt.matmul(cfg, &w, &x, &mut out, b.as_ref(), act.as_ref()) }.map_err(candle_core::Error::wrap)?;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((m, n))))
     }
 }
@@ -109,9 +115,9 @@ optional_third_input!(LtLinear, "screenpilot-lt-linear", "screenpilot-lt-linear-
 
 // ---- bias + activation ----
 
-pub(crate) fn bias_act(x: &Tensor, bias: &Tensor, act: Act) -> Result<Option<Tensor>> {
+pub(crate) fn bias_act(kernels: &CudaKernels, x: &Tensor, bias: &Tensor, act: Act) -> Result<Option<Tensor>> {
     let n = x.dim(candle_core::D::Minus1)?;
-    if device_for(x, false).is_none() || bias.dtype() != DType::BF16 || bias.dims() != [n] {
+    if !kernels.serves(x) || bias.dtype() != DType::BF16 || bias.dims() != [n] {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &BiasAct { act })?))

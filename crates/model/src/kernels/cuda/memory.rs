@@ -8,16 +8,16 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CpuStorage, CudaStorage, DType, Layout, Tensor};
 use half::bf16;
 
-use super::{device_for, view};
+use super::{view, CudaKernels};
 use crate::error::Result;
 use crate::kernels::abi::{kv_table_words, MAX_BATCH};
 
 // ---- prefill KV writes ----
 
-pub(crate) fn kv_write(dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
+pub(crate) fn kv_write(kernels: &CudaKernels, dst: &Tensor, src: &Tensor, offset: usize) -> Result<bool> {
     let (Ok((1, heads, cap, d)), Ok((1, sh, s, sd))) = (dst.dims4(), src.dims4()) else { return Ok(false) };
     let st = src.stride();
-    let ok = device_for(dst, false).is_some()
+    let ok = kernels.serves(dst)
         && src.dtype() == DType::BF16
         && dst.is_contiguous()
         && dst.layout().start_offset() % 8 == 0
@@ -70,9 +70,9 @@ impl candle_core::InplaceOp2 for KvWrite {
 
 // ---- KV tables of the batched decode ----
 
-/// The KV table of one layer for [`crate::kernels::decode_attention_norm`]: `buffers[i]` = sequence i's
-/// (keys, values), (1, kv_heads, capacity, d) bf16 contiguous each, as KV_TABLE_WORDS u32
-/// (SpKvTable's layout). Checks what the kernel relies on, except the room for one more token
+/// The KV table of one layer for [`crate::kernels::DeviceKernels::decode_attention_norm`]:
+/// `buffers[i]` = sequence i's (keys, values), (1, kv_heads, capacity, d) bf16 contiguous each,
+/// as KV_TABLE_WORDS u32 (SpKvTable's layout). Checks what the kernel relies on, except the room for one more token
 /// (the caller's: see KvCache::fits_one_in_place).
 pub(crate) fn kv_table(buffers: &[(&Tensor, &Tensor)], kv_heads: usize, d: usize) -> Result<Vec<u32>> {
     if buffers.is_empty() || buffers.len() > MAX_BATCH {

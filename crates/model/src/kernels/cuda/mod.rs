@@ -7,8 +7,9 @@
 //! - [`memory`]: KV cache writes, KV tables, device addresses and uploads.
 //!
 //! Each op is a candle custom op (CustomOp1/2/3 or InplaceOp2) whose `cuda_fwd` launches the
-//! kernel; its public function checks first that the kernel applies (device, dtype, shapes,
-//! alignment) and returns `None` where it does not.
+//! kernel; its public function takes the device's [`CudaKernels`] (what loaded on it, its
+//! cuBLASLt handles), checks first that the kernel applies (device, dtype, shapes, alignment)
+//! and returns `None` where it does not.
 
 use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Tensor};
@@ -97,47 +98,58 @@ const FLASH_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx")
 const FUSED_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const FLASH90_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn_sm90.ptx"));
 
-// ---- which devices and dtypes the kernels serve ----
+// ---- the state of one device ----
 
-/// Whether `dev` is a Hopper GPU (compute capability 9.0) whose driver loads the wgmma kernel
-/// (flash_attn_sm90.cu); checked once.
+/// What the kernels know of one CUDA device, found out once when a model is loaded on it
+/// ([`crate::kernels::DeviceKernels::new`]) and owned by that model: another device, or another
+/// model, has its own.
+pub(super) struct CudaKernels {
+    dev: CudaDevice,
+    /// Whether our PTX modules load on this GPU (compute capability 8.0 or newer).
+    ptx: bool,
+    /// Whether it is a Hopper GPU (compute capability 9.0) whose driver loads the wgmma attention
+    /// (flash_attn_sm90.cu).
+    hopper: bool,
+    /// cuBLASLt handles (with their workspaces), made on first use: see [`linear`].
+    blas_lt: linear::LtHandles,
+}
+
+impl CudaKernels {
+    /// Loads our PTX modules on `dev` (and the Hopper one where it applies) and records what
+    /// loaded.
+    pub(super) fn new(dev: &CudaDevice) -> Self {
+        let ptx = flash!(dev, attention::flash_variant(64, false).name).is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok();
+        Self { dev: dev.clone(), ptx, hopper: ptx && hopper(dev), blas_lt: linear::LtHandles::default() }
+    }
+
+    /// This CUDA device when the kernels serve it in `dtype`: bf16, and the PTX loaded.
+    pub(super) fn device(&self, dtype: DType) -> Option<&CudaDevice> {
+        (self.ptx && dtype == DType::BF16).then_some(&self.dev)
+    }
+
+    /// Whether the kernels serve `dev` (this device, the PTX loaded) in `dtype`.
+    fn serves_device(&self, dev: &candle_core::Device, dtype: DType) -> bool {
+        matches!(dev, candle_core::Device::Cuda(d) if d.id() == self.dev.id()) && self.device(dtype).is_some()
+    }
+
+    /// Whether the kernels serve the tensor `t`: bf16 on this device.
+    fn serves(&self, t: &Tensor) -> bool {
+        self.serves_device(t.device(), t.dtype())
+    }
+}
+
+impl std::fmt::Debug for CudaKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaKernels").field("dev", &self.dev).field("ptx", &self.ptx).field("hopper", &self.hopper).finish_non_exhaustive()
+    }
+}
+
+/// Whether `dev` is a Hopper GPU (compute capability 9.0) whose driver loads the wgmma kernel.
 fn hopper(dev: &CudaDevice) -> bool {
     use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as A;
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| {
-        let ctx = dev.cuda_stream().context().clone();
-        let cc = (ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR));
-        matches!(cc, (Ok(9), Ok(0))) && dev.get_or_load_custom_func(attention::flash_variant(64, true).name, "screenpilot_flash_attn_sm90", FLASH90_PTX).is_ok()
-    })
-}
-
-/// The CUDA device of `t` when the kernels apply to it: bf16, enabled, and the PTX loads on
-/// this GPU (compute capability 8.0 or newer; checked once).
-fn device_for(t: &Tensor, is_flash: bool) -> Option<CudaDevice> {
-    usable(t.device(), t.dtype(), is_flash)
-}
-
-/// [`device_for`] by device and dtype.
-pub(crate) fn usable(dev: &candle_core::Device, dtype: DType, is_flash: bool) -> Option<CudaDevice> {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let candle_core::Device::Cuda(dev) = dev else { return None };
-    let ok = enabled_by_env(is_flash)
-        && dtype == DType::BF16
-        && *OK.get_or_init(|| {
-            flash!(dev, attention::flash_variant(64, false).name).is_ok() && fused!(dev, "sp_swiglu_bf16").is_ok()
-        });
-    ok.then(|| dev.clone())
-}
-
-/// Whether the CUDA kernels may be used, to measure them against candle's ops:
-/// `SCREENPILOT_FUSED=0` turns all off, `=flash` keeps only [`attention`].
-fn enabled_by_env(is_flash: bool) -> bool {
-    static ON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    match ON.get_or_init(|| std::env::var("SCREENPILOT_FUSED").unwrap_or_default()).as_str() {
-        "0" => false,
-        "flash" => is_flash,
-        _ => true,
-    }
+    let ctx = dev.cuda_stream().context().clone();
+    let cc = (ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR));
+    matches!(cc, (Ok(9), Ok(0))) && dev.get_or_load_custom_func(attention::flash_variant(64, true).name, "screenpilot_flash_attn_sm90", FLASH90_PTX).is_ok()
 }
 
 // ---- what the launches share ----

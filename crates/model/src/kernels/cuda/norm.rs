@@ -9,15 +9,15 @@ use candle_core::{CpuStorage, CudaStorage, CustomOp2, CustomOp3, DType, Layout, 
 use half::bf16;
 
 use super::memory::address;
-use super::{device_for, strides3, view};
+use super::{strides3, view, CudaKernels};
 use crate::error::Result;
 use crate::kernels::abi::LN_CHUNKS;
 use crate::kernels::KvTarget;
 
 // ---- QK-norm + rope ----
 
-pub(crate) fn norm_rope(x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32, cache: Option<KvTarget>) -> Result<Option<Tensor>> {
-    if device_for(x, false).is_none() || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
+pub(crate) fn norm_rope(kernels: &CudaKernels, x: &Tensor, weights: &Tensor, split: usize, cos_sin: &Tensor, eps: f32, cache: Option<KvTarget>) -> Result<Option<Tensor>> {
+    if !kernels.serves(x) || x.rank() != 4 || x.stride()[3] != 1 || weights.dtype() != DType::BF16 || cos_sin.dtype() != DType::BF16 {
         return Ok(None);
     }
     let (b, s, heads, d) = x.dims4()?;
@@ -85,7 +85,7 @@ impl CustomOp3 for NormRope {
         let cs_bs = if cl.dims().len() == 3 { (s * d) as i64 } else { 0 };
         // Per-row tables: no device positions (the kernel's `pos` mode, which the decode kernel
         // replicates and tools/check_kernels.py uses as its reference, takes a null pointer).
-        static NO_POS: u64 = 0;
+        const NO_POS: u64 = 0;
         let (s_i, h_i, d_i) = (s as i32, h as i32, d as i32);
         let mut lb = func.builder();
         lb.arg(&x).arg(&w).arg(&self.split).arg(&c).arg(&out).arg(&s_i).arg(&h_i).arg(&d_i).arg(&self.eps);
@@ -111,10 +111,10 @@ impl CustomOp3 for NormRope {
 /// Threads of a LayerNorm block.
 const LN_THREADS: usize = 128;
 
-pub(crate) fn layer_norm(x: &Tensor, y: Option<&Tensor>, wb: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+pub(crate) fn layer_norm(kernels: &CudaKernels, x: &Tensor, y: Option<&Tensor>, wb: &Tensor, eps: f32) -> Result<Option<Tensor>> {
     let n = x.dim(candle_core::D::Minus1)?;
     // LN_CHUNKS 8-element chunks per thread of a LN_THREADS block.
-    if device_for(x, false).is_none() || x.rank() != 2 || n % 8 != 0 || n > 8 * LN_CHUNKS * LN_THREADS || wb.dtype() != DType::BF16 || wb.dims() != [2, n] {
+    if !kernels.serves(x) || x.rank() != 2 || n % 8 != 0 || n > 8 * LN_CHUNKS * LN_THREADS || wb.dtype() != DType::BF16 || wb.dims() != [2, n] {
         return Ok(None);
     }
     if y.is_some_and(|y| y.dims() != x.dims() || y.dtype() != DType::BF16) {
@@ -140,7 +140,7 @@ struct LayerNormOp {
 impl LayerNormOp {
     /// `x` (or `x + y`) normed with `wb` = [weight; bias].
     fn run(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout, y: Option<(&CudaStorage, &Layout)>) -> candle_core::Result<(CudaStorage, Shape)> {
-        static NULL: u64 = 0;
+        const NULL: u64 = 0;
         let dev = xs.device().clone();
         let (rows, n) = xl.shape().dims2()?;
         let (x, wb) = (view(xs, xl)?, view(ws, wl)?);
@@ -174,9 +174,9 @@ fn norm_blocks(rows: usize, n: usize, threads: usize, max_u: usize) -> u32 {
     (if warp_rows { rows.div_ceil(threads / 32) } else { rows }).max(1) as u32
 }
 
-pub(crate) fn add_rms_norm(x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+pub(crate) fn add_rms_norm(kernels: &CudaKernels, x: &Tensor, y: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
     let n = x.dim(candle_core::D::Minus1)?;
-    if device_for(x, false).is_none() || y.dims() != x.dims() || y.dtype() != DType::BF16 || weight.dtype() != DType::BF16 || weight.dims() != [n] {
+    if !kernels.serves(x) || y.dims() != x.dims() || y.dtype() != DType::BF16 || weight.dtype() != DType::BF16 || weight.dims() != [n] {
         return Ok(None);
     }
     let (x, y, w) = (x.contiguous()?, y.contiguous()?, weight.contiguous()?);
@@ -219,8 +219,8 @@ impl CustomOp3 for AddRmsNorm {
 
 // ---- the vision tower's rope ----
 
-pub(crate) fn vision_rope(qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Result<Option<Tensor>> {
-    if device_for(qkv, false).is_none() || cos.dtype() != DType::F32 || sin.dtype() != DType::F32 || qkv.rank() != 2 {
+pub(crate) fn vision_rope(kernels: &CudaKernels, qkv: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, q_scale: f32) -> Result<Option<Tensor>> {
+    if !kernels.serves(qkv) || cos.dtype() != DType::F32 || sin.dtype() != DType::F32 || qkv.rank() != 2 {
         return Ok(None);
     }
     let (seq, width) = qkv.dims2()?;
