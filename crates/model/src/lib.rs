@@ -7,6 +7,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod config;
+pub mod device;
 pub mod error;
 mod kernels;
 pub mod generate;
@@ -27,7 +28,8 @@ pub mod vision;
 pub use candle_core::{DType, Device, Tensor};
 pub use config::Qwen3VlConfig;
 pub use error::{ModelError, Result};
-pub use graph::{cuda_device, GraphCounts};
+pub use device::cuda_device;
+pub use graph::GraphCounts;
 pub use generate::{generate, Flow, Generation, SamplingParams, Step, Timings};
 pub use loader::ModelFolder;
 pub use model::{LogitsFor, PromptInput, Qwen3Vl};
