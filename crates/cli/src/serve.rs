@@ -20,6 +20,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     ImagePolicy::new(serve_cfg.image_limits, &serve_cfg.allowed_dirs, serve_cfg.image_timeout)?;
     let l = load(&a.model)?;
     let cfg = engine_config(&a);
+    serve_cfg.sampling_defaults = l.defaults.clone();
     serve_cfg.model_name = a.model_name.clone().unwrap_or_else(|| {
         l.folder.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "qwen3-vl".into())
     });

@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 
 use crate::error::EngineError;
 use crate::intake::{ImageLimits, ImagePolicy, DEFAULT_IMAGE_TIMEOUT};
+use crate::load::GenerationDefaults;
 use crate::service::EngineHandle;
 
 /// How the HTTP server is set up.
@@ -69,6 +70,9 @@ pub struct ServeConfig {
     pub body_read_timeout: Duration,
     /// Connections open at once; more wait until one closes.
     pub max_connections: usize,
+    /// The model folder's generation_config.json sampling: what a request that names no sampling
+    /// parameter gets (as `ask` and the app do), each given parameter taking precedence.
+    pub sampling_defaults: GenerationDefaults,
 }
 
 impl Default for ServeConfig {
@@ -86,6 +90,7 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 256,
+            sampling_defaults: GenerationDefaults::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use super::tools::{parse_tools, tool_calls_text, tools_rendered};
 use super::ServeConfig;
+use crate::load::SamplingChoice;
 use crate::request::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, Role};
 
 /// The fields of a chat-completions body that the engine uses (others: see [`check_fields`]).
@@ -179,16 +180,18 @@ pub(crate) fn parse_body(bytes: &[u8], cfg: &ServeConfig) -> Result<(ChatBody, R
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("stop must be a string or a list of strings".into()),
     };
-    let options = GenerationOptions {
-        max_tokens: body.max_completion_tokens.or(body.max_tokens).unwrap_or(cfg.default_max_tokens),
-        temperature: body.temperature.unwrap_or(0.0),
-        top_p: body.top_p.unwrap_or(1.0),
-        top_k: body.top_k.unwrap_or(0),
+    // The folder's generation_config.json fills what the request leaves out, as for `ask`.
+    let choice = SamplingChoice {
+        greedy: false,
+        temperature: body.temperature,
+        top_p: body.top_p,
+        top_k: body.top_k,
+        repetition_penalty: body.repetition_penalty,
         seed: body.seed.unwrap_or(0) as u64,
+        max_tokens: body.max_completion_tokens.or(body.max_tokens).unwrap_or(cfg.default_max_tokens),
         stop,
-        ignore_eos: body.ignore_eos.unwrap_or(false),
-        repetition_penalty: body.repetition_penalty.unwrap_or(1.0),
     };
+    let options = GenerationOptions { ignore_eos: body.ignore_eos.unwrap_or(false), ..cfg.sampling_defaults.options(&choice) };
     let tools = parse_tools(body.tools.as_ref())?;
     let tools = if tools_rendered(body.tool_choice.as_ref())? { tools } else { Vec::new() };
     Ok((body, Request { messages, options, tools }))
@@ -288,6 +291,7 @@ pub(crate) fn image_source(url: &str, cfg: &ServeConfig) -> Result<ImageSource, 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::load::GenerationDefaults;
 
     #[test]
     fn content_as_string_or_parts_with_data_uri_and_file_images() {
@@ -301,6 +305,25 @@ mod tests {
         assert_eq!(r.messages[1].parts[0], ContentPart::Image(ImageSource::Bytes(Arc::from(&b"hi"[..]))));
         assert_eq!(r.messages[1].parts[1], ContentPart::Image(ImageSource::Path("/tmp/a.png".into())));
         assert_eq!((r.options.max_tokens, r.options.seed, r.options.stop.clone()), (7, 3, vec!["END".to_string()]));
+    }
+
+    #[test]
+    fn generation_config_fills_what_the_request_leaves_out() {
+        let body = |extra: &str| format!(r#"{{"messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+        let opts = |cfg: &ServeConfig, extra: &str| parse_body(body(extra).as_bytes(), cfg).unwrap().1.options;
+        // Without a generation_config.json: greedy, no penalty.
+        let plain = opts(&ServeConfig::default(), "");
+        assert_eq!((plain.temperature, plain.top_p, plain.top_k, plain.repetition_penalty), (0.0, 1.0, 0, 1.0));
+        let defaults = GenerationDefaults { do_sample: true, temperature: Some(0.7), top_p: Some(0.8), top_k: Some(20), repetition_penalty: Some(1.05) };
+        let cfg = ServeConfig { sampling_defaults: defaults.clone(), ..Default::default() };
+        let o = opts(&cfg, "");
+        assert_eq!((o.temperature, o.top_p, o.top_k, o.repetition_penalty), (0.7, 0.8, 20, 1.05));
+        // What the request gives wins, parameter by parameter; the rest comes from the folder.
+        let o = opts(&cfg, r#","temperature":0.2,"repetition_penalty":1.3"#);
+        assert_eq!((o.temperature, o.top_p, o.top_k, o.repetition_penalty), (0.2, 0.8, 20, 1.3));
+        // The same resolution as the CLI's `ask` (GenerationDefaults::options).
+        let choice = SamplingChoice { temperature: Some(0.2), repetition_penalty: Some(1.3), max_tokens: o.max_tokens, ..Default::default() };
+        assert_eq!(o, defaults.options(&choice));
     }
 
     #[test]
