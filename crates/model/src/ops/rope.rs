@@ -61,7 +61,7 @@ impl Ops {
     pub(crate) fn qk_norm_rope(&self, qk: &Tensor, heads: usize, norm: &QkNorm, rope: &RopeRef) -> Result<(Tensor, Tensor)> {
         let dev = qk.device();
         let kv_heads = qk.dim(2)? - heads;
-        if let (Some(table), true) = (rope.cos_sin, self.fused(false)) {
+        if let Some(table) = self.norm_rope_table(rope) {
             // Both norms use the same eps.
             let fused = scope("text.norm_rope", dev, || self.kernels.norm_rope(qk, norm.stacked(), heads, table, norm.q.eps as f32, None))?;
             if let Some(qk) = fused {
@@ -83,10 +83,17 @@ impl Ops {
     /// in the same pass: returns q (b, heads, s, head_dim), or `None` where the kernel does not
     /// apply (the caller then norms, rotates and appends separately).
     pub(crate) fn qk_norm_rope_into(&self, qkv: &Tensor, heads: usize, norm: &QkNorm, rope: &RopeRef, target: KvTarget) -> Result<Option<Tensor>> {
-        match (rope.cos_sin, self.fused(false)) {
-            (Some(table), true) => self.kernels.norm_rope(qkv, norm.stacked(), heads, table, norm.q.eps as f32, Some(target)),
-            _ => Ok(None),
+        match self.norm_rope_table(rope) {
+            Some(table) => self.kernels.norm_rope(qkv, norm.stacked(), heads, table, norm.q.eps as f32, Some(target)),
+            None => Ok(None),
         }
+    }
+
+    /// The table the QK-norm + rope kernel reads, where it may run for this pass (CUDA bf16
+    /// tables, kernels allowed): callers of [`Self::qk_norm_rope_into`] ask first, before making
+    /// room in the cache for a write that would not happen.
+    pub(crate) fn norm_rope_table<'a>(&self, rope: &RopeRef<'a>) -> Option<&'a Tensor> {
+        rope.cos_sin.filter(|_| self.fused(false))
     }
 
     /// The vision tower's rope on the qkv projection `qkv` (seq, 3 heads head_dim): q and k

@@ -82,11 +82,13 @@ impl Attention {
         let dev = xs.device();
         let qkv = self.project_heads(xs, pass)?;
         let v = qkv.narrow(2, self.heads + self.kv_heads, self.kv_heads)?.transpose(1, 2)?;
-        let fused = scope("text.norm_rope", dev, || {
-            cache.append_with(layer, &v, |target| self.ops.qk_norm_rope_into(&qkv, self.heads, &self.qk_norm, &pass.rope(), target))
-        })?;
-        if let Some((q, k, v)) = fused {
-            return Ok(QkvHeads { q, k, v });
+        if self.ops.norm_rope_table(&pass.rope()).is_some() {
+            let fused = scope("text.norm_rope", dev, || {
+                cache.append_with(layer, &v, |target| self.ops.qk_norm_rope_into(&qkv, self.heads, &self.qk_norm, &pass.rope(), target))
+            })?;
+            if let Some((q, k, v)) = fused {
+                return Ok(QkvHeads { q, k, v });
+            }
         }
         let qk = qkv.narrow(2, 0, self.heads + self.kv_heads)?;
         let (q, k) = self.ops.qk_norm_rope(&qk, self.heads, &self.qk_norm, &pass.rope())?;
