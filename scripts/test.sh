@@ -27,7 +27,7 @@ status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 
 # With no test filter: the server's 60-second soak (bench/soak.py; the 30-minute run is in
-# docs/SECURITY.md), then the fuzz smoke check: every cargo-fuzz target for 30 s from its
+# docs/SECURITY.md), the .deb install check, then the fuzz smoke check: every cargo-fuzz target for 30 s from its
 # committed corpus (scripts/fuzz.sh; the corpora are also replayed by cargo test,
 # tests/fuzz_regressions.rs). The fuzz build takes 10-20 min on two cores (docs/FUZZING.md).
 if [ $# -eq 0 ]; then
@@ -38,6 +38,14 @@ if [ $# -eq 0 ]; then
     echo "test soak (60 s) ... FAILED" | tee -a "$log"; echo "extra: 1 failed" >>"$log"; status=1
   fi
   rm -f "$soak_csv"
+  # The Debian package: build it, install it, start the installed app and wait for its window,
+  # remove it (scripts/test-package.sh; a release build of the app: ~27 min cold on two busy cores,
+  # ~2 min after a change to src-tauri).
+  if scripts/test-package.sh; then
+    echo "test package (.deb install) ... ok" | tee -a "$log"; echo "extra: 1 passed" >>"$log"
+  else
+    echo "test package (.deb install) ... FAILED" | tee -a "$log"; echo "extra: 1 failed" >>"$log"; status=1
+  fi
   fuzz_log=$(mktemp)
   if scripts/fuzz.sh 30 2>&1 | tee "$fuzz_log"; then
     echo "test fuzz smoke (30 s a target) ... ok" | tee -a "$log"
