@@ -73,7 +73,7 @@ pub fn prune(path: &Path, max_age_days: u32, now_ms: u64) -> Result<usize> {
     while let Some(len) = bytes[offset..].iter().position(|&b| b == b'\n') {
         let line = &bytes[offset..offset + len];
         let time = serde_json::from_slice::<Value>(line).ok().and_then(|v| v["time"].as_str().and_then(parse_time_ms));
-        if !time.is_some_and(|t| t < cutoff) {
+        if time.is_none_or(|t| t >= cutoff) {
             break;
         }
         offset += len + 1;

@@ -259,7 +259,7 @@ pub fn is_complete(snapshot: &Path) -> bool {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
             let Some(map) = v["weight_map"].as_object() else { return false };
             let files: Vec<&str> = map.values().filter_map(serde_json::Value::as_str).collect();
-            !files.is_empty() && files.iter().all(|f| !f.contains(['/', '\\']) && present(*f))
+            !files.is_empty() && files.iter().all(|f| !f.contains(['/', '\\']) && present(f))
         }
         Err(_) => present("model.safetensors"),
     }

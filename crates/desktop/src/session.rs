@@ -127,6 +127,7 @@ impl Session {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::assistant::{ModelInfo, ScriptedAssistant};
