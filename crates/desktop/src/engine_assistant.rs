@@ -23,11 +23,12 @@ use image::DynamicImage;
 use screenpilot_agent::StopFlag;
 use screenpilot_engine::backend::{Backend, Reply};
 use screenpilot_engine::{
-    ChatMessage, ContentPart, Engine, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerationOptions,
+    ChatMessage, ContentPart, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerationOptions,
     ImageSource, Request, RequestTimings, Role,
 };
 use screenpilot_model::generate::Flow;
-use screenpilot_model::{DType, Device, Qwen3Vl, Tokenizer};
+use screenpilot_engine::load::{DeviceChoice, RuntimeConfig};
+use screenpilot_model::DType;
 
 use crate::assistant::{ms, model_name, validate_folder, AskOutcome, AskRequest, AskTimings, Assistant, ModelInfo};
 use crate::error::{DesktopError, Result};
@@ -42,16 +43,52 @@ pub struct EngineAssistant {
     info: ModelInfo,
 }
 
-/// A GPU when this build has one and it opens, else the CPU.
-fn best_device() -> Device {
-    if candle_core::utils::cuda_is_available() {
-        if let Ok(d) = screenpilot_model::cuda_device(0) {
-            return d;
-        }
-    }
-    Device::Cpu
+/// How to load a model: the settings' choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Cap on the visual tokens of each image (None: the folder's pixel bounds alone).
+    pub max_image_tokens: Option<usize>,
+    /// `auto` (CUDA, else Metal, else the CPU), `cpu`, `cuda` or `metal`.
+    pub device: String,
+    /// `auto` (bf16 on a GPU, f32 on the CPU), `f32`, `bf16` or `f16`.
+    pub dtype: String,
 }
 
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { max_image_tokens: None, device: "auto".into(), dtype: "auto".into() }
+    }
+}
+
+/// The engine's device choice for a settings value.
+pub fn device_choice(device: &str) -> Result<DeviceChoice> {
+    match device {
+        "auto" => Ok(DeviceChoice::Auto),
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" => Ok(DeviceChoice::Cuda),
+        "metal" => Ok(DeviceChoice::Metal),
+        other => Err(DesktopError::InvalidArgument(format!("device {other:?} is not one of auto, cpu, cuda, metal"))),
+    }
+}
+
+/// The precision for a settings value (None: the device's default).
+pub fn dtype_choice(dtype: &str) -> Result<Option<DType>> {
+    match dtype {
+        "auto" => Ok(None),
+        "f32" => Ok(Some(DType::F32)),
+        "bf16" => Ok(Some(DType::BF16)),
+        "f16" => Ok(Some(DType::F16)),
+        other => Err(DesktopError::InvalidArgument(format!("precision {other:?} is not one of auto, f32, bf16, f16"))),
+    }
+}
+
+/// An engine error's message without the engine's prefix (`I/O: `).
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::Io(m) | EngineError::InvalidRequest(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
 
 fn bad_model(e: impl std::fmt::Display) -> DesktopError {
     DesktopError::BadModel(e.to_string())
@@ -69,31 +106,39 @@ impl From<EngineError> for DesktopError {
 }
 
 impl EngineAssistant {
-    /// Loads the folder (f32 on the CPU, bf16 on a GPU) into an engine with the default
-    /// [`EngineConfig`] (1 GiB for each cache) and starts its worker thread.
+    /// Loads the folder onto the best device (f32 on the CPU, bf16 on a GPU) into an engine
+    /// with the default [`EngineConfig`] (1 GiB for each cache) and starts its worker thread.
     /// `max_image_tokens` caps the visual tokens of each image (a full screen is thousands
     /// otherwise); None keeps the folder's bounds.
     pub fn load(dir: &Path, max_image_tokens: Option<usize>) -> Result<Self> {
-        let folder = validate_folder(dir)?;
-        let device = best_device();
-        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
-        let model = Qwen3Vl::load(&folder, dtype, &device).map_err(bad_model)?;
-        let mut tok = Tokenizer::from_file(&folder.tokenizer).map_err(bad_model)?;
-        tok.add_end_ids(&folder.generation.eos_ids());
-        let mut preprocess = folder.preprocess.clone();
-        if max_image_tokens.is_some() {
-            preprocess.max_image_tokens = max_image_tokens;
+        Self::load_with(dir, &LoadOptions { max_image_tokens, ..LoadOptions::default() })
+    }
+
+    /// [`Self::load`] on the device and in the precision `opts` name. A device this build or
+    /// this computer does not have is one error saying so (`cuda was chosen but this build has
+    /// no CUDA support …`); the folder is checked first, so a wrong folder fails without a GPU.
+    pub fn load_with(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let choice = device_choice(&opts.device)?;
+        let dtype = dtype_choice(&opts.dtype)?;
+        if opts.max_image_tokens == Some(0) {
+            return Err(DesktopError::InvalidArgument("max_image_tokens must be at least 1".into()));
         }
+        let folder = validate_folder(dir)?;
+        let device = screenpilot_engine::load::device(choice)
+            .map_err(|e| DesktopError::InvalidArgument(format!("{} was chosen but {}", opts.device, engine_message(&e))))?;
+        let rt = RuntimeConfig { device: choice, dtype, max_image_tokens: opts.max_image_tokens, ..RuntimeConfig::default() };
+        let loaded = screenpilot_engine::load::open_on(dir, &device, &rt).map_err(|e| bad_model(engine_message(&e)))?;
+        let dtype = loaded.model.dtype();
         let parameters = folder.parameter_count().map_err(bad_model)?;
         let info = ModelInfo {
             name: model_name(dir),
             path: dir.display().to_string(),
-            device: screenpilot_engine::load::device_name(&device).into(),
+            device: loaded.device_name().into(),
             dtype: format!("{dtype:?}").to_lowercase(),
             parameters,
             weight_bytes: parameters * dtype.size_in_bytes() as u64,
         };
-        let handle = EngineHandle::spawn(Engine::new(model, tok, preprocess, EngineConfig::default()))?;
+        let handle = EngineHandle::spawn(loaded.into_engine(EngineConfig::default()))?;
         Ok(Self { handle, info })
     }
 

@@ -3,12 +3,16 @@
 //! Hugging Face hub, screen capture with HiDPI-correct geometry, grounding overlays, and
 //! task mode ([`task_runner`]: the agent loop with every action proposed to the user, the
 //! app's window kept out of screenshots and clicks, an audit log read back as a table, every task recorded and listed in [`task_history`]).
+//! Conversations are kept on disk per capture ([`threads`]), the model manager's catalogue,
+//! memory check and installed-model scan live in [`catalog`], and [`settings`] validates every
+//! field the settings page edits (hotkeys, device, precision, retention).
 //! The Tauri shell (src-tauri) only forwards commands to this crate.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod assistant;
 pub mod audit_table;
 pub mod backend_assistant;
+pub mod catalog;
 pub mod download;
 pub mod engine_assistant;
 pub mod error;
@@ -22,5 +26,6 @@ pub mod task_events;
 pub mod task_history;
 pub mod task_parts;
 pub mod task_runner;
+pub mod threads;
 
 pub use error::{DesktopError, Result};

@@ -59,6 +59,13 @@ impl Session {
         lock(&self.history).clear();
     }
 
+    /// Reopens a stored conversation: its capture and the exchanges so far (see
+    /// [`crate::threads::Thread::exchanges`]), so a follow-up sees them.
+    pub fn restore(&self, shot: Screenshot, history: Vec<Exchange>) {
+        *lock(&self.capture) = Some(shot);
+        *lock(&self.history) = history;
+    }
+
     /// Keeps a full frame to drag a region on.
     pub fn set_frozen(&self, shot: Screenshot) {
         *lock(&self.frozen) = Some(shot);
@@ -120,6 +127,7 @@ impl Session {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::assistant::{ModelInfo, ScriptedAssistant};
@@ -146,6 +154,12 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].question, "first?");
         assert!(s.ask("   ", &mut |_| {}).is_err());
+        let shot = s.capture().unwrap();
+        s.restore(shot.clone(), vec![Exchange { question: "old?".into(), answer: "yes".into() }]);
+        s.ask("new?", &mut |_| {}).unwrap();
+        assert_eq!(s.history().iter().map(|e| e.question.as_str()).collect::<Vec<_>>(), ["old?", "new?"]);
+        s.set_capture(shot);
+        assert!(s.history().is_empty(), "a new capture starts a new conversation");
     }
 
     /// Streams tokens until told to stop, reporting when it started.

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use image::RgbImage;
 use screenpilot_agent::{CaptureGeometry, InputSpace, MonitorGeometry, OsPoint, Screenshot};
 use screenpilot_desktop::assistant::{AskRequest, Assistant};
-use screenpilot_desktop::engine_assistant::EngineAssistant;
+use screenpilot_desktop::engine_assistant::{EngineAssistant, LoadOptions};
+use screenpilot_desktop::DesktopError;
 use screenpilot_desktop::session::{Session, DEFAULT_MAX_TOKENS};
 use screenpilot_model::Flow;
 
@@ -208,4 +209,30 @@ fn a_task_on_the_local_model_streams_through_the_shared_engine_and_stops_mid_ans
     assert_eq!((stats.finished, stats.cancelled), (1, 1), "the question and the task went through one worker: {stats:?}");
     assert_eq!(stats.caches.vision.hits, 1, "the task's screenshot was the question's: {stats:?}");
     assert!(stats.decode_steps < 4 + 400, "the task's answer did not run to its end: {stats:?}");
+}
+
+#[test]
+fn load_with_honours_the_chosen_device_and_precision_and_refuses_what_is_missing() {
+    let opts = |device: &str, dtype: &str| LoadOptions { max_image_tokens: Some(64), device: device.into(), dtype: dtype.into() };
+    let cpu_bf16 = EngineAssistant::load_with(&tiny(), &opts("cpu", "bf16")).unwrap();
+    let info = cpu_bf16.info();
+    assert_eq!((info.device.as_str(), info.dtype.as_str()), ("cpu", "bf16"));
+    assert_eq!(info.weight_bytes, info.parameters * 2);
+    let cpu_auto = EngineAssistant::load_with(&tiny(), &opts("cpu", "auto")).unwrap();
+    assert_eq!(cpu_auto.info().dtype, "f32");
+    for (device, dtype, says) in [("tpu", "auto", "device \"tpu\""), ("cpu", "int8", "precision \"int8\"")] {
+        let err = EngineAssistant::load_with(&tiny(), &opts(device, dtype)).err().unwrap();
+        assert!(matches!(&err, DesktopError::InvalidArgument(m) if m.contains(says)), "{err}");
+    }
+    if !candle_core::utils::cuda_is_available() {
+        let err = EngineAssistant::load_with(&tiny(), &opts("cuda", "auto")).err().unwrap();
+        assert!(err.to_string().contains("cuda was chosen but this build has no CUDA support"), "{err}");
+    }
+    if !candle_core::utils::metal_is_available() {
+        let err = EngineAssistant::load_with(&tiny(), &opts("metal", "auto")).err().unwrap();
+        assert!(err.to_string().contains("metal was chosen but this build has no Metal support"), "{err}");
+    }
+    // A wrong folder fails as a bad model before any device is opened.
+    let err = EngineAssistant::load_with(std::path::Path::new("/no/such/model"), &opts("cuda", "auto")).err().unwrap();
+    assert_eq!(err.kind(), "bad_model", "{err}");
 }
