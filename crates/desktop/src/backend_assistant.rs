@@ -51,14 +51,9 @@ impl BackendAssistant {
     }
 
     /// Connects to the OpenAI-compatible server at `url` (a base URL ending in `/v1`) asking
-    /// for `model` (None or empty: the first it lists), with the key from
-    /// `$SCREENPILOT_API_KEY`. Blocks (lists the server's models); fails with one line for an
-    /// unreachable server, a refused key or an unknown model.
-    pub fn connect(url: &str, model: Option<&str>) -> Result<Self> {
-        Self::connect_with_key(url, model, std::env::var("SCREENPILOT_API_KEY").ok())
-    }
-
-    /// [`Self::connect`] with this API key (None or empty: none).
+    /// for `model` (None or empty: the first it lists) with `api_key` (None or empty: none; the
+    /// app passes the one of its settings or `$SCREENPILOT_API_KEY`). Blocks (lists the server's
+    /// models); fails with one line for an unreachable server, a refused key or an unknown model.
     pub fn connect_with_key(url: &str, model: Option<&str>, api_key: Option<String>) -> Result<Self> {
         let url = url.trim();
         let mut cfg = RemoteConfig::new(url);

@@ -26,6 +26,14 @@ pub enum DesktopError {
     /// Downloading from the hub failed.
     #[error("download: {0}")]
     Download(String),
+    /// The screen could not be captured; `help` says what this platform needs.
+    #[error("cannot capture the screen: {message}. {help}")]
+    Capture {
+        /// What failed.
+        message: String,
+        /// What to do about it on this platform.
+        help: &'static str,
+    },
     /// ScreenPilot's own window could not be hidden or shown.
     #[error("window: {0}")]
     Window(String),
@@ -61,6 +69,7 @@ impl DesktopError {
             Self::Model(_) => "model",
             Self::Agent(_) => "agent",
             Self::Download(_) => "download",
+            Self::Capture { .. } => "capture",
             Self::Window(_) => "window",
             Self::Internal(_) => "internal",
             Self::Cancelled => "cancelled",

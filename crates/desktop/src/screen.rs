@@ -70,6 +70,53 @@ fn cap_err(e: impl std::fmt::Display) -> DesktopError {
     DesktopError::Agent(screenpilot_agent::AgentError::Capture(e.to_string()))
 }
 
+/// The kind of desktop capture runs on (what a failed capture should tell the user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// macOS: needs the Screen Recording permission.
+    MacOs,
+    /// Windows.
+    Windows,
+    /// Linux on X11.
+    X11,
+    /// Linux on Wayland: capture goes through the desktop portal.
+    Wayland,
+}
+
+impl Platform {
+    /// This build's platform; on Linux `wayland` says whether the session is a Wayland one
+    /// (the caller reads `$WAYLAND_DISPLAY`).
+    pub fn current(wayland: bool) -> Self {
+        if cfg!(target_os = "macos") {
+            Self::MacOs
+        } else if cfg!(windows) {
+            Self::Windows
+        } else if wayland {
+            Self::Wayland
+        } else {
+            Self::X11
+        }
+    }
+
+    /// What a person can do when capture fails here.
+    pub fn capture_help(self) -> &'static str {
+        match self {
+            Self::MacOs => "macOS lets an app see the screen only with permission: open System Settings → Privacy & Security → Screen Recording, turn ScreenPilot on, then quit and reopen ScreenPilot",
+            Self::Windows => "Check that the screen is not locked and that no policy blocks screen capture, then try again",
+            Self::Wayland => "On Wayland, screenshots go through the desktop portal: install xdg-desktop-portal and the one for your desktop (xdg-desktop-portal-gnome, -kde or -wlr), log in again, and allow the screen-sharing request when it appears",
+            Self::X11 => "Check that $DISPLAY points to a running X server that this user may connect to",
+        }
+    }
+}
+
+/// Capture failures carry what this platform needs; other errors pass unchanged.
+pub fn with_capture_help(e: DesktopError, platform: Platform) -> DesktopError {
+    match e {
+        DesktopError::Agent(screenpilot_agent::AgentError::Capture(message)) => DesktopError::Capture { message, help: platform.capture_help() },
+        other => other,
+    }
+}
+
 /// Every monitor.
 pub fn monitors() -> Result<Vec<MonitorInfo>> {
     Ok(XcapCapture::monitors()?
@@ -184,6 +231,19 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_capture_says_what_the_platform_needs() {
+        let failed = || cap_err("XcbConnError(Connection)");
+        let mac = with_capture_help(failed(), Platform::MacOs).to_string();
+        assert!(mac.contains("XcbConnError") && mac.contains("Screen Recording"), "{mac}");
+        let wayland = with_capture_help(failed(), Platform::Wayland);
+        assert_eq!(wayland.kind(), "capture");
+        assert!(wayland.to_string().contains("xdg-desktop-portal"), "{wayland}");
+        // Not a capture failure: unchanged.
+        let other = with_capture_help(DesktopError::NoCapture, Platform::MacOs);
+        assert_eq!(other.kind(), "no_capture");
+    }
+
     use super::*;
     use screenpilot_agent::{InputSpace, MonitorGeometry, OsPoint};
 

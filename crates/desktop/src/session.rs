@@ -61,7 +61,10 @@ impl Session {
 
     /// Reopens a stored conversation: its capture and the exchanges so far (see
     /// [`crate::threads::Thread::exchanges`]), so a follow-up sees them.
+    /// A question still running is cancelled (its answer belongs to the conversation it was
+    /// asked in).
     pub fn restore(&self, shot: Screenshot, history: Vec<Exchange>) {
+        self.cancel();
         *lock(&self.capture) = Some(shot);
         *lock(&self.history) = history;
     }

@@ -29,7 +29,9 @@ pub struct Settings {
     pub backend_url: Option<String>,
     /// The model to ask that server for (None: the first it lists).
     pub backend_model: Option<String>,
-    /// Ask and To HTML use that server instead of the local model ("Server" in the model bar).
+    /// The key for that server (None: the app falls back to `$SCREENPILOT_API_KEY`).
+    pub backend_key: Option<String>,
+    /// Ask and To HTML use that server instead of the local model (Settings, "Where the model runs").
     pub use_server: bool,
     /// Where the model runs: `auto` (a GPU when there is one), `cpu`, `cuda`, `metal`.
     pub device: String,
@@ -72,6 +74,7 @@ impl Default for Settings {
             max_image_tokens: None,
             backend_url: None,
             backend_model: None,
+            backend_key: None,
             use_server: false,
             device: "auto".into(),
             dtype: "auto".into(),
@@ -233,6 +236,12 @@ impl Settings {
         if !(1..=MAX_THREAD_CAP_MIB).contains(&self.thread_cap_mib) {
             err("thread_cap_mib", format!("must be between 1 and {MAX_THREAD_CAP_MIB} MiB"));
         }
+        if self.use_server && self.backend_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            err("backend_url", "type the server's address (http://HOST:PORT/v1) to use a server".into());
+        }
+        if self.backend_key.as_deref().is_some_and(|k| k.chars().any(char::is_control)) {
+            err("backend_key", "an API key is one line without control characters".into());
+        }
         for (field, url) in [("backend_url", &self.backend_url), ("hf_endpoint", &self.hf_endpoint)] {
             if let Some(u) = url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
                 if !http_url(u) {
@@ -342,6 +351,10 @@ mod tests {
         let _ = std::fs::remove_file(&file);
         let fine = Settings { backend_url: Some("https://api.example.com/v1".into()), hf_endpoint: Some(" ".into()), data_dir: Some(std::env::temp_dir()), ..Settings::default() };
         fine.validate().unwrap();
+        // A server needs its address; a key is one line.
+        let e = Settings { use_server: true, backend_url: Some("  ".into()), backend_key: Some("sk\nx".into()), ..Settings::default() }.validate().unwrap_err();
+        assert_eq!(e.iter().map(|f| f.field.as_str()).collect::<Vec<_>>(), ["backend_url", "backend_key"]);
+        Settings { use_server: true, backend_url: Some("http://h:8000/v1".into()), backend_key: Some("sk-1".into()), ..Settings::default() }.validate().unwrap();
     }
 
     #[test]

@@ -112,12 +112,12 @@ impl Brain for BackendBrain {
 }
 
 /// An OpenAI-compatible server at `url` (a base URL ending in `/v1`) as a backend, asking for
-/// `model` (None: the first it lists); the key comes from `$SCREENPILOT_API_KEY` and goes
-/// only into the `Authorization` header. Connecting lists the server's models.
-pub fn connect_remote(url: &str, model: Option<String>) -> crate::Result<Arc<dyn Backend>> {
+/// `model` (None: the first it lists) with `api_key` (None or empty: none), which goes only
+/// into the `Authorization` header. Connecting lists the server's models.
+pub fn connect_remote(url: &str, model: Option<String>, api_key: Option<String>) -> crate::Result<Arc<dyn Backend>> {
     let mut cfg = RemoteConfig::new(url);
     cfg.model = model;
-    cfg.api_key = std::env::var("SCREENPILOT_API_KEY").ok().filter(|k| !k.is_empty());
+    cfg.api_key = api_key.filter(|k| !k.is_empty());
     Ok(Arc::new(RemoteBackend::connect(cfg)?))
 }
 
