@@ -1,6 +1,8 @@
-//! `CommandError`: what a command returns to the UI on failure, serialised as `{kind, message}`.
+//! `CommandError`: what a command returns to the UI on failure, serialised as `{kind, message}`
+//! (and `fields` for settings that were not saved).
 
 use serde::Serialize;
+use screenpilot_desktop::settings::FieldError;
 use screenpilot_desktop::DesktopError;
 
 /// A failed command.
@@ -12,6 +14,9 @@ pub enum CommandError {
     /// From Tauri (paths, windows).
     #[error("app: {0}")]
     Tauri(#[from] tauri::Error),
+    /// Settings that were not saved: every bad field with its message.
+    #[error("settings not saved: {}", .0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "))]
+    InvalidSettings(Vec<FieldError>),
     /// A background task died.
     #[error("internal: {0}")]
     Internal(String),
@@ -22,6 +27,7 @@ impl CommandError {
         match self {
             Self::Desktop(e) => e.kind(),
             Self::Tauri(_) => "app",
+            Self::InvalidSettings(_) => "invalid_settings",
             Self::Internal(_) => "internal",
         }
     }
@@ -30,9 +36,12 @@ impl CommandError {
 impl Serialize for CommandError {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("CommandError", 2)?;
+        let mut st = s.serialize_struct("CommandError", 3)?;
         st.serialize_field("kind", self.kind())?;
         st.serialize_field("message", &self.to_string())?;
+        if let Self::InvalidSettings(fields) = self {
+            st.serialize_field("fields", fields)?;
+        }
         st.end()
     }
 }

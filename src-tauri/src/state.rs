@@ -1,14 +1,16 @@
 //! `AppState`: what every command reaches through `State<'_, AppState>`, and the app's window
-//! as task mode hides and shows it.
+//! as captures and task mode hide and show it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use screenpilot_agent::{Actuator, AgentError, InputEvent};
 use screenpilot_desktop::assistant::Assistant;
+use screenpilot_desktop::catalog::DeviceMemory;
 use screenpilot_desktop::download::CancelToken;
 use screenpilot_desktop::session::Session;
 use screenpilot_desktop::settings::Settings;
+use screenpilot_desktop::threads::ThreadStore;
 use screenpilot_desktop::task_parts::AppWindow;
 use screenpilot_desktop::task_runner::TaskRunner;
 use screenpilot_desktop::DesktopError;
@@ -31,6 +33,18 @@ pub struct AppState {
     pub html_dir: PathBuf,
     /// Cancels the running download.
     pub download: Mutex<Option<CancelToken>>,
+    /// The stored conversations (one per capture).
+    pub threads: Arc<ThreadStore>,
+    /// The conversation questions go to (the last capture's, or the one opened from the list).
+    pub thread: Mutex<Option<String>>,
+    /// The data folder in use (settings.data_dir, or the platform's app data folder).
+    pub data_dir: PathBuf,
+    /// The last page "To HTML" saved (what "Save…" copies).
+    pub last_page: Mutex<Option<PathBuf>>,
+    /// GPU and RAM the model list marks fits against (detected, or `SCREENPILOT_FAKE_MEMORY`).
+    pub memory: DeviceMemory,
+    /// The main window (captures hide it so that it is never in them).
+    pub window: Arc<MainWindow>,
 }
 
 /// Locks, ignoring poisoning (the data stays usable).

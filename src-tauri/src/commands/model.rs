@@ -1,38 +1,122 @@
-//! Model commands: settings, open a local folder, model info, download from the hub, and
-//! which backend answers Ask and To HTML (the local model or an OpenAI-compatible server).
+//! Model and settings commands: the settings (read; validate and save as one), what a capture
+//! costs in image tokens, load a local folder (with the device, precision and token cap of the
+//! settings) or reload it, the model list with fit marks and the installed models, download
+//! from the hub and delete, and which backend answers Ask and To HTML (this computer or an
+//! OpenAI-compatible server).
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use tauri::ipc::Channel;
-use tauri::State;
+use tauri::{AppHandle, Emitter, State};
 
 use screenpilot_desktop::assistant::{Assistant, ModelInfo};
 use screenpilot_desktop::backend_assistant::BackendAssistant;
-use screenpilot_desktop::engine_assistant::EngineAssistant;
+use screenpilot_desktop::catalog::{self, CatalogRow, DeviceMemory, InstalledModel};
 use screenpilot_desktop::download::{self, CancelToken, DownloadProgress, DownloadRequest};
-use screenpilot_desktop::settings::Settings;
+use screenpilot_desktop::engine_assistant::{EngineAssistant, LoadOptions};
+use screenpilot_desktop::settings::{self, FieldError, Settings};
 use screenpilot_desktop::DesktopError;
 
-use crate::error::{blocking, CmdResult};
+use crate::error::{blocking, CmdResult, CommandError};
 use crate::state::{lock, AppState};
 
-/// The remembered settings.
-#[tauri::command]
-pub fn settings_get(state: State<'_, AppState>) -> Settings {
-    lock(&state.settings).clone()
+/// The image-token cap when the settings name none.
+pub const DEFAULT_IMAGE_TOKENS: usize = 1024;
+
+/// The settings and what the Settings view shows beside them.
+#[derive(Debug, Serialize)]
+pub struct SettingsView {
+    /// The saved settings.
+    pub settings: Settings,
+    /// The data folder in use now.
+    pub data_dir: String,
+    /// Bytes the stored conversations take.
+    pub threads_bytes: u64,
 }
 
-/// Loads a model folder, remembers it, and returns what was loaded. It answers questions
-/// unless the server was chosen (then it is kept for tasks and for switching back).
+fn settings_view(state: &AppState) -> SettingsView {
+    SettingsView { settings: lock(&state.settings).clone(), data_dir: state.data_dir.display().to_string(), threads_bytes: state.threads.total_bytes() }
+}
+
+/// The saved settings.
 #[tauri::command]
-pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<ModelInfo> {
-    let dir = std::path::PathBuf::from(path.trim());
+pub fn settings_get(state: State<'_, AppState>) -> SettingsView {
+    settings_view(&state)
+}
+
+/// Validates `settings` as a whole and saves it; a bad field saves nothing and comes back as
+/// an `invalid_settings` error listing every bad field. New hotkeys take effect at once (one that
+/// another program holds is a field error, and the old ones stay); a new backend is connected
+/// before saving (a server that cannot be used is a field error) and answers from then on;
+/// retention applies at once.
+#[tauri::command]
+pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, AppState>) -> CmdResult<SettingsView> {
+    let new = settings;
+    new.validate().map_err(CommandError::InvalidSettings)?;
+    let old = lock(&state.settings).clone();
+    let backend_changed = (old.use_server, &old.backend_url, &old.backend_model, &old.backend_key) != (new.use_server, &new.backend_url, &new.backend_model, &new.backend_key);
+    let server: Option<Arc<dyn Assistant>> = if backend_changed && new.use_server {
+        let url = new.backend_url.clone().unwrap_or_default();
+        let (model, key) = (new.backend_model.clone(), api_key(&new));
+        let connected = blocking(move || Ok(BackendAssistant::connect_with_key(&url, model.as_deref(), key)?)).await;
+        let server = connected.map_err(|e| CommandError::InvalidSettings(vec![FieldError { field: "backend_url".into(), message: e.to_string() }]))?;
+        Some(Arc::new(server))
+    } else {
+        None
+    };
+    if (&old.hotkey_capture, &old.hotkey_stop) != (&new.hotkey_capture, &new.hotkey_stop) {
+        crate::hotkeys::apply(&app, &new).map_err(CommandError::InvalidSettings)?;
+    }
+    new.save(&state.settings_path)?;
+    *lock(&state.settings) = new.clone();
+    if backend_changed {
+        match server.or_else(|| lock(&state.local).clone()) {
+            Some(a) => state.session.set_assistant(a),
+            None => state.session.clear_assistant(),
+        }
+    }
+    let (threads, keep) = (state.threads.clone(), lock(&state.thread).clone());
+    let audit = state.tasks.audit_path().to_path_buf();
+    blocking(move || {
+        let now = screenpilot_desktop::threads::now_ms();
+        threads.enforce(new.thread_cap_mib.saturating_mul(1 << 20), new.thread_days, now, keep.as_deref())?;
+        screenpilot_desktop::audit_table::prune(&audit, new.audit_days, now)?;
+        Ok(())
+    })
+    .await?;
+    Ok(settings_view(&state))
+}
+
+/// Every bad field of `settings` (empty: they would save), without saving anything.
+#[tauri::command]
+pub fn settings_check(settings: Settings) -> Vec<FieldError> {
+    settings.validate().err().unwrap_or_default()
+}
+
+/// Image tokens a `width`×`height` capture costs at `cap` (None: the default cap).
+#[tauri::command]
+pub fn image_tokens(width: u32, height: u32, cap: Option<usize>) -> CmdResult<usize> {
+    if width == 0 || height == 0 || width > 32768 || height > 32768 {
+        return Err(DesktopError::InvalidArgument(format!("screen size {width}x{height}")).into());
+    }
+    Ok(settings::image_tokens(width, height, Some(cap.unwrap_or(DEFAULT_IMAGE_TOKENS))))
+}
+
+fn load_options(s: &Settings) -> LoadOptions {
+    LoadOptions { max_image_tokens: Some(s.max_image_tokens.unwrap_or(DEFAULT_IMAGE_TOKENS)), device: s.device.clone(), dtype: s.dtype.clone() }
+}
+
+/// Loads a model folder with the settings' device, precision and cap, remembers it, and
+/// returns what was loaded. It answers questions unless the server was chosen (then it is
+/// kept for tasks and for switching back).
+pub async fn open_folder(dir: std::path::PathBuf, state: &AppState) -> CmdResult<ModelInfo> {
     if !dir.is_absolute() {
         return Err(DesktopError::InvalidArgument("the model folder must be an absolute path".into()).into());
     }
-    let max_tokens = lock(&state.settings).max_image_tokens.or(Some(1024));
+    let opts = load_options(&lock(&state.settings));
     let d = dir.clone();
-    let assistant = blocking(move || Ok(EngineAssistant::load(&d, max_tokens)?)).await?;
+    let assistant = blocking(move || Ok(EngineAssistant::load_with(&d, &opts)?)).await?;
     let info = assistant.info();
     let assistant: Arc<dyn Assistant> = Arc::new(assistant);
     *lock(&state.local) = Some(Arc::clone(&assistant));
@@ -45,30 +129,74 @@ pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<M
     Ok(info)
 }
 
+/// Loads the model folder at `path`.
+#[tauri::command]
+pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<ModelInfo> {
+    open_folder(std::path::PathBuf::from(path.trim()), &state).await
+}
+
+/// Loads the remembered folder again (after changing the device, precision or cap); what
+/// answers now (None: nothing to load).
+#[tauri::command]
+pub async fn model_reload(app: AppHandle, state: State<'_, AppState>) -> CmdResult<Option<ModelInfo>> {
+    let Some(dir) = lock(&state.settings).model_dir.clone() else { return Ok(None) };
+    open_folder(dir, &state).await?;
+    let info = state.session.assistant().map(|a| a.info());
+    let _ = app.emit("model-loaded", &info);
+    Ok(info)
+}
+
 /// The loaded model, if any.
 #[tauri::command]
 pub fn model_info(state: State<'_, AppState>) -> Option<ModelInfo> {
     state.session.assistant().map(|a| a.info())
 }
 
-/// Chooses what answers Ask and To HTML: `local` (the loaded local model, None if there is
-/// none) or `server` (connects to the OpenAI-compatible server at `url` asking for `model`,
-/// empty: the first it lists; key from `$SCREENPILOT_API_KEY`). The choice, URL and model are
-/// saved to settings.json once it works; a server that cannot be used gives its one-line
+/// The model list as the Models view shows it.
+#[derive(Debug, Serialize)]
+pub struct ModelsView {
+    /// GPU and RAM the fit marks are computed for.
+    pub memory: DeviceMemory,
+    /// The Qwen3-VL models people run, with fit marks and whether each is installed.
+    pub catalog: Vec<CatalogRow>,
+    /// Every downloaded model (those of the list and any other repository).
+    pub installed: Vec<InstalledModel>,
+}
+
+/// The model list, fit marks and installed models.
+#[tauri::command]
+pub async fn models_list(state: State<'_, AppState>) -> CmdResult<ModelsView> {
+    let (memory, dir) = (state.memory.clone(), state.models_dir.clone());
+    blocking(move || Ok(ModelsView { catalog: catalog::rows(&memory, &dir), installed: catalog::installed(&dir), memory })).await
+}
+
+/// Deletes downloaded model `repo` from disk; the bytes freed. The loaded model keeps running
+/// from memory until another is loaded.
+#[tauri::command]
+pub async fn model_delete(repo: String, state: State<'_, AppState>) -> CmdResult<u64> {
+    let dir = state.models_dir.clone();
+    blocking(move || Ok(catalog::delete_installed(&dir, &repo)?)).await
+}
+
+/// The server's API key: the one in the settings, else `$SCREENPILOT_API_KEY`.
+pub fn api_key(s: &Settings) -> Option<String> {
+    s.backend_key.clone().filter(|k| !k.is_empty()).or_else(|| std::env::var("SCREENPILOT_API_KEY").ok().filter(|k| !k.is_empty()))
+}
+
+/// Chooses what answers Ask and To HTML (at start; Settings switch through `settings_set`):
+/// `local` (the loaded local model, None if there is none) or `server` (the OpenAI-compatible
+/// server of the settings: URL, model, key). A server that cannot be used gives its one-line
 /// error and leaves everything as it was.
 #[tauri::command]
-pub async fn backend_use(kind: String, url: Option<String>, model: Option<String>, state: State<'_, AppState>) -> CmdResult<Option<ModelInfo>> {
+pub async fn backend_use(kind: String, state: State<'_, AppState>) -> CmdResult<Option<ModelInfo>> {
     let assistant: Option<Arc<dyn Assistant>> = match kind.as_str() {
         "local" => lock(&state.local).clone(),
         "server" => {
-            let url = url.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
-            let url = url.ok_or_else(|| DesktopError::InvalidArgument("type the server's URL (http://HOST:PORT/v1)".into()))?;
-            let model = model.map(|m| m.trim().to_string()).filter(|m| !m.is_empty());
-            let (u, m) = (url.clone(), model.clone());
-            let server = blocking(move || Ok(BackendAssistant::connect(&u, m.as_deref())?)).await?;
-            let mut settings = lock(&state.settings);
-            settings.backend_url = Some(url);
-            settings.backend_model = model;
+            let s = lock(&state.settings).clone();
+            let url = s.backend_url.clone().filter(|u| !u.is_empty());
+            let url = url.ok_or_else(|| DesktopError::InvalidArgument("type the server's URL in Settings (http://HOST:PORT/v1)".into()))?;
+            let (model, key) = (s.backend_model.clone(), api_key(&s));
+            let server = blocking(move || Ok(BackendAssistant::connect_with_key(&url, model.as_deref(), key)?)).await?;
             Some(Arc::new(server))
         }
         other => return Err(DesktopError::InvalidArgument(format!("unknown backend {other:?}")).into()),

@@ -38,12 +38,12 @@ pub async fn task_start(task: String, backend: String, monitor: usize, state: St
     let model = match backend.as_str() {
         "local" => TaskModel::Local(lock(&state.local).as_ref().and_then(|a| a.engine()).ok_or(DesktopError::NoModel)?),
         "remote" => {
-            let (url, model) = {
+            let (url, model, key) = {
                 let s = lock(&state.settings);
-                (s.backend_url.clone(), s.backend_model.clone())
+                (s.backend_url.clone(), s.backend_model.clone(), crate::commands::model::api_key(&s))
             };
-            let url = url.ok_or_else(|| DesktopError::InvalidArgument("no server is configured (backend_url in settings.json)".into()))?;
-            TaskModel::Backend(blocking(move || Ok(connect_remote(&url, model)?)).await?)
+            let url = url.ok_or_else(|| DesktopError::InvalidArgument("no server is configured: set its URL in Settings".into()))?;
+            TaskModel::Backend(blocking(move || Ok(connect_remote(&url, model, key)?)).await?)
         }
         other => return Err(DesktopError::InvalidArgument(format!("unknown backend {other:?}")).into()),
     };
