@@ -7,13 +7,14 @@
 // recordings, each with a "Replay check".
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
+import type { AuditRow } from "./api";
 
 export type Point = { x: number; y: number };
 export type Proposal = {
   task: number; step: number; id: number; description: string; text: string | null;
   image_points: [number, number][]; screen_points: Point[]; monitor: string; auto: boolean; always_asks: string | null;
 };
-export type AuditRow = { time: string; timestamp: string; step: number; action: string; target: string; decision: string };
+export type { AuditRow };
 export type Outcome = { task: number; status: string; message: string; answer: string | null; audit: AuditRow[] };
 type TaskEvent =
   | { kind: "step"; task: number; step: number; thumbnail: string; image_width: number; image_height: number }
