@@ -11,7 +11,7 @@ TOKENIZER_SHA256="aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492da
 APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates
   # X11 test display, pointer/keyboard checks, capture (xcap needs pipewire headers and clang for bindgen)
-  xvfb xauth xdotool imagemagick
+  xvfb xauth xdotool imagemagick xclip
   # a window manager for the window-capture test (xcap lists windows through it; the test starts it)
   openbox
   libxcb1-dev libxrandr-dev libdbus-1-dev libgbm-dev libegl-dev libwayland-dev

@@ -43,8 +43,6 @@ use app::{move_pointer, pointer, repo, SHORT};
 
 const ENTER: &str = "\u{E007}";
 const ESCAPE: &str = "\u{E00C}";
-/// The app's background (ui/src/style.css `body`).
-const APP_RGB: [u8; 3] = [0x11, 0x18, 0x27];
 const PROBE_RGB: [u8; 3] = [0, 200, 0];
 
 /// A plain X window that reports the clicks it receives.
@@ -96,6 +94,13 @@ fn app_rect() -> (i32, i32, i32, i32) {
     let id = id.lines().next().expect("the app's window");
     let g = xdotool(&["getwindowgeometry", "--shell", id]);
     (shell_value(&g, "X"), shell_value(&g, "Y"), shell_value(&g, "WIDTH"), shell_value(&g, "HEIGHT"))
+}
+
+/// The app's page background (light or dark, as the system theme makes it).
+fn background(s: &Session) -> [u8; 3] {
+    let v = s.exec("return getComputedStyle(document.body).backgroundColor", json!([])).unwrap();
+    let n: Vec<u8> = v.as_str().unwrap().trim_start_matches("rgb(").trim_end_matches(')').split(',').map(|x| x.trim().parse().unwrap()).collect();
+    [n[0], n[1], n[2]]
 }
 
 fn decode_data_uri(uri: &str) -> RgbImage {
@@ -163,6 +168,7 @@ fn tasks_accept_reject_and_stop_with_the_app_window_out_of_the_way() {
     let _ = std::fs::remove_dir_all(&tmp);
     let (_driver, s) = app::start("e2e-task", &tmp, &[]);
     let (ax, ay, aw, ah) = app_rect();
+    let app_rgb = background(&s);
     let probe = Probe::new(ax + 300, ay + 250, 240, 160);
     let (px, py, pw, ph) = probe.rect;
     let (cx, cy) = (px + pw / 2, py + ph / 2);
@@ -223,11 +229,13 @@ fn tasks_accept_reject_and_stop_with_the_app_window_out_of_the_way() {
     let sent = screenshots_sent(&stub);
     assert!(sent.len() >= 2, "a screenshot per step (the second request repeats the first): {}", sent.len());
     for img in &sent {
-        assert!(share(img, (ax, ay, aw, ah), APP_RGB) < 0.01, "the app's window is in a screenshot the model saw");
+        assert!(share(img, (ax, ay, aw, ah), app_rgb) < 0.01, "the app's window is in a screenshot the model saw");
         assert!(share(img, probe.rect, PROBE_RGB) > 0.95, "the probe under the app's window is not in the model's screenshot");
     }
-    let visible = decode_data_uri(app::invoke(&s, "capture_monitor", json!({"index": 0}))["png"].as_str().unwrap());
-    assert!(share(&visible, (ax, ay, aw, ah), APP_RGB) > 0.2, "control: a capture with the app shown has it");
+    // (The app's own captures hide it too: the control is a grab of the X root window.)
+    let grab = Command::new("import").args(["-window", "root", "png:-"]).output().expect("import (ImageMagick)");
+    let visible = image::load_from_memory(&grab.stdout).unwrap().to_rgb8();
+    assert!(share(&visible, (ax, ay, aw, ah), app_rgb) > 0.2, "control: a capture with the app shown has it");
     assert!(share(&visible, probe.rect, PROBE_RGB) < 0.05, "control: the app covers the probe");
 
     // 2: rejected with Esc: nothing is clicked, the pointer stays.

@@ -94,3 +94,42 @@ pub fn invoke(s: &Session, cmd: &str, args: serde_json::Value) -> serde_json::Va
     assert!(v.get("err").is_none(), "{cmd}: {v}");
     v["ok"].clone()
 }
+
+/// JS for the newest question-and-answer of the open conversation.
+pub const LAST_TURN: &str = "document.querySelector('#messages .turn:last-child')";
+
+/// Types `question` into the composer, sends it and waits until its answer has ended (done,
+/// cancelled or error); the answer's state and its text as shown (trimmed).
+pub fn ask(s: &Session, question: &str, timeout: Duration) -> (String, String) {
+    let before = s.exec("return document.querySelectorAll('#messages .turn').length", serde_json::json!([])).unwrap().as_u64().unwrap();
+    s.type_into("#question", question).unwrap();
+    s.click("#send").unwrap();
+    let expr = format!(
+        "document.querySelectorAll('#messages .turn').length > {before} && (t => t.dataset.state !== 'running' && [t.dataset.state, t.querySelector('.answer').textContent])({LAST_TURN})"
+    );
+    let v = s.wait_for(&expr, timeout).unwrap();
+    (v[0].as_str().unwrap().to_string(), v[1].as_str().unwrap().trim().to_string())
+}
+
+/// Shows view `name` (ask, task, html, models, settings) through its tab.
+pub fn view(s: &Session, name: &str) {
+    s.click(&format!("#tab-{name}")).unwrap();
+    s.wait_for(&format!("document.body.dataset.view === '{name}' || (document.body.dataset.view === 'welcome' && '{name}' === 'ask')"), SHORT).unwrap();
+}
+
+/// Saves a WebDriver screenshot of the window as target/<name>.png, and as docs/<name>.png
+/// when `SCREENPILOT_UPDATE_SCREENSHOT` is set (the README shows those).
+pub fn save_screenshot(s: &Session, name: &str) -> Vec<u8> {
+    // Let layout and images settle: WebKitGTK's screenshot right after a change can show an
+    // older frame (two animation frames are not always enough).
+    s.exec_async("const done = arguments[arguments.length - 1]; requestAnimationFrame(() => requestAnimationFrame(() => done(null)));", serde_json::json!([])).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let png = s.screenshot().unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(repo().join(format!("target/{name}.png")), &png).unwrap();
+    if std::env::var_os("SCREENPILOT_UPDATE_SCREENSHOT").is_some() {
+        std::fs::create_dir_all(repo().join("docs")).unwrap();
+        std::fs::write(repo().join(format!("docs/{name}.png")), &png).unwrap();
+    }
+    png
+}

@@ -99,7 +99,7 @@ impl Session {
                 return Ok(v);
             }
             if start.elapsed() > timeout {
-                let state = self.exec("return document.getElementById('error').textContent + ' | answer state: ' + document.getElementById('answer').dataset.state", json!([]))?;
+                let state = self.exec("return document.getElementById('error').textContent + ' | view: ' + document.body.dataset.view", json!([]))?;
                 return Err(format!("timed out waiting for `{expr}` (ui: {state})"));
             }
             std::thread::sleep(Duration::from_millis(50));
