@@ -41,6 +41,14 @@ function show(view: View) {
   if (view === "task") loadHistory();
   if (view === "html") captureChanged();
 }
+/// The hotkeys of the settings wherever the UI names them.
+function showHotkeys(capture: string, stop: string) {
+  $("welcome-hotkey").textContent = capture;
+  el.newCapture.title = `Capture the chosen screen and start a conversation about it (${capture})`;
+  el.capture.title = `Capture this screen (${capture})`;
+  el.stop.title = `Stop the running task or action (${stop})`;
+}
+
 /// Ask shows the first-run steps until there is a capture to ask about.
 const showAsk = () => show(hasCapture() ? "ask" : "welcome");
 
@@ -152,7 +160,7 @@ initModels(modelChanged, async () => {
   const dir = await open({ directory: true, multiple: false, title: "Model folder", defaultPath: ($<HTMLInputElement>("model-path").value.trim() || undefined) });
   return typeof dir === "string" ? dir : null;
 });
-initSettings(monitorSize, async () => modelChanged(await api.modelInfo()), async () => {
+initSettings(monitorSize, async (s) => { showHotkeys(s.hotkey_capture, s.hotkey_stop); modelChanged(await api.modelInfo()); }, async () => {
   clearError();
   $("model-info").textContent = "loading…";
   try { modelChanged(await api.modelReload()); } catch (e) { showError(e); modelChanged(await api.modelInfo()); }
@@ -194,6 +202,7 @@ listen<ModelInfo | null>("model-loaded", (ev) => modelChanged(ev.payload));
   await fillPickers();
   suggest();
   const s = await refreshSettings();
+  if (s) showHotkeys(s.settings.hotkey_capture, s.settings.hotkey_stop);
   refreshThreads();
   modelChanged(await api.modelInfo());
   if (s?.settings.use_server) {

@@ -18,7 +18,7 @@ const el = {
 
 let saved: SettingsView | null = null;
 let monitorSize: () => [number, number] | null = () => null;
-let onSaved: () => void = () => {};
+let onSaved: (s: Settings) => void = () => {};
 
 const num = (i: HTMLInputElement) => (i.value.trim() === "" ? NaN : Number(i.value));
 const text = (i: HTMLInputElement) => i.value.trim() || null;
@@ -118,7 +118,7 @@ async function save(ev: Event) {
     fill(saved);
     el.status.textContent = "Saved";
     el.status.dataset.state = "saved";
-    onSaved();
+    onSaved(saved.settings);
   } catch (e) {
     const err = e as { kind?: string; message?: string; fields?: FieldError[] };
     if (err.kind === "invalid_settings" && err.fields) invalid(err.fields);
@@ -132,7 +132,7 @@ export async function refreshSettings(): Promise<SettingsView | null> {
 }
 export const currentSettings = () => saved?.settings ?? null;
 
-export function initSettings(size: () => [number, number] | null, saved_: () => void, reload: () => void) {
+export function initSettings(size: () => [number, number] | null, saved_: (s: Settings) => void, reload: () => void) {
   monitorSize = size;
   onSaved = saved_;
   el.form.onsubmit = save;
