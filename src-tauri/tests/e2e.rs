@@ -287,4 +287,16 @@ fn download_through_the_ui(s: &Session, hub: &hub::HubServer, gate: u64, tiny: &
     assert!(Path::new(path.as_str().unwrap()).starts_with(cache), "{path}");
     let resumed: Vec<_> = hub.requests()[before..].iter().filter(|(f, a, b)| f == hub::BIG && !(*a == 0 && *b == 0)).map(|r| r.1).collect();
     assert_eq!(resumed.iter().min(), Some(&gate), "resumed at the committed offset: {resumed:?}");
+
+    // The download is listed as installed with its size on disk; Delete (asked twice) removes it
+    // from the list and from the disk.
+    let row = format!("#installed tbody tr[data-path='{}']", path.as_str().unwrap());
+    let size = s.wait_for(&format!("(r => r && r.cells[2].textContent)(document.querySelector(\"{row}\"))"), SHORT).unwrap();
+    assert!(size.as_str().unwrap().ends_with("MB") || size.as_str().unwrap().ends_with("kB"), "size on disk: {size}");
+    s.click(&format!("{row} .delete-model")).unwrap();
+    s.wait_for(&format!("document.querySelector(\"{row} .delete-model\").dataset.armed === 'yes'"), SHORT).unwrap();
+    s.click(&format!("{row} .delete-model")).unwrap();
+    s.wait_for(&format!("!document.querySelector(\"{row}\")"), SHORT).unwrap();
+    let repo_dir = cache.join(format!("models--{}", hub::REPO.replace('/', "--")));
+    assert!(!repo_dir.exists(), "{} is still on disk", repo_dir.display());
 }
