@@ -257,7 +257,7 @@ fn conversations_models_settings_and_window_behaviour_as_a_user_sees_them() {
     let label = s.exec("return document.querySelector('#overlay .shape.box').title", json!([])).unwrap();
     assert!(label.as_str().unwrap().starts_with("Save changes: screen "), "hover shows where the box is: {label}");
     // Copy a code block: it reaches the X clipboard.
-    s.click(&format!("#messages .turn:last-child .code-block button.copy")).unwrap();
+    s.click("#messages .turn:last-child .code-block button.copy").unwrap();
     s.wait_for(&format!("{LAST_TURN}.querySelector('.code-block button.copy').dataset.copied === 'yes'"), SHORT).unwrap();
     let clip = Command::new("xclip").args(["-o", "-selection", "clipboard"]).output().expect("xclip");
     assert_eq!(String::from_utf8_lossy(&clip.stdout).trim_end(), "print(\"GB\" + \"123456789\")");

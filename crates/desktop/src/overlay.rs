@@ -54,6 +54,7 @@ pub fn shapes(text: &str, g: &CaptureGeometry) -> Result<Vec<OverlayShape>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use screenpilot_agent::{InputSpace, MonitorGeometry, OsPoint};

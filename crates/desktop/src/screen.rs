@@ -230,6 +230,7 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn a_failed_capture_says_what_the_platform_needs() {
