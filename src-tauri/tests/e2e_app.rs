@@ -261,6 +261,17 @@ fn conversations_models_settings_and_window_behaviour_as_a_user_sees_them() {
     s.wait_for(&format!("{LAST_TURN}.querySelector('.code-block button.copy').dataset.copied === 'yes'"), SHORT).unwrap();
     let clip = Command::new("xclip").args(["-o", "-selection", "clipboard"]).output().expect("xclip");
     assert_eq!(String::from_utf8_lossy(&clip.stdout).trim_end(), "print(\"GB\" + \"123456789\")");
+    // A Thinking model's reasoning is folded away above its answer.
+    app::invoke(&s, "debug_inject_answer", json!({"text": "<think>\nThe banner says the VAT number is invalid.\n</think>\n\nThe **VAT number** is not valid."}));
+    let (state, _) = ask(&s, "Short answer?", SHORT);
+    assert_eq!(state, "done");
+    let folded = s.exec(&format!("const a = {LAST_TURN}.querySelector('.answer'); const d = a.querySelector('details.reasoning'); return [!!d && !d.open, d && d.textContent.includes('banner says'), a.lastElementChild.textContent]"), json!([])).unwrap();
+    assert_eq!(folded, json!([true, true, "The VAT number is not valid."]));
+
+    // Everything a person can operate has a name a screen reader can say.
+    let unnamed = s.exec("return [...document.querySelectorAll('button, input, select, textarea, [role=tab]')].filter(e => e.getClientRects().length && e.type !== 'hidden').filter(e => !((e.getAttribute('aria-label') || (e.labels && [...e.labels].map(l => l.textContent).join('')) || e.textContent || e.title || e.placeholder || '').trim())).map(e => e.outerHTML.slice(0, 80))", json!([])).unwrap();
+    assert_eq!(unnamed, json!([]), "controls without an accessible name");
+
     let title = s.exec("return document.querySelector('#threads li .thread-title').textContent", json!([])).unwrap();
     assert_eq!(title, json!("What is wrong on this screen?"));
     save_screenshot(&s, "app-ask");
@@ -297,18 +308,22 @@ fn conversations_models_settings_and_window_behaviour_as_a_user_sees_them() {
     let (_driver, s) = app::start("e2e-app", &tmp, &env);
     wait_threads(&s, 3);
     s.click("#threads li:last-child .thread-open").unwrap();
-    s.wait_for("document.querySelectorAll('#messages .turn').length === 3", SHORT).unwrap();
+    s.wait_for("document.querySelectorAll('#messages .turn').length === 4", SHORT).unwrap();
     let turns = s.exec("return [...document.querySelectorAll('#messages .turn')].map(t => [t.querySelector('.q').textContent, !!t.querySelector('.timings')])", json!([])).unwrap();
     assert_eq!(turns[0][0], json!("You asked: What is wrong on this screen?"));
     assert!(turns.as_array().unwrap().iter().all(|t| t[1] == json!(true)), "each answer keeps its timings line: {turns}");
-    assert_eq!(s.exec(&format!("return {LAST_TURN}.querySelectorAll('table td').length"), json!([])).unwrap(), json!(4), "Markdown again");
+    const THIRD: &str = "document.querySelector('#messages .turn:nth-child(3)')";
+    assert_eq!(s.exec(&format!("return {THIRD}.querySelectorAll('table td').length"), json!([])).unwrap(), json!(4), "Markdown again");
+    // The last answer has no box; an earlier one's is drawn on request.
+    assert_eq!(s.exec("return document.querySelectorAll('#overlay .shape').length", json!([])).unwrap(), json!(0));
+    s.exec(&format!("{THIRD}.querySelector('.show-shapes').click()"), json!([])).unwrap();
     s.wait_for("document.querySelectorAll('#overlay .shape.box').length === 1", SHORT).unwrap();
     s.wait_for("document.getElementById('model-info').dataset.loaded === 'yes'", LONG).unwrap();
     let (state, _) = ask(&s, "Anything else?", LONG);
     assert_eq!(state, "done");
     let turns = app::invoke(&s, "threads_list", json!({}));
     let opened = turns.as_array().unwrap().iter().find(|t| t["title"] == json!("What is wrong on this screen?")).unwrap();
-    assert_eq!(opened["turns"], json!(4), "the follow-up after the restart is stored with its conversation");
+    assert_eq!(opened["turns"], json!(5), "the follow-up after the restart is stored with its conversation");
 
     // Deleting a conversation removes it from the list and from disk.
     let id = opened["id"].as_str().unwrap().to_string();

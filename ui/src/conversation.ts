@@ -5,7 +5,7 @@
 // backend stores each answer with its conversation (src-tauri/src/commands/threads.rs).
 import { api, Channel, type AskOutcome, type CaptureView, type Geometry, type Shape, type ThreadSummary, type Turn, type TurnTimings } from "./api";
 import { $, bytes, clearError, copyButton, h, showError, when } from "./dom";
-import { renderMarkdown } from "./markdown";
+import { renderMarkdown, splitThinking } from "./markdown";
 
 const el = {
   stage: $("stage"), shot: $<HTMLImageElement>("shot"), overlay: $("overlay"), selection: $("selection"), hover: $("hover-coords"),
@@ -178,7 +178,7 @@ function finishTurn(parts: { turn: HTMLElement; answer: HTMLElement; meta: HTMLE
   }
   const show = h("button", { type: "button", class: "quiet small show-shapes", title: "Draw this answer's boxes and points on the capture" }, "Show on capture");
   show.onclick = () => showShapesOf(text, turn);
-  children.push(copyButton(() => text, "Copy"), show);
+  children.push(copyButton(() => splitThinking(text).answer, "Copy"), show);
   meta.replaceChildren(...children);
 }
 

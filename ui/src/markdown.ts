@@ -34,8 +34,36 @@ export function toSafeHtml(text: string): string {
   });
 }
 
-/// Renders `text` into `target` (replacing what was there), with a copy button on every code block.
+/// A Thinking model's answer: its reasoning (`<think>…</think>`, the opening tag may be in the
+/// prompt) and the answer after it; null reasoning for other answers.
+export function splitThinking(text: string): { reasoning: string | null; answer: string } {
+  const end = text.indexOf("</think>");
+  if (end < 0) {
+    // Still thinking: everything so far is reasoning.
+    return text.trimStart().startsWith("<think>") ? { reasoning: text.trimStart().slice(7), answer: "" } : { reasoning: null, answer: text };
+  }
+  return { reasoning: text.slice(0, end).replace(/^\s*<think>/, "").trim(), answer: text.slice(end + 8).trimStart() };
+}
+
+/// Renders `text` into `target` (replacing what was there), with a copy button on every code
+/// block; a Thinking model's reasoning goes into a collapsed "Reasoning" block above the answer.
 export function renderMarkdown(target: HTMLElement, text: string) {
+  const { reasoning, answer } = splitThinking(text);
+  if (reasoning !== null) {
+    const body = h("div", { class: "md reasoning-body" });
+    renderInto(body, reasoning);
+    const details = h("details", { class: "reasoning" }, h("summary", {}, answer ? "Reasoning" : "Reasoning…"), body);
+    const rest = h("div", {});
+    renderInto(rest, answer);
+    const wasOpen = target.querySelector("details.reasoning")?.hasAttribute("open");
+    if (wasOpen) details.setAttribute("open", "");
+    target.replaceChildren(details, ...rest.childNodes);
+    return;
+  }
+  renderInto(target, text);
+}
+
+function renderInto(target: HTMLElement, text: string) {
   target.innerHTML = toSafeHtml(text);
   for (const pre of target.querySelectorAll("pre")) {
     const code = pre.textContent ?? "";

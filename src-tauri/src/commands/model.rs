@@ -49,7 +49,7 @@ pub fn settings_get(state: State<'_, AppState>) -> SettingsView {
 /// an `invalid_settings` error listing every bad field. New hotkeys take effect at once (one that
 /// another program holds is a field error, and the old ones stay); a new backend is connected
 /// before saving (a server that cannot be used is a field error) and answers from then on;
-/// retention applies at once.
+/// the conversation limits apply at once, the audit log's at the next start.
 #[tauri::command]
 pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, AppState>) -> CmdResult<SettingsView> {
     let new = settings;
@@ -76,12 +76,11 @@ pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, A
             None => state.session.clear_assistant(),
         }
     }
+    // The conversation limits apply at once; the audit log's age limit at the next start (the
+    // task runner appends to the open file, which pruning replaces).
     let (threads, keep) = (state.threads.clone(), lock(&state.thread).clone());
-    let audit = state.tasks.audit_path().to_path_buf();
     blocking(move || {
-        let now = screenpilot_desktop::threads::now_ms();
-        threads.enforce(new.thread_cap_mib.saturating_mul(1 << 20), new.thread_days, now, keep.as_deref())?;
-        screenpilot_desktop::audit_table::prune(&audit, new.audit_days, now)?;
+        threads.enforce(new.thread_cap_mib.saturating_mul(1 << 20), new.thread_days, screenpilot_desktop::threads::now_ms(), keep.as_deref())?;
         Ok(())
     })
     .await?;
