@@ -12,7 +12,8 @@
 //!   Markdown renders as lists, tables and code with copy buttons (the copy reaches the X
 //!   clipboard), and its `<script>` is shown as text, never run;
 //! - conversations survive a restart, open with their capture and answers, go on, and delete;
-//! - the capture hotkey and the tray's Capture work with the window hidden, and show it.
+//! - the capture hotkey and the tray's Capture work with the window hidden, and show it;
+//! - light or dark as the desktop is (a GTK dark theme gives the dark colours).
 //!
 //! Saves target/app-*.png (and docs/app-*.png with `SCREENPILOT_UPDATE_SCREENSHOT=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -125,6 +126,13 @@ fn app_window() -> Option<(i32, i32, i32, i32)> {
     let g = xdotool(&["getwindowgeometry", "--shell", &id]);
     let get = |k: &str| g.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).and_then(|v| v.parse().ok()).unwrap();
     Some((get("X"), get("Y"), get("WIDTH"), get("HEIGHT")))
+}
+
+/// The page's background colour.
+fn background(s: &Session) -> [u8; 3] {
+    let v = s.exec("return getComputedStyle(document.body).backgroundColor", json!([])).unwrap();
+    let n: Vec<u8> = v.as_str().unwrap().trim_start_matches("rgb(").trim_end_matches(')').split(',').map(|x| x.trim().parse().unwrap()).collect();
+    [n[0], n[1], n[2]]
 }
 
 fn thread_count(s: &Session) -> usize {
@@ -332,6 +340,19 @@ fn conversations_models_settings_and_window_behaviour_as_a_user_sees_them() {
     s.click(&format!("#threads li[data-id='{id}'] .thread-delete")).unwrap();
     wait_threads(&s, 2);
     assert!(!dir.exists(), "deleted from disk");
+    let light = background(&s);
+    s.close().unwrap();
+    drop(_driver);
+
+    // Dark, when the desktop is dark (a GTK dark theme here).
+    let dark_env = [env[0], ("GTK_THEME", "Adwaita:dark")];
+    let (_driver, s) = app::start("e2e-app", &tmp, &dark_env);
+    let dark = background(&s);
+    let luma = |c: [u8; 3]| 0.2126 * f64::from(c[0]) + 0.7152 * f64::from(c[1]) + 0.0722 * f64::from(c[2]);
+    assert!(luma(light) > 200.0 && luma(dark) < 50.0, "light {light:?}, dark {dark:?}");
+    s.click("#threads li:first-child .thread-open").unwrap();
+    s.wait_for("!!document.getElementById('shot').dataset.captured", SHORT).unwrap();
+    save_screenshot(&s, "app-dark");
 
     s.close().unwrap();
     let _ = std::fs::remove_dir_all(&tmp);
