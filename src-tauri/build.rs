@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn npm(args: &[&str], dir: &Path) {
-    let status = Command::new("npm").args(args).current_dir(dir).status();
+    // On Windows npm is a batch file, which Command finds only by its full name.
+    let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
+    let status = Command::new(npm).args(args).current_dir(dir).status();
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => panic!("`npm {}` in {} failed with {s}", args.join(" "), dir.display()),

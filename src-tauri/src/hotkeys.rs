@@ -91,13 +91,15 @@ pub fn apply(app: &AppHandle, s: &Settings) -> Result<(), Vec<FieldError>> {
     Err(errors)
 }
 
-/// Captures the chosen monitor in the backend (window hidden meanwhile), then shows the window
+/// Captures the monitor captured last (the first at start) in the backend (window hidden
+/// meanwhile), then shows the window
 /// with the new conversation (`captured` event; a failure comes as `capture-failed`).
 pub fn capture_and_show(app: &AppHandle) {
     let app = app.clone();
     std::thread::spawn(move || {
         let state = app.state::<AppState>();
-        match capture_new(&state, Source::Monitor(0)) {
+        let monitor = state.monitor.load(std::sync::atomic::Ordering::Relaxed);
+        match capture_new(&state, Source::Monitor(monitor)) {
             Ok(view) => drop(app.emit("captured", view)),
             Err(e) => drop(app.emit("capture-failed", serde_json::json!({ "kind": "capture", "message": e.to_string() }))),
         }

@@ -88,6 +88,7 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
         data_dir: data,
         last_page: Mutex::new(None),
         memory: device_memory(),
+        monitor: std::sync::atomic::AtomicUsize::new(0),
         window,
     })
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub last_page: Mutex<Option<PathBuf>>,
     /// GPU and RAM the model list marks fits against (detected, or `SCREENPILOT_FAKE_MEMORY`).
     pub memory: DeviceMemory,
+    /// The monitor of the last capture (what the hotkey and the tray capture).
+    pub monitor: std::sync::atomic::AtomicUsize,
     /// The main window (captures hide it so that it is never in them).
     pub window: Arc<MainWindow>,
 }

@@ -78,6 +78,7 @@ pub fn capture_new(state: &AppState, source: Source) -> CmdResult<CaptureView> {
     let (shot, name) = match source {
         Source::Monitor(index) => {
             let shot = without_window(state, || screen::capture_monitor(index))?;
+            state.monitor.store(index, std::sync::atomic::Ordering::Relaxed);
             state.session.set_frozen(shot.clone());
             let name = shot.geometry.monitor.name.clone();
             (shot, name)
