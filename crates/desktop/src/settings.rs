@@ -275,6 +275,12 @@ impl Settings {
             .map_err(|e| DesktopError::io(path, std::io::Error::other(e)))?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text).map_err(|e| DesktopError::io(&tmp, e))?;
+        // It may hold the server's API key: only its owner may read it (Unix).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| DesktopError::io(&tmp, e))?;
+        }
         std::fs::rename(&tmp, path).map_err(|e| DesktopError::io(path, e))
     }
 }
@@ -294,6 +300,11 @@ mod tests {
         let s = Settings { model_dir: Some("/m".into()), hf_endpoint: Some("http://x".into()), max_image_tokens: Some(64), ..Settings::default() };
         s.save(&path).unwrap();
         assert_eq!(Settings::load(&path).unwrap(), s);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "the key inside is the owner's only");
+        }
         std::fs::write(&path, "{\"model_dir\": \"/n\", \"unknown\": 1}").unwrap();
         assert_eq!(Settings::load(&path).unwrap().model_dir, Some(PathBuf::from("/n")));
         std::fs::write(&path, "not json").unwrap();

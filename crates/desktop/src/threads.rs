@@ -159,6 +159,12 @@ impl ThreadStore {
     /// The store in `dir`, creating the folder.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| DesktopError::io(dir, e))?;
+        // Captures are private: only their owner may read them (Unix).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| DesktopError::io(dir, e))?;
+        }
         Ok(Self { dir: dir.to_path_buf(), counter: AtomicU64::new(0), lock: Arc::default() })
     }
 

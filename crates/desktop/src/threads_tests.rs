@@ -190,3 +190,12 @@ fn ids_sort_by_time() {
     assert_eq!(a, "20261207-151300-123");
     assert!(stamp(1_796_656_380_124) > a);
 }
+
+#[cfg(unix)]
+#[test]
+fn the_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp("perms");
+    let _store = ThreadStore::open(&dir).unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+}
