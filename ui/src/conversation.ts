@@ -201,10 +201,10 @@ export async function ask() {
   const seq = ++askSeq;
   el.question.value = "";
   el.overlay.querySelectorAll(".shape").forEach((s) => s.remove());
-  const wasAtBottom = true;
+  // A new question goes to the bottom; its answer then keeps the reader where they are.
   const parts = turnElement(question);
   el.messages.append(parts.turn);
-  keepBottom(wasAtBottom);
+  keepBottom(true);
   const onToken = new Channel<string>();
   let text = "", pieces = 0, frame = 0;
   onToken.onmessage = (piece) => {
