@@ -67,7 +67,7 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
     let threads = ThreadStore::open(&data.join("threads"))?;
     // Retention: conversations over the age or size limits, audit records over the age limit.
     let now = now_ms();
-    if let Err(e) = threads.enforce(settings.thread_cap_mib.saturating_mul(1 << 20), settings.thread_days, now, None) {
+    if let Err(e) = threads.enforce_limits(&settings, now, None) {
         eprintln!("screenpilot: cannot apply the conversation limits: {e}");
     }
     if let Err(e) = screenpilot_desktop::audit_table::prune(&audit, settings.audit_days, now) {

@@ -31,7 +31,6 @@ let threadId: string | null = null;
 let askSeq = 0;
 
 export const currentGeometry = () => geometry;
-export const currentThread = () => threadId;
 export const hasCapture = () => geometry !== null;
 
 // ---- the capture and its overlays ------------------------------------------------------------

@@ -196,7 +196,6 @@ window.addEventListener("keydown", (ev) => {
 listen<CaptureView>("captured", (ev) => captured(ev.payload, true));
 listen<{ kind: string; message: string }>("capture-failed", (ev) => showError(ev.payload));
 listen("stopped", () => { el.actionStatus.textContent = "stopped"; });
-listen<ModelInfo | null>("model-loaded", (ev) => modelChanged(ev.payload));
 
 (async () => {
   await fillPickers();

@@ -54,9 +54,9 @@ export async function loadModel(path: string): Promise<ModelInfo | null> {
   loading(`Loading ${name}…`);
   try {
     const m = await api.modelOpen(path);
-    showModel(await api.modelInfo());
     el.modelPath.value = path;
-    onLoaded(m);
+    // What answers now: this model, or the server when Settings chose one (the model is kept).
+    onLoaded(await api.modelInfo());
     return m;
   } catch (e) {
     showModel(await api.modelInfo());

@@ -130,7 +130,6 @@ async function save(ev: Event) {
 export async function refreshSettings(): Promise<SettingsView | null> {
   try { saved = await api.settingsGet(); fill(saved); return saved; } catch (e) { showError(e); return null; }
 }
-export const currentSettings = () => saved?.settings ?? null;
 
 export function initSettings(size: () => [number, number] | null, saved_: (s: Settings) => void, reload: () => void) {
   monitorSize = size;

@@ -294,7 +294,7 @@ pub fn installed(models_dir: &Path) -> Vec<InstalledModel> {
 /// unfinished parts); returns the bytes freed.
 pub fn delete_installed(models_dir: &Path, repo: &str) -> Result<u64> {
     validate_repo_id(repo)?;
-    let dir = models_dir.join(format!("models--{}", repo.replace('/', "--")));
+    let dir = models_dir.join(hf_hub::Repo::model(repo.to_string()).folder_name());
     let meta = std::fs::symlink_metadata(&dir).map_err(|_| DesktopError::InvalidArgument(format!("{repo} is not installed")))?;
     if !meta.is_dir() {
         return Err(DesktopError::InvalidArgument(format!("{} is not a model folder", dir.display())));
@@ -318,9 +318,9 @@ pub struct CatalogRow {
     pub installed: Option<InstalledModel>,
 }
 
-/// The model manager's table.
-pub fn rows(mem: &DeviceMemory, models_dir: &Path) -> Vec<CatalogRow> {
-    let have = installed(models_dir);
+/// The model manager's table: every catalogue model with its fit for `mem` and its entry in
+/// `have` (the [`installed`] models, scanned once by the caller).
+pub fn rows(mem: &DeviceMemory, have: &[InstalledModel]) -> Vec<CatalogRow> {
     catalog()
         .into_iter()
         .map(|entry| CatalogRow {

@@ -151,7 +151,7 @@ mod cache {
         assert!(!installed(&models)[1].complete);
 
         let mem = parse_memory_override("gpu=8GiB,ram=16GiB").unwrap();
-        let r = rows(&mem, &models);
+        let r = rows(&mem, &installed(&models));
         assert_eq!(r.len(), catalog().len());
         let two = r.iter().find(|r| r.entry.repo == "Qwen/Qwen3-VL-2B-Instruct").unwrap();
         assert_eq!((two.fit, two.installed.as_ref().map(|m| m.bytes)), (Fit::Gpu, Some(a.bytes)));

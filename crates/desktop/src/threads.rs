@@ -288,8 +288,9 @@ impl ThreadStore {
         Ok(Thread { summary: Self::summary(id, &dir, &record), geometry: record.geometry.clone(), turns: record.turns })
     }
 
-    /// The capture of thread `id` with its stored geometry (checked again, and against the image).
-    pub fn screenshot(&self, id: &str) -> Result<Screenshot> {
+    /// The capture of thread `id` with its stored geometry (checked again, and against the image),
+    /// and the PNG bytes it was decoded from (what the UI shows, read once).
+    pub fn capture(&self, id: &str) -> Result<(Screenshot, Vec<u8>)> {
         let _g = self.guard();
         let dir = self.existing(id)?;
         let g = Self::read_record(&dir)?.geometry;
@@ -302,17 +303,7 @@ impl ThreadStore {
         if image.dimensions() != (geometry.image_width, geometry.image_height) {
             return Err(DesktopError::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, "the image does not match the stored geometry")));
         }
-        Ok(Screenshot { image: Arc::new(image), geometry })
-    }
-
-    /// The PNG file of thread `id` (for the UI to show).
-    pub fn png_path(&self, id: &str) -> Result<PathBuf> {
-        let path = self.existing(id)?.join(CAPTURE_FILE);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(DesktopError::InvalidArgument(format!("conversation {id:?} has no capture")))
-        }
+        Ok((Screenshot { image: Arc::new(image), geometry }, bytes))
     }
 
     /// Deletes thread `id` (also one whose record is corrupt).
@@ -339,6 +330,11 @@ impl ThreadStore {
             }
         }
         Ok(n)
+    }
+
+    /// [`Self::enforce`] with the limits of `settings` (`thread_cap_mib`, `thread_days`).
+    pub fn enforce_limits(&self, settings: &crate::settings::Settings, now_ms: u64, keep: Option<&str>) -> Result<Vec<String>> {
+        self.enforce(settings.thread_cap_mib.saturating_mul(1 << 20), settings.thread_days, now_ms, keep)
     }
 
     /// Deletes every thread not updated for `max_age_days` (0: no age limit), then the least

@@ -58,12 +58,12 @@ fn the_screenshot_comes_back_with_its_pixels_and_geometry() {
     let store = ThreadStore::open(&dir).unwrap();
     let original = shot();
     let id = store.create(&original, "region", 5).unwrap().id;
-    let back = ThreadStore::open(&dir).unwrap().screenshot(&id).unwrap();
+    let (back, png) = ThreadStore::open(&dir).unwrap().capture(&id).unwrap();
     assert_eq!(back.image.as_raw(), original.image.as_raw());
     assert_eq!(back.geometry, original.geometry);
     let p = screenpilot_agent::Point::new(10.0, 5.0);
     assert_eq!(back.geometry.image_to_os(p).unwrap(), original.geometry.image_to_os(p).unwrap());
-    assert_eq!(store.png_path(&id).unwrap(), dir.join(&id).join(CAPTURE_FILE));
+    assert_eq!(png, std::fs::read(dir.join(&id).join(CAPTURE_FILE)).unwrap());
     // A geometry that does not match the image is refused when creating.
     let mut bad = shot();
     bad.geometry.image_width = 41;
@@ -160,7 +160,7 @@ fn a_corrupt_or_partial_thread_is_skipped_in_the_list() {
     std::fs::write(dir.join("stray-file"), "x").unwrap();
     assert_eq!(store.list().into_iter().map(|t| t.id).collect::<Vec<_>>(), vec![good]);
     assert!(store.load(&bad).is_err());
-    assert!(store.screenshot(&bad).is_err());
+    assert!(store.capture(&bad).is_err());
     assert!(store.append(&bad, turn("q", 3)).is_err());
     store.delete(&bad).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -174,7 +174,7 @@ fn ids_that_leave_the_folder_are_rejected() {
     for id in ["../x", "a/b", "", "..", ".", "a\\b", "x y", &"a".repeat(65), "/etc"] {
         assert!(matches!(store.load(id), Err(DesktopError::InvalidArgument(_))), "{id:?}");
         assert!(matches!(store.delete(id), Err(DesktopError::InvalidArgument(_))), "{id:?}");
-        assert!(matches!(store.png_path(id), Err(DesktopError::InvalidArgument(_))), "{id:?}");
+        assert!(matches!(store.capture(id), Err(DesktopError::InvalidArgument(_))), "{id:?}");
         assert!(matches!(store.append(id, turn("q", 1)), Err(DesktopError::InvalidArgument(_))), "{id:?}");
     }
     assert!(dir.join("inner").exists());

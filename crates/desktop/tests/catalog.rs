@@ -39,7 +39,7 @@ fn a_downloaded_model_is_installed_complete_counted_once_and_deleted() {
 
     // Not a catalogue model: the rows do not claim it.
     let mem = parse_memory_override("ram=16GiB").unwrap();
-    assert!(rows(&mem, &cache).iter().all(|r| r.installed.is_none()));
+    assert!(rows(&mem, &found).iter().all(|r| r.installed.is_none()));
 
     // Removing the tokenizer makes it incomplete.
     std::fs::remove_file(snapshot.join("tokenizer.json")).unwrap();

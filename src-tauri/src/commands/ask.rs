@@ -28,7 +28,7 @@ pub async fn ask(question: String, on_token: Channel<String>, state: State<'_, A
         let (threads, settings) = (state.threads.clone(), lock(&state.settings).clone());
         let stored = blocking(move || {
             threads.append(&id, turn)?;
-            threads.enforce(settings.thread_cap_mib.saturating_mul(1 << 20), settings.thread_days, now_ms(), Some(&id))?;
+            threads.enforce_limits(&settings, now_ms(), Some(&id))?;
             Ok(())
         })
         .await;

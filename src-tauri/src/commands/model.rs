@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use tauri::ipc::Channel;
-use tauri::{AppHandle, Emitter, State};
+use tauri::{AppHandle, State};
 
 use screenpilot_desktop::assistant::{Assistant, ModelInfo};
 use screenpilot_desktop::backend_assistant::BackendAssistant;
@@ -57,9 +57,7 @@ pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, A
     let old = lock(&state.settings).clone();
     let backend_changed = (old.use_server, &old.backend_url, &old.backend_model, &old.backend_key) != (new.use_server, &new.backend_url, &new.backend_model, &new.backend_key);
     let server: Option<Arc<dyn Assistant>> = if backend_changed && new.use_server {
-        let url = new.backend_url.clone().unwrap_or_default();
-        let (model, key) = (new.backend_model.clone(), api_key(&new));
-        let connected = blocking(move || Ok(BackendAssistant::connect_with_key(&url, model.as_deref(), key)?)).await;
+        let connected = connect_server(&new).await;
         let server = connected.map_err(|e| CommandError::InvalidSettings(vec![FieldError { field: "backend_url".into(), message: e.to_string() }]))?;
         Some(Arc::new(server))
     } else {
@@ -80,7 +78,7 @@ pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, A
     // task runner appends to the open file, which pruning replaces).
     let (threads, keep) = (state.threads.clone(), lock(&state.thread).clone());
     blocking(move || {
-        threads.enforce(new.thread_cap_mib.saturating_mul(1 << 20), new.thread_days, screenpilot_desktop::threads::now_ms(), keep.as_deref())?;
+        threads.enforce_limits(&new, screenpilot_desktop::threads::now_ms(), keep.as_deref())?;
         Ok(())
     })
     .await?;
@@ -137,12 +135,10 @@ pub async fn model_open(path: String, state: State<'_, AppState>) -> CmdResult<M
 /// Loads the remembered folder again (after changing the device, precision or cap); what
 /// answers now (None: nothing to load).
 #[tauri::command]
-pub async fn model_reload(app: AppHandle, state: State<'_, AppState>) -> CmdResult<Option<ModelInfo>> {
+pub async fn model_reload(state: State<'_, AppState>) -> CmdResult<Option<ModelInfo>> {
     let Some(dir) = lock(&state.settings).model_dir.clone() else { return Ok(None) };
     open_folder(dir, &state).await?;
-    let info = state.session.assistant().map(|a| a.info());
-    let _ = app.emit("model-loaded", &info);
-    Ok(info)
+    Ok(state.session.assistant().map(|a| a.info()))
 }
 
 /// The loaded model, if any.
@@ -166,7 +162,11 @@ pub struct ModelsView {
 #[tauri::command]
 pub async fn models_list(state: State<'_, AppState>) -> CmdResult<ModelsView> {
     let (memory, dir) = (state.memory.clone(), state.models_dir.clone());
-    blocking(move || Ok(ModelsView { catalog: catalog::rows(&memory, &dir), installed: catalog::installed(&dir), memory })).await
+    blocking(move || {
+        let installed = catalog::installed(&dir);
+        Ok(ModelsView { catalog: catalog::rows(&memory, &installed), installed, memory })
+    })
+    .await
 }
 
 /// Deletes downloaded model `repo` from disk; the bytes freed. The loaded model keeps running
@@ -182,6 +182,14 @@ pub fn api_key(s: &Settings) -> Option<String> {
     s.backend_key.clone().filter(|k| !k.is_empty()).or_else(|| std::env::var("SCREENPILOT_API_KEY").ok().filter(|k| !k.is_empty()))
 }
 
+/// Connects to the OpenAI-compatible server of `s` (URL, model, key; off the async runtime).
+async fn connect_server(s: &Settings) -> CmdResult<BackendAssistant> {
+    let url = s.backend_url.clone().filter(|u| !u.is_empty());
+    let url = url.ok_or_else(|| DesktopError::InvalidArgument("type the server's URL in Settings (http://HOST:PORT/v1)".into()))?;
+    let (model, key) = (s.backend_model.clone(), api_key(s));
+    blocking(move || Ok(BackendAssistant::connect_with_key(&url, model.as_deref(), key)?)).await
+}
+
 /// Chooses what answers Ask and To HTML (at start; Settings switch through `settings_set`):
 /// `local` (the loaded local model, None if there is none) or `server` (the OpenAI-compatible
 /// server of the settings: URL, model, key). A server that cannot be used gives its one-line
@@ -191,12 +199,8 @@ pub async fn backend_use(kind: String, state: State<'_, AppState>) -> CmdResult<
     let assistant: Option<Arc<dyn Assistant>> = match kind.as_str() {
         "local" => lock(&state.local).clone(),
         "server" => {
-            let s = lock(&state.settings).clone();
-            let url = s.backend_url.clone().filter(|u| !u.is_empty());
-            let url = url.ok_or_else(|| DesktopError::InvalidArgument("type the server's URL in Settings (http://HOST:PORT/v1)".into()))?;
-            let (model, key) = (s.backend_model.clone(), api_key(&s));
-            let server = blocking(move || Ok(BackendAssistant::connect_with_key(&url, model.as_deref(), key)?)).await?;
-            Some(Arc::new(server))
+            let settings = lock(&state.settings).clone();
+            Some(Arc::new(connect_server(&settings).await?))
         }
         other => return Err(DesktopError::InvalidArgument(format!("unknown backend {other:?}")).into()),
     };

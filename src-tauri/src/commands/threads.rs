@@ -4,7 +4,6 @@
 use serde::Serialize;
 use tauri::State;
 
-use screenpilot_desktop::assistant::Exchange;
 use screenpilot_desktop::screen::{self, GeometryView};
 use screenpilot_desktop::threads::{ThreadSummary, Turn};
 
@@ -37,16 +36,9 @@ pub async fn threads_list(state: State<'_, AppState>) -> CmdResult<Vec<ThreadSum
 pub async fn thread_open(id: String, state: State<'_, AppState>) -> CmdResult<ThreadView> {
     let threads = state.threads.clone();
     let i = id.clone();
-    let (thread, shot, png) = blocking(move || {
-        let thread = threads.load(&i)?;
-        let shot = threads.screenshot(&i)?;
-        let png = std::fs::read(threads.png_path(&i)?).map_err(|e| screenpilot_desktop::DesktopError::io(std::path::Path::new(&i), e))?;
-        Ok((thread, shot, png))
-    })
-    .await?;
-    let history = thread.turns.iter().filter(|t| !t.cancelled).map(|t| Exchange { question: t.question.clone(), answer: t.answer.clone() }).collect();
+    let (thread, (shot, png)) = blocking(move || Ok((threads.load(&i)?, threads.capture(&i)?))).await?;
     let geometry = screen::geometry_view(&shot.geometry);
-    state.session.restore(shot.clone(), history);
+    state.session.restore(shot.clone(), thread.exchanges());
     state.session.set_frozen(shot);
     *lock(&state.thread) = Some(id);
     Ok(ThreadView { summary: thread.summary, turns: thread.turns, png: data_url(&png), geometry })
