@@ -54,7 +54,7 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
     };
     let actuator: Box<dyn Actuator + Send> = match EnigoActuator::new() {
         Ok(a) => Box::new(a),
-        Err(e) => Box::new(state::NoInput(e.to_string())),
+        Err(e) => Box::new(screenpilot_agent::NoInput(e.to_string())),
     };
     let window = Arc::new(state::MainWindow(app.get_webview_window("main").ok_or("the main window is missing")?));
     let handle = app.handle().clone();

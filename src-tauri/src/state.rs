@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use screenpilot_agent::{Actuator, AgentError, InputEvent};
 use screenpilot_desktop::assistant::Assistant;
 use screenpilot_desktop::catalog::DeviceMemory;
 use screenpilot_desktop::download::CancelToken;
@@ -52,15 +51,6 @@ pub struct AppState {
 /// Locks, ignoring poisoning (the data stays usable).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Stands in when no input backend could be opened (no display): every event fails.
-pub struct NoInput(pub String);
-
-impl Actuator for NoInput {
-    fn perform(&mut self, _: &InputEvent) -> screenpilot_agent::Result<()> {
-        Err(AgentError::Input(self.0.clone()))
-    }
 }
 
 /// The main window. Called from task threads only: hiding waits for the event loop (on the

@@ -47,6 +47,17 @@ pub trait Actuator {
     fn perform(&mut self, event: &InputEvent) -> Result<()>;
 }
 
+/// Stands in when no input backend could be opened (no display): every event fails with
+/// the reason.
+#[derive(Debug, Clone)]
+pub struct NoInput(pub String);
+
+impl Actuator for NoInput {
+    fn perform(&mut self, _: &InputEvent) -> Result<()> {
+        Err(crate::error::AgentError::Input(self.0.clone()))
+    }
+}
+
 /// Reads the pointer position back (calibration, tests).
 pub trait PointerReader {
     /// Current pointer position in OS input coordinates.

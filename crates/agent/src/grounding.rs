@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::coords::{Point, Rect, Rel1000};
+use crate::coords::{CaptureGeometry, OsPoint, Point, Rect, Rel1000};
 use crate::error::{AgentError, Result};
 use crate::json_extract::{check_len, extract_json_values};
 use crate::model_action::rel_numbers;
@@ -50,6 +50,44 @@ pub fn parse_grounding(text: &str) -> Result<Vec<Grounding>> {
         return Err(AgentError::NotFound { expected: "bbox_2d or point_2d" });
     }
     Ok(out)
+}
+
+/// The grounding request in Qwen3-VL's relative-coordinate JSON format (`ground`, the MCP
+/// server's `find`).
+pub fn grounding_prompt(query: &str) -> String {
+    format!(
+        "{query}\nReport every match as JSON: a list of {{\"bbox_2d\": [x1, y1, x2, y2], \"label\": \"...\"}} \
+         with coordinates relative to the image on a 0-1000 scale."
+    )
+}
+
+/// A grounded object in OS input coordinates of the capture's monitor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Located {
+    /// The model's label.
+    pub label: Option<String>,
+    /// Where to click (a box's centre).
+    pub point: OsPoint,
+    /// The box's corners (top-left, bottom-right); None for a point.
+    pub bbox: Option<[OsPoint; 2]>,
+    /// The box as the model wrote it (0..=1000); None for a point.
+    pub bbox_rel: Option<Rect<Rel1000>>,
+}
+
+/// Every box and point of a model answer, mapped onto the screen through `geo`; an error when
+/// there is none or one lies off the capture's monitor.
+pub fn locate(text: &str, geo: &CaptureGeometry) -> Result<Vec<Located>> {
+    parse_grounding(text)?
+        .into_iter()
+        .map(|g| {
+            let point = geo.rel_to_os(g.shape.target())?;
+            let (bbox, bbox_rel) = match &g.shape {
+                Shape::Box(r) => (Some([geo.rel_to_os(r.min)?, geo.rel_to_os(r.max)?]), Some(*r)),
+                Shape::Point(_) => (None, None),
+            };
+            Ok(Located { label: g.label, point, bbox, bbox_rel })
+        })
+        .collect()
 }
 
 fn collect(value: &Value, out: &mut Vec<Grounding>, depth: usize) -> Result<()> {

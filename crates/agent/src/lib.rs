@@ -31,7 +31,7 @@ pub mod sensitive;
 #[cfg(feature = "os")]
 pub mod xcap_backend;
 
-pub use actuator::{Actuator, InputEvent, PointerReader, Press, RecordingActuator, StopFlag};
+pub use actuator::{Actuator, InputEvent, NoInput, PointerReader, Press, RecordingActuator, StopFlag};
 pub use agent::{Agent, AgentConfig, Outcome};
 pub use brain::{computer_use_tool, Brain, BrainError, BrainRequest, Content, Role, ScriptedBrain, Turn};
 pub use capture::{Capture, FakeCapture, Screenshot, SettleConfig};

@@ -34,6 +34,10 @@ pub enum Command {
     /// to five targets and reads it back (no clicks). Exits 3 when a target is off.
     #[cfg(feature = "os")]
     Calibrate(crate::calibrate::CalibrateArgs),
+    /// Offer the screen to other agents as an MCP server (stdio, or streamable HTTP with --http):
+    /// questions and grounding by the local model; screenshots and actions only when allowed.
+    #[cfg(feature = "os")]
+    Mcp(Box<crate::mcp::McpArgs>),
     /// Re-run a recorded task's model outputs through the parser, the coordinate mapping and the
     /// policy (no input events) and report every difference from the recording. Exits 3 on one.
     Replay(crate::replay::ReplayArgs),

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use screenpilot_agent::coords::{CaptureGeometry, InputSpace, MonitorGeometry, OsPoint, Point, Rel1000};
-use screenpilot_agent::{parse_grounding, Shape};
+use screenpilot_agent::coords::{CaptureGeometry, InputSpace, MonitorGeometry, OsPoint};
+use screenpilot_agent::grounding::{grounding_prompt, locate};
 use screenpilot_engine::ImageSource;
 use serde_json::json;
 
@@ -14,28 +14,19 @@ use crate::args::GroundArgs;
 use crate::ask::{check_max_tokens, engine_config, options, request, CliTimings};
 use crate::backend::{open, Opened};
 
-/// The grounding request in Qwen3-VL's relative-coordinate JSON format.
-fn grounding_prompt(query: &str) -> String {
-    format!(
-        "{query}\nReport every match as JSON: a list of {{\"bbox_2d\": [x1, y1, x2, y2], \"label\": \"...\"}} \
-         with coordinates relative to the image on a 0-1000 scale."
-    )
-}
-
 /// The boxes and points of a model answer in OS input coordinates of the capture's monitor.
 fn ground_objects(text: &str, geo: &CaptureGeometry) -> screenpilot_agent::Result<Vec<serde_json::Value>> {
-    let to_os = |p: Point<Rel1000>| geo.rel_to_os(p).map(|o| [o.x, o.y]);
-    let mut objects = Vec::new();
-    for g in parse_grounding(text)? {
-        let mut o = json!({"label": g.label, "point": to_os(g.shape.target())?});
-        if let Shape::Box(r) = &g.shape {
-            let (a, b) = (to_os(r.min)?, to_os(r.max)?);
-            o["bbox"] = json!([a[0], a[1], b[0], b[1]]);
-            o["bbox_rel"] = json!([r.min.x, r.min.y, r.max.x, r.max.y]);
-        }
-        objects.push(o);
-    }
-    Ok(objects)
+    Ok(locate(text, geo)?
+        .into_iter()
+        .map(|l| {
+            let mut o = json!({"label": l.label, "point": [l.point.x, l.point.y]});
+            if let (Some([a, b]), Some(r)) = (l.bbox, l.bbox_rel) {
+                o["bbox"] = json!([a.x, a.y, b.x, b.y]);
+                o["bbox_rel"] = json!([r.min.x, r.min.y, r.max.x, r.max.y]);
+            }
+            o
+        })
+        .collect())
 }
 
 pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {

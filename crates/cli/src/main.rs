@@ -12,6 +12,8 @@ mod bench_task;
 mod calibrate;
 mod ground;
 mod load;
+#[cfg(feature = "os")]
+mod mcp;
 mod replay;
 mod serve;
 #[cfg(feature = "os")]
@@ -78,6 +80,8 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Serve(a) => serve::run(a),
         #[cfg(feature = "os")]
         args::Command::Do(a) => task::run(a),
+        #[cfg(feature = "os")]
+        args::Command::Mcp(a) => mcp::run(*a),
         #[cfg(feature = "os")]
         args::Command::Calibrate(a) => calibrate::run(a),
     }

@@ -6,6 +6,7 @@
 //! Conversations are kept on disk per capture ([`threads`]), the model manager's catalogue,
 //! memory check and installed-model scan live in [`catalog`], and [`settings`] validates every
 //! field the settings page edits (hotkeys, device, precision, retention).
+//! [`mcp`] offers the screen to other agents as an MCP server.
 //! The Tauri shell (src-tauri) only forwards commands to this crate.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +18,7 @@ pub mod download;
 pub mod engine_assistant;
 pub mod error;
 pub mod html;
+pub mod mcp;
 pub mod overlay;
 pub mod screen;
 pub mod session;

@@ -13,6 +13,23 @@ use screenpilot_model::{GridThw, PreprocessConfig};
 
 use crate::error::{DesktopError, Result};
 
+/// The app's identifier; its folders are named after it.
+pub const APP_ID: &str = "dev.screenpilot.app";
+
+/// The data folder the app uses when the settings name none (where Tauri's `app_data_dir`
+/// puts it on each platform), for the CLI's `mcp` audit log. None without a home folder.
+pub fn default_data_dir() -> Option<PathBuf> {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    let base = if cfg!(target_os = "macos") {
+        home()?.join("Library/Application Support")
+    } else if cfg!(windows) {
+        PathBuf::from(std::env::var_os("APPDATA")?)
+    } else {
+        std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute()).or_else(|| home().map(|h| h.join(".local/share")))?
+    };
+    Some(base.join(APP_ID))
+}
+
 /// What the app remembers between runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]

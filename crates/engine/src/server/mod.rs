@@ -150,15 +150,21 @@ impl IntoResponse for ApiError {
 /// Checks the bearer token when one is configured (from [`guard`], before the body is read).
 pub(crate) fn authorize(cfg: &ServeConfig, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = &cfg.api_key else { return Ok(()) };
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(
+    match bearer_matches(headers, key) {
+        true => Ok(()),
+        false => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "missing or wrong API key: send `Authorization: Bearer <key>`",
         )),
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <key>`, compared in constant time (this
+/// server's API key, the MCP server's token).
+pub fn bearer_matches(headers: &HeaderMap, key: &str) -> bool {
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), key.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
