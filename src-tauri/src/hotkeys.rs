@@ -114,6 +114,8 @@ pub fn capture_and_show(app: &AppHandle) {
 /// Stops the running task, off the main thread (stopping may wait for the task's thread,
 /// which may be waiting for the main thread to hide the window).
 pub fn stop(app: &AppHandle) {
+    // MCP clients' actions and tasks too.
+    app.state::<AppState>().mcp.core.stop_all();
     let tasks = app.state::<AppState>().tasks.clone();
     std::thread::spawn(move || tasks.stop());
     let _ = app.emit("stopped", ());

@@ -7,6 +7,7 @@
 mod commands;
 mod error;
 mod hotkeys;
+mod mcp;
 mod state;
 mod tray;
 
@@ -74,8 +75,10 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
         eprintln!("screenpilot: cannot prune the audit log: {e}");
     }
     let tasks = TaskRunner::new(actuator, &audit, window.clone(), sink, options)?;
+    let session = Arc::new(Session::new());
+    let mcp = mcp::McpHost::new(app.handle(), session.clone(), &data, &settings);
     Ok(AppState {
-        session: Arc::new(Session::new()),
+        session,
         local: Mutex::new(None),
         tasks: Arc::new(tasks),
         settings: Mutex::new(settings),
@@ -90,6 +93,7 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
         memory: device_memory(),
         monitor: std::sync::atomic::AtomicUsize::new(0),
         window,
+        mcp,
     })
 }
 
@@ -109,6 +113,11 @@ pub fn run() {
                 for e in errors {
                     eprintln!("screenpilot: hotkey {}: {}", e.field, e.message);
                 }
+            }
+            // MCP clients, when Settings → MCP is on (a port in use must not stop the app).
+            let state = app.state::<AppState>();
+            if let Err(e) = tauri::async_runtime::block_on(state.mcp.apply(&settings)) {
+                eprintln!("screenpilot: MCP server: {}", e.message);
             }
             if let Err(e) = tray::build(app.handle()) {
                 eprintln!("screenpilot: no tray icon: {e}");

@@ -46,6 +46,8 @@ pub struct AppState {
     pub monitor: std::sync::atomic::AtomicUsize,
     /// The main window (captures hide it so that it is never in them).
     pub window: Arc<MainWindow>,
+    /// The MCP server (Settings → MCP).
+    pub mcp: crate::mcp::McpHost,
 }
 
 /// Locks, ignoring poisoning (the data stays usable).

@@ -38,7 +38,11 @@ export type Settings = {
   backend_url: string | null; backend_model: string | null; backend_key: string | null; use_server: boolean;
   device: string; dtype: string; hotkey_capture: string; hotkey_stop: string; data_dir: string | null;
   thread_days: number; thread_cap_mib: number; audit_days: number;
+  mcp_enabled: boolean; mcp_port: number; mcp_token: string | null; mcp_share_screenshots: boolean; mcp_allow_actions: boolean; mcp_tools: string[];
 };
+/// One call of an MCP client (src-tauri/src/mcp.rs).
+export type McpCall = { client: string; tool: string; result: string; detail: string; ms: number };
+export type McpStatus = { url: string | null; calls: McpCall[] };
 export type FieldError = { field: string; message: string };
 export type SettingsView = { settings: Settings; data_dir: string; threads_bytes: number };
 export type AuditRow = { time: string; timestamp: string; step: number; action: string; target: string; decision: string };
@@ -82,6 +86,8 @@ export const api = {
   actionsSetEnabled: (on: boolean) => invoke<boolean>("actions_set_enabled", { on }),
   taskStop: () => invoke<void>("task_stop"),
   auditRead: () => invoke<[string, AuditRow[]]>("audit_read"),
+
+  mcpStatus: () => invoke<McpStatus>("mcp_status"),
 };
 
 export { Channel };

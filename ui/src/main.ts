@@ -8,6 +8,7 @@ import { $, clearError, showError } from "./dom";
 import { clearMarkers, currentGeometry, drawMarkers, hasCapture, initConversation, refreshThreads, showCapture } from "./conversation";
 import { captureChanged, initHtml } from "./html";
 import { initModels, loadModel, recommended, refreshModels, showModel } from "./models";
+import { initMcp, refreshMcp } from "./mcp";
 import { initSettings, refreshSettings, refreshTokenCost } from "./settings";
 import { decide as decideTask, initTasks, loadHistory, pending, renderAudit, startWith, type Outcome, type Proposal } from "./task";
 import "./style.css";
@@ -166,6 +167,8 @@ initSettings(monitorSize, async (s) => { showHotkeys(s.hotkey_capture, s.hotkey_
   try { modelChanged(await api.modelReload()); } catch (e) { showError(e); modelChanged(await api.modelInfo()); }
 });
 
+initMcp(() => show("settings"));
+
 el.capture.onclick = captureScreen;
 el.newCapture.onclick = captureScreen;
 el.welcomeCapture.onclick = captureScreen;
@@ -201,6 +204,7 @@ listen("stopped", () => { el.actionStatus.textContent = "stopped"; });
   await fillPickers();
   suggest();
   const s = await refreshSettings();
+  await refreshMcp();
   if (s) showHotkeys(s.settings.hotkey_capture, s.settings.hotkey_stop);
   refreshThreads();
   modelChanged(await api.modelInfo());

@@ -4,6 +4,7 @@
 // screen costs at that cap.
 import { api, type FieldError, type Settings, type SettingsView } from "./api";
 import { $, bytes, clearError, showError } from "./dom";
+import { fillMcp, readMcp, refreshMcp } from "./mcp";
 
 const el = {
   form: $<HTMLFormElement>("settings-form"), device: $<HTMLSelectElement>("set-device"), dtype: $<HTMLSelectElement>("set-dtype"),
@@ -33,6 +34,7 @@ function fill(v: SettingsView) {
   el.dataDir.value = s.data_dir ?? v.data_dir;
   el.threadDays.value = String(s.thread_days); el.threadCap.value = String(s.thread_cap_mib); el.auditDays.value = String(s.audit_days);
   el.threadUsage.textContent = `Stored conversations now use ${bytes(v.threads_bytes)}.`;
+  fillMcp(s);
   serverFieldsState();
   showFieldErrors([]);
   updateCost();
@@ -62,6 +64,9 @@ function read(): { settings: Settings; errors: FieldError[] } {
     if (Number.isInteger(v) && v >= 0) record[field] = v;
     else errors.push({ field, message: "must be a whole number (0 or more)" });
   }
+  const { port } = readMcp(settings);
+  if (Number.isInteger(port) && port >= 1 && port <= 65535) settings.mcp_port = port;
+  else errors.push({ field: "mcp_port", message: "must be a port between 1 and 65535" });
   return { settings, errors };
 }
 
@@ -118,6 +123,7 @@ async function save(ev: Event) {
     fill(saved);
     el.status.textContent = "Saved";
     el.status.dataset.state = "saved";
+    refreshMcp();
     onSaved(saved.settings);
   } catch (e) {
     const err = e as { kind?: string; message?: string; fields?: FieldError[] };
@@ -128,7 +134,7 @@ async function save(ev: Event) {
 
 /// Loads the settings into the form.
 export async function refreshSettings(): Promise<SettingsView | null> {
-  try { saved = await api.settingsGet(); fill(saved); return saved; } catch (e) { showError(e); return null; }
+  try { saved = await api.settingsGet(); fill(saved); refreshMcp(); return saved; } catch (e) { showError(e); return null; }
 }
 
 export function initSettings(size: () => [number, number] | null, saved_: (s: Settings) => void, reload: () => void) {

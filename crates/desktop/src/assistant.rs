@@ -4,11 +4,13 @@
 //! [`ScriptedAssistant`] streams a fixed text (tests, the debug-only injection path).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use image::RgbImage;
 use serde::Serialize;
 
+use screenpilot_engine::backend::{Backend, LocalBackend};
 use screenpilot_engine::{CacheReport, EngineHandle, RequestTimings};
 use screenpilot_model::generate::Flow;
 use screenpilot_model::ModelFolder;
@@ -94,6 +96,11 @@ pub trait Assistant: Send + Sync {
     /// this same handle (one worker, one set of caches). None for scripted assistants.
     fn engine(&self) -> Option<EngineHandle> {
         None
+    }
+    /// The same answers as a [`Backend`] (the MCP server asks through it): the engine's, or
+    /// the server's. None for scripted assistants.
+    fn backend(&self) -> Option<Arc<dyn Backend>> {
+        self.engine().map(|h| Arc::new(LocalBackend::new(h)) as Arc<dyn Backend>)
     }
 }
 

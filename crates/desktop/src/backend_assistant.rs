@@ -64,13 +64,13 @@ impl BackendAssistant {
         Ok(Self::new(Arc::new(remote), info))
     }
 
-    /// The backend (tasks may run on the same server).
-    pub fn backend(&self) -> Arc<dyn Backend> {
-        Arc::clone(&self.backend)
-    }
 }
 
 impl Assistant for BackendAssistant {
+    fn backend(&self) -> Option<Arc<dyn Backend>> {
+        Some(Arc::clone(&self.backend))
+    }
+
     fn info(&self) -> ModelInfo {
         self.info.clone()
     }

@@ -12,6 +12,7 @@ use screenpilot_model::preprocess::smart_resize;
 use screenpilot_model::{GridThw, PreprocessConfig};
 
 use crate::error::{DesktopError, Result};
+use crate::mcp::{parse_tool_list, McpConfig, ToolName};
 
 /// The app's identifier; its folders are named after it.
 pub const APP_ID: &str = "dev.screenpilot.app";
@@ -66,7 +67,22 @@ pub struct Settings {
     pub thread_cap_mib: u64,
     /// Audit records older than this many days are deleted (0: kept forever).
     pub audit_days: u32,
+    /// The app serves MCP clients (streamable HTTP on 127.0.0.1:`mcp_port`) while it runs.
+    pub mcp_enabled: bool,
+    /// The MCP server's port.
+    pub mcp_port: u16,
+    /// The bearer token MCP clients must send (None: none, loopback only anyway).
+    pub mcp_token: Option<String>,
+    /// MCP clients may have screenshots (`screenshot`); off: text and coordinates only.
+    pub mcp_share_screenshots: bool,
+    /// MCP clients may act (each action still confirmed).
+    pub mcp_allow_actions: bool,
+    /// The tools MCP clients see.
+    pub mcp_tools: Vec<String>,
 }
+
+/// The MCP server's default port.
+pub const DEFAULT_MCP_PORT: u16 = 8765;
 
 /// Visual tokens per image when the settings leave it open.
 pub const DEFAULT_MAX_IMAGE_TOKENS: usize = 1024;
@@ -101,6 +117,12 @@ impl Default for Settings {
             thread_days: 30,
             thread_cap_mib: 512,
             audit_days: 90,
+            mcp_enabled: false,
+            mcp_port: DEFAULT_MCP_PORT,
+            mcp_token: None,
+            mcp_share_screenshots: false,
+            mcp_allow_actions: false,
+            mcp_tools: ToolName::ALL.iter().map(|t| t.as_str().to_string()).collect(),
         }
     }
 }
@@ -266,10 +288,32 @@ impl Settings {
                 }
             }
         }
+        if self.mcp_port == 0 {
+            err("mcp_port", "must be a port between 1 and 65535".into());
+        }
+        if self.mcp_token.as_deref().is_some_and(|k| k.chars().any(|c| c.is_control() || c == ' ')) {
+            err("mcp_token", "a token is one word without spaces or control characters".into());
+        }
+        match parse_tool_list(&self.mcp_tools.join(",")) {
+            Err(m) => err("mcp_tools", m),
+            Ok(t) if t.is_empty() && self.mcp_enabled => err("mcp_tools", "offer at least one tool".into()),
+            Ok(_) => {}
+        }
         if errs.is_empty() {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+
+    /// What MCP clients are allowed, with action decisions going to `audit`.
+    pub fn mcp_config(&self, audit: PathBuf) -> McpConfig {
+        McpConfig {
+            tools: parse_tool_list(&self.mcp_tools.join(",")).unwrap_or_default(),
+            share_screenshots: self.mcp_share_screenshots,
+            allow_actions: self.mcp_allow_actions,
+            max_tokens: crate::session::DEFAULT_MAX_TOKENS,
+            audit: Some(audit),
         }
     }
 
@@ -354,12 +398,18 @@ mod tests {
             audit_days: 0,
             backend_url: Some("ftp://host/v1".into()),
             hf_endpoint: Some("http://".into()),
+            mcp_port: 0,
+            mcp_token: Some("two words".into()),
+            mcp_tools: vec!["find".into(), "format_disk".into()],
             ..Settings::default()
         };
         let errs = s.validate().unwrap_err();
         let mut fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         fields.sort_unstable();
-        assert_eq!(fields, ["backend_url", "data_dir", "device", "dtype", "hf_endpoint", "hotkey_stop", "max_image_tokens", "thread_cap_mib", "thread_days"]);
+        assert_eq!(
+            fields,
+            ["backend_url", "data_dir", "device", "dtype", "hf_endpoint", "hotkey_stop", "max_image_tokens", "mcp_port", "mcp_token", "mcp_tools", "thread_cap_mib", "thread_days"]
+        );
         let msg = |f: &str| errs.iter().find(|e| e.field == f).unwrap().message.clone();
         assert_eq!(msg("max_image_tokens"), "must be between 64 and 16384");
         assert!(msg("hotkey_stop").contains("both Ctrl+Shift+X"), "{}", msg("hotkey_stop"));

@@ -24,6 +24,7 @@ macro_rules! handler_with {
             task::actions_set_enabled, task::task_start, task::task_decide, task::task_stop, task::act_on_answer, task::audit_read,
             task::task_history, task::task_replay, task::calibrate,
             html::html_generate, html::html_save,
+            crate::mcp::mcp_status,
             $($extra)*
         ]
     };

@@ -66,6 +66,11 @@ pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, A
     if (&old.hotkey_capture, &old.hotkey_stop) != (&new.hotkey_capture, &new.hotkey_stop) {
         crate::hotkeys::apply(&app, &new).map_err(CommandError::InvalidSettings)?;
     }
+    // The MCP server: a port that cannot be bound is a field error, and the old setup comes back.
+    if let Err(e) = state.mcp.apply(&new).await {
+        let _ = state.mcp.apply(&old).await;
+        return Err(CommandError::InvalidSettings(vec![e]));
+    }
     new.save(&state.settings_path)?;
     *lock(&state.settings) = new.clone();
     if backend_changed {

@@ -108,6 +108,9 @@ pub struct McpEvent {
     pub ms: f64,
 }
 
+/// Gives the model that answers now (None: none loaded).
+pub type BackendSource = Arc<dyn Fn() -> Option<Arc<dyn Backend>> + Send + Sync>;
+
 /// Receives every [`McpEvent`].
 pub type EventSink = Arc<dyn Fn(McpEvent) + Send + Sync>;
 
@@ -141,7 +144,7 @@ const DESCRIBE_PROMPT: &str = "Describe this screen for someone who cannot see i
 /// The tools' logic, shared by every client session.
 pub struct McpCore {
     config: RwLock<McpConfig>,
-    backend: RwLock<Option<Arc<dyn Backend>>>,
+    backend: RwLock<Option<BackendSource>>,
     screens: Arc<dyn Screens>,
     actuator: Arc<Mutex<Box<dyn Actuator + Send>>>,
     stop: Mutex<StopFlag>,
@@ -180,7 +183,13 @@ impl McpCore {
 
     /// The model that answers (None: questions fail until one is loaded).
     pub fn set_backend(&self, backend: Option<Arc<dyn Backend>>) {
-        write(&self.backend, backend);
+        let source: Option<BackendSource> = backend.map(|b| Arc::new(move || Some(b.clone())) as BackendSource);
+        write(&self.backend, source);
+    }
+
+    /// Asks `source` for the model at each call (the app: whatever model is loaded now).
+    pub fn set_backend_source(&self, source: BackendSource) {
+        write(&self.backend, Some(source));
     }
 
     /// New settings, applied to the next call.
@@ -226,7 +235,7 @@ impl McpCore {
     }
 
     fn backend(&self) -> std::result::Result<Arc<dyn Backend>, Reply> {
-        read(&self.backend).ok_or_else(|| Reply::Failed("no model is loaded in ScreenPilot yet".into()))
+        read(&self.backend).and_then(|source| source()).ok_or_else(|| Reply::Failed("no model is loaded in ScreenPilot yet".into()))
     }
 
     /// Runs a call that does not act.
@@ -581,5 +590,6 @@ impl Capture for ScreensCapture<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "core_tests.rs"]
 mod tests;

@@ -267,5 +267,6 @@ impl ServerHandler for ScreenServer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "handler_tests.rs"]
 mod tests;

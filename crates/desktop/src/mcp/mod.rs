@@ -15,7 +15,7 @@ pub mod screens;
 pub mod serve;
 pub mod tools;
 
-pub use self::core::{AskUser, EventSink, McpConfig, McpCore, McpEvent, Reply};
+pub use self::core::{AskUser, BackendSource, EventSink, McpConfig, McpCore, McpEvent, Reply};
 pub use handler::ScreenServer;
 pub use serve::{serve_stdio, HttpServer};
 pub use tools::{parse_tool_list, ToolName};
