@@ -61,8 +61,9 @@ pub struct BackendArgs {
     pub no_stream: bool,
 }
 
+/// A local model folder, or a server with `--backend` (commands that run GUI tasks).
 #[derive(Args, Debug)]
-pub struct DoArgs {
+pub struct ModelSource {
     /// A local Qwen3-VL folder (or use --backend).
     #[arg(long, required_unless_present = "backend")]
     pub model: Option<PathBuf>,
@@ -70,6 +71,12 @@ pub struct DoArgs {
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub backend: BackendArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DoArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
     /// The monitor to work on, by its position in the system's list (default: the primary one).
     #[arg(long)]
     pub monitor: Option<usize>,

@@ -19,18 +19,13 @@ use screenpilot_desktop::mcp::serve::{check_http_address, HttpServer};
 use screenpilot_desktop::mcp::{parse_tool_list, serve_stdio, McpConfig, McpCore, McpEvent, ToolName};
 use screenpilot_desktop::settings::default_data_dir;
 
-use crate::args::{BackendArgs, RuntimeArgs};
+use crate::args::ModelSource;
 use crate::backend::open_backend;
 
 #[derive(Args, Debug)]
 pub struct McpArgs {
-    /// A local Qwen3-VL folder (or use --backend).
-    #[arg(long, required_unless_present = "backend")]
-    pub model: Option<PathBuf>,
     #[command(flatten)]
-    pub runtime: RuntimeArgs,
-    #[command(flatten)]
-    pub backend: BackendArgs,
+    pub source: ModelSource,
     /// Serve streamable HTTP at ADDR (`PORT`, `HOST:PORT`; path /mcp) instead of stdio. A host
     /// other than loopback needs a token.
     #[arg(long, value_name = "ADDR")]
@@ -101,7 +96,7 @@ pub fn run(a: McpArgs) -> anyhow::Result<ExitCode> {
         max_tokens: a.max_tokens as usize,
         audit: Some(audit),
     };
-    let backend = open_backend(&a.backend, a.model.as_deref(), &a.runtime)?;
+    let backend = open_backend(&a.source.backend, a.source.model.as_deref(), &a.source.runtime)?;
     let actuator: Box<dyn Actuator + Send> = match EnigoActuator::new() {
         Ok(e) => Box::new(e),
         Err(e) if !a.allow_actions => Box::new(NoInput(e.to_string())),

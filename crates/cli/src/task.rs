@@ -90,7 +90,7 @@ impl<A: Actuator> Actuator for Narrating<A> {
 pub fn run(a: DoArgs) -> anyhow::Result<ExitCode> {
     let stop = StopFlag::new();
     install_ctrl_c(&stop)?;
-    let backend = open_backend(&a.backend, a.model.as_deref(), &a.runtime)?;
+    let backend = open_backend(&a.source.backend, a.source.model.as_deref(), &a.source.runtime)?;
     eprintln!("screenpilot: task on {} ({})", monitor_name(a.monitor), backend.describe());
     let mut audit = match &a.audit {
         Some(p) => Some(AuditLog::open(p).with_context(|| format!("cannot open the audit log {}", p.display()))?),
