@@ -82,9 +82,16 @@ def _environment() -> None:
 
 
 def has_window_manager() -> bool:
-    """Whether an EWMH window manager runs (the root names a _NET_SUPPORTING_WM_CHECK window)."""
-    out = subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], capture_output=True, text=True)
-    return out.returncode == 0 and "window id #" in out.stdout
+    """Whether an EWMH window manager runs: the root's _NET_SUPPORTING_WM_CHECK names a window
+    that still exists and names itself (a manager that died can leave the root property behind)."""
+
+    def check(*where: str) -> str | None:
+        out = subprocess.run(["xprop", *where, "_NET_SUPPORTING_WM_CHECK"], capture_output=True, text=True)
+        m = re.search(r"window id # (0x[0-9a-f]+)", out.stdout)
+        return m.group(1) if out.returncode == 0 and m else None
+
+    child = check("-root")
+    return child is not None and check("-id", child) == child
 
 
 @pytest.fixture
@@ -371,12 +378,17 @@ async def test_list_windows(server_log: Path, window_manager: None) -> None:
     opened by the test is listed, can be asked about, and once closed its id is a protocol error."""
     async with stdio(server_log) as client:
         with red_window(title="mcp-test-window"):
-            windows = ok(await client.call_tool("list_windows", {}))["windows"]
-            assert isinstance(windows, list)
-            for w in windows:
-                assert {"id", "title", "app"} <= set(w), w
-                assert isinstance(w["id"], int) and isinstance(w["title"], str) and isinstance(w["app"], str)
-            ours = [w for w in windows if w["title"] == "mcp-test-window"]
+            deadline = time.monotonic() + 10  # openbox manages a new window asynchronously
+            while True:
+                windows = ok(await client.call_tool("list_windows", {}))["windows"]
+                assert isinstance(windows, list)
+                for w in windows:
+                    assert {"id", "title", "app"} <= set(w), w
+                    assert isinstance(w["id"], int) and isinstance(w["title"], str) and isinstance(w["app"], str)
+                ours = [w for w in windows if w["title"] == "mcp-test-window"]
+                if ours or time.monotonic() > deadline:
+                    break
+                await anyio.sleep(0.2)
             assert len(ours) == 1, windows
             wid = ours[0]["id"]
             data = ok(await client.call_tool("ask_screen", {"question": "What colour is this?", "window": wid}))
