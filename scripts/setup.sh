@@ -12,6 +12,8 @@ APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates
   # X11 test display, pointer/keyboard checks, capture (xcap needs pipewire headers and clang for bindgen)
   xvfb xauth xdotool imagemagick xclip
+  # xprop (the MCP tests title their test window the EWMH way)
+  x11-utils
   # a window manager for the window-capture test (xcap lists windows through it; the test starts it)
   openbox
   libxcb1-dev libxrandr-dev libdbus-1-dev libgbm-dev libegl-dev libwayland-dev

@@ -38,6 +38,14 @@ if [ $# -eq 0 ]; then
     echo "test soak (60 s) ... FAILED" | tee -a "$log"; echo "extra: 1 failed" >>"$log"; status=1
   fi
   rm -f "$soak_csv"
+  # The MCP server with the official MCP Python SDK as its client, stdio and HTTP
+  # (scripts/test-mcp.sh: tests/mcp/, a venv in .venv-mcp; ~2 min).
+  mcp_log=$(mktemp)
+  if SCREENPILOT_BIN="${CARGO_TARGET_DIR:-target}/debug/screenpilot" scripts/test-mcp.sh 2>&1 | tee "$mcp_log"; then :; else status=1; fi
+  # Its closing line counts every test: "mcp tests: N passed, M failed".
+  awk '/^mcp tests: [0-9]+ passed, [0-9]+ failed$/ { print "extra: " $3 " passed"; print "extra: " $5 " failed" }' "$mcp_log" >>"$log"
+  grep -qE '^mcp tests: [0-9]+ passed, [0-9]+ failed$' "$mcp_log" || { echo "extra: 1 failed" >>"$log"; status=1; }
+  rm -f "$mcp_log"
   # The Debian package: build it, install it, start the installed app and wait for its window,
   # remove it (scripts/test-package.sh; a release build of the app: 13 min cold in a clean-clone
   # CI run on two cores, 27 min on two busy ones, ~2 min after a change to src-tauri).

@@ -29,7 +29,12 @@ fn internal(e: impl std::fmt::Display) -> DesktopError {
 
 /// Serves one client over stdin/stdout until it disconnects.
 pub async fn serve_stdio(core: Arc<McpCore>) -> Result<()> {
-    let running = ScreenServer::new(core).serve(rmcp::transport::stdio()).await.map_err(internal)?;
+    let running = match ScreenServer::new(core).serve(rmcp::transport::stdio()).await {
+        Ok(r) => r,
+        // A 2026-07-28 client never sends `initialize`; its session ends when stdin closes.
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
+        Err(e) => return Err(internal(e)),
+    };
     running.waiting().await.map_err(internal)?;
     Ok(())
 }
