@@ -187,11 +187,11 @@ async def stdio(
 
 
 @contextmanager
-def http_server(log: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
+def http_server(log: Path, *extra: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL) -> Iterator[str]:
     """Starts `screenpilot mcp --http 127.0.0.1:0`, yields its URL from the `listening on` line."""
     proc = subprocess.Popen(
         [BIN, *server_args("--http", "127.0.0.1:0", *extra, *audit_args(log, extra))],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=env or server_env(), cwd=REPO, text=True,
     )
     found: list[str] = []
@@ -640,6 +640,47 @@ async def test_http_click_elicitation(server_log: Path, mode: str) -> None:
             assert result.is_error and "rejected" in text_of(result).lower(), result
             assert pointer() == (444, 222)
             assert len(elicit.asked) == 2
+
+
+async def test_http_terminal_asks_for_clients_without_elicitation(server_log: Path) -> None:
+    """`mcp --http` started from a terminal asks there when the client cannot: `y` allows the
+    click, anything else rejects it (stdin is a pty here, as in a terminal)."""
+    import pty
+
+    master, slave = pty.openpty()
+
+    def answer_when_asked(nth: int, text: bytes) -> threading.Thread:
+        def run() -> None:
+            deadline = time.monotonic() + CALL_TIMEOUT
+            # The question is a line of its own (the `[y/N]` prompt after it has no newline).
+            while server_log.read_text(errors="replace").count("Allow it this once?") < nth:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            os.write(master, text)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    try:
+        with http_server(server_log, "--allow-actions", stdin=slave) as url:
+            async with http_client(url) as client:  # no elicitation callback
+                move_pointer(5, 5)
+                t = answer_when_asked(1, b"n\n")
+                result = await client.call_tool("click", {"x": 321, "y": 123})
+                t.join(5)
+                assert result.is_error and "rejected" in text_of(result).lower(), result
+                assert pointer() == (5, 5)
+                t = answer_when_asked(2, b"y\n")
+                result = await client.call_tool("click", {"x": 321, "y": 123})
+                t.join(5)
+                assert not result.is_error, text_of(result)
+                assert pointer() == (321, 123)
+        assert "left click at (321, 123)" in server_log.read_text(errors="replace")
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 async def test_http_token_from_environment(server_log: Path) -> None:

@@ -2,9 +2,11 @@
 //! `--backend`). Over stdio by default (the host starts it), or streamable HTTP with `--http`
 //! (loopback by default; any other address needs a token). Screenshots are shared and actions
 //! allowed only with `--share-screenshots` and `--allow-actions`; each action is still confirmed
-//! by the user through the client (MCP elicitation), written to the audit log, and stopped by
+//! by the user through the client (MCP elicitation; with `--http` started from a terminal, a
+//! client without elicitation is answered there), written to the audit log, and stopped by
 //! Ctrl+C. Nothing but MCP messages goes to stdout; what clients call is logged on stderr.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Args;
 use screenpilot_agent::enigo_backend::EnigoActuator;
-use screenpilot_agent::{Actuator, NoInput};
+use screenpilot_agent::{Actuator, Decision, NoInput};
 use screenpilot_desktop::mcp::screens::DesktopScreens;
 use screenpilot_desktop::mcp::serve::{check_http_address, HttpServer};
-use screenpilot_desktop::mcp::{parse_tool_list, serve_stdio, McpConfig, McpCore, McpEvent, ToolName};
+use screenpilot_desktop::mcp::{parse_tool_list, serve_stdio, AskUser, McpConfig, McpCore, McpEvent, ToolName};
 use screenpilot_desktop::settings::default_data_dir;
 
 use crate::args::ModelSource;
@@ -67,6 +69,27 @@ fn http_address(s: &str) -> anyhow::Result<SocketAddr> {
     s.parse::<SocketAddr>().with_context(|| format!("--http {s:?}: give PORT or HOST:PORT (e.g. 127.0.0.1:8765)"))
 }
 
+/// Asks on the terminal that started `mcp --http` (stdin is free there; over stdio it carries
+/// the protocol): for clients without elicitation. One question at a time; `y` allows.
+struct TerminalAsk(Mutex<()>);
+
+impl AskUser for TerminalAsk {
+    fn ask(&self, question: &str) -> Decision {
+        let _one = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "screenpilot mcp: {question}\nscreenpilot mcp: [y/N] ");
+        let _ = err.flush();
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(n) if n > 0 && line.trim().eq_ignore_ascii_case("y") => Decision::Approve,
+            _ => {
+                let _ = writeln!(err, "rejected");
+                Decision::Reject
+            }
+        }
+    }
+}
+
 fn log_event(e: McpEvent) {
     let detail = if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) };
     eprintln!("screenpilot mcp: {} called {} -> {} ({:.0} ms){detail}", e.client, e.tool, e.result, e.ms);
@@ -105,6 +128,9 @@ pub fn run(a: McpArgs) -> anyhow::Result<ExitCode> {
     let core = Arc::new(McpCore::new(config, Arc::new(DesktopScreens), Arc::new(Mutex::new(actuator))));
     core.set_backend(Some(backend.clone()));
     core.on_event(Arc::new(log_event));
+    if http.is_some() && std::io::stdin().is_terminal() {
+        core.set_ask_user(Some(Arc::new(TerminalAsk(Mutex::new(())))));
+    }
     eprintln!(
         "screenpilot mcp: {} ({}; screenshots {}, actions {})",
         if http.is_some() { "streamable HTTP" } else { "stdio" },
