@@ -415,6 +415,17 @@ async def test_ask_screen(server_log: Path) -> None:
             assert text_of(result) == data["answer"]
 
 
+async def test_a_second_question_about_an_unchanged_screen_reuses_its_encoding(server_log: Path) -> None:
+    """Each call captures afresh; the engine's vision cache knows the same pixels, so the
+    follow-up skips the vision tower and reuses the prompt's prefix."""
+    async with stdio(server_log) as client:
+        first = ok(await client.call_tool("ask_screen", {"question": "What is on the screen?"}))
+        second = ok(await client.call_tool("ask_screen", {"question": "Which window is in front?"}))
+        assert first["timings"]["vision_cache_hits"] == 0, first["timings"]
+        assert second["timings"]["vision_cache_hits"] == 1, second["timings"]
+        assert second["timings"]["cached_prompt_tokens"] > 0, second["timings"]
+
+
 async def test_describe_screen(server_log: Path) -> None:
     async with stdio(server_log) as client:
         result = await client.call_tool("describe_screen", {})
