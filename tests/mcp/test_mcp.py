@@ -694,6 +694,26 @@ async def test_http_terminal_asks_for_clients_without_elicitation(server_log: Pa
         os.close(slave)
 
 
+async def test_too_many_calls_at_once_are_told_busy_and_the_server_goes_on(server_log: Path) -> None:
+    """Ten waits at once: eight run (the server's cap), the others get a `busy` tool error at once;
+    afterwards calls run again."""
+    with http_server(server_log) as url:
+        async with http_client(url) as client:
+            results: list[types.CallToolResult] = []
+
+            async def wait() -> None:
+                results.append(await client.call_tool("wait_for_change", {"timeout_ms": 3000}))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(wait)
+            busy = [r for r in results if r.is_error]
+            assert len(busy) == 2, [text_of(r) for r in results]
+            assert all("busy" in text_of(r) for r in busy)
+            assert all(ok(r)["changed"] is False for r in results if not r.is_error)
+            ok(await client.call_tool("list_monitors", {}))
+
+
 async def test_http_token_from_environment(server_log: Path) -> None:
     with http_server(server_log, env=server_env(SCREENPILOT_MCP_TOKEN=TOKEN)) as url:
         assert raw_post(url, {}).status_code == 401

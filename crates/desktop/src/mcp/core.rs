@@ -131,6 +131,10 @@ pub struct Prepared {
     pub description: String,
 }
 
+/// Most tool calls running at once, over every client: a host polling `wait_for_change` or
+/// asking in a loop cannot pile up blocking threads; one call more gets a "busy" tool error.
+pub const MAX_RUNNING_CALLS: usize = 8;
+
 /// How long an unanswered confirmation stays valid.
 const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Most confirmations waiting at once.
@@ -152,7 +156,12 @@ pub struct McpCore {
     ask_user: RwLock<Option<Arc<dyn AskUser>>>,
     /// Confirmations asked through a retried call (MCP 2026-07-28): nonce -> (call, asked at).
     pending: Mutex<HashMap<String, (String, Instant)>>,
+    /// Permits of the calls running ([`MAX_RUNNING_CALLS`]).
+    running: Arc<tokio::sync::Semaphore>,
 }
+
+/// A running call's place among the [`MAX_RUNNING_CALLS`]; dropped when it ends.
+pub struct CallPermit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -178,7 +187,13 @@ impl McpCore {
             events: RwLock::new(None),
             ask_user: RwLock::new(None),
             pending: Mutex::new(HashMap::new()),
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING_CALLS)),
         }
+    }
+
+    /// A place for one more call, or None while [`MAX_RUNNING_CALLS`] run.
+    pub fn try_begin(&self) -> Option<CallPermit> {
+        self.running.clone().try_acquire_owned().ok().map(CallPermit)
     }
 
     /// The model that answers (None: questions fail until one is loaded).

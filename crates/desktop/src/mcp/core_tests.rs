@@ -230,3 +230,12 @@ fn a_confirmation_counts_once_and_only_for_its_own_call() {
     assert!(!f.core.take(&n, "click 1 2"));
     assert!(!f.core.take("made-up", "click 1 2"));
 }
+
+#[test]
+fn at_most_eight_calls_run_at_once() {
+    let f = fixture("", false, false);
+    let permits: Vec<_> = (0..MAX_RUNNING_CALLS).map(|_| f.core.try_begin().unwrap()).collect();
+    assert!(f.core.try_begin().is_none());
+    drop(permits);
+    assert!(f.core.try_begin().is_some());
+}

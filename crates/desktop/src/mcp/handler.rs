@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use screenpilot_agent::Decision;
 
-use super::core::{actions_off, McpCore, McpEvent, Reply};
+use super::core::{actions_off, McpCore, McpEvent, Reply, MAX_RUNNING_CALLS};
 use super::tools::{ToolCall, ToolName};
 
 /// The key of our one input request in an `input_required` result.
@@ -244,6 +244,11 @@ impl ServerHandler for ScreenServer {
                 self.core.emit(event("bad_request", e.clone()));
                 return Err(ErrorData::invalid_params(format!("{}: {e}", tool.as_str()), None));
             }
+        };
+        let Some(_permit) = self.core.try_begin() else {
+            let m = format!("busy: {MAX_RUNNING_CALLS} calls are running; try again when one has finished");
+            self.core.emit(event("refused", m.clone()));
+            return Ok(CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(m)])));
         };
         match self.run(tool, call, &request, &context, &client).await {
             Ok(Step::Input(r)) => {
