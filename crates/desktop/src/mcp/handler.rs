@@ -14,7 +14,7 @@ use std::time::Instant;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, ElicitResult,
     ElicitationAction, ElicitationSchema, Implementation, InputRequest, InputRequiredResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -55,7 +55,14 @@ impl ScreenServer {
                     Value::Object(m) => m,
                     _ => serde_json::Map::new(),
                 };
-                Tool::new(t.as_str(), t.description(), Arc::new(schema))
+                let mut hints = ToolAnnotations::new();
+                // Hosts may skip their own prompt for read-only tools; acting ones say they act.
+                hints.read_only_hint = Some(!t.acts());
+                hints.destructive_hint = Some(t.acts());
+                hints.open_world_hint = Some(false);
+                let mut tool = Tool::new(t.as_str(), t.description(), Arc::new(schema));
+                tool.annotations = Some(hints);
+                tool
             })
             .collect()
     }

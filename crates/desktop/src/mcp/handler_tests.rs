@@ -45,3 +45,18 @@ fn replies_become_tool_results_or_protocol_errors() {
     let bad = to_result(Reply::Bad("no window 7".into())).unwrap_err();
     assert_eq!(bad.code, rmcp::model::ErrorCode::INVALID_PARAMS);
 }
+
+#[test]
+fn tools_say_whether_they_act() {
+    use crate::mcp::screens::DesktopScreens;
+    use crate::mcp::McpConfig;
+    use screenpilot_agent::NoInput;
+    let core = McpCore::new(McpConfig::default(), Arc::new(DesktopScreens), Arc::new(std::sync::Mutex::new(Box::new(NoInput("none".into())))));
+    let tools = ScreenServer::new(Arc::new(core)).tools();
+    assert_eq!(tools.len(), ToolName::ALL.len());
+    for t in tools {
+        let acts = t.name.parse::<ToolName>().unwrap().acts();
+        let a = t.annotations.unwrap();
+        assert_eq!((a.read_only_hint, a.destructive_hint), (Some(!acts), Some(acts)), "{}", t.name);
+    }
+}
