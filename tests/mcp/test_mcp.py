@@ -714,6 +714,17 @@ async def test_too_many_calls_at_once_are_told_busy_and_the_server_goes_on(serve
             ok(await client.call_tool("list_monitors", {}))
 
 
+async def test_http_requests_from_web_pages_are_refused(server_log: Path) -> None:
+    """A page in the user's browser may POST to 127.0.0.1 too; browsers send an Origin, MCP
+    clients do not: with one the request is refused (403), even with no token set."""
+    with http_server(server_log) as url:
+        for origin in ("http://evil.example", "http://127.0.0.1:8000", "null"):
+            assert raw_post(url, {"Origin": origin}).status_code == 403, origin
+        assert raw_post(url, {}).status_code == 200
+        async with http_client(url) as client:
+            ok(await client.call_tool("list_monitors", {}))
+
+
 async def test_http_token_from_environment(server_log: Path) -> None:
     with http_server(server_log, env=server_env(SCREENPILOT_MCP_TOKEN=TOKEN)) as url:
         assert raw_post(url, {}).status_code == 401

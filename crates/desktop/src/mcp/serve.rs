@@ -2,7 +2,7 @@
 //! stdout) and streamable HTTP at `/mcp`. HTTP binds to loopback unless told otherwise; a
 //! bearer token, when set, is checked on every request before rmcp sees it, and an address
 //! other than loopback is refused without one. rmcp's own Host check (DNS rebinding) stays on
-//! for loopback.
+//! for loopback, and any request with an `Origin` (a browser's) is refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,7 +64,9 @@ impl HttpServer {
         check_http_address(addr, token.as_deref())?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| DesktopError::InvalidArgument(format!("cannot listen on {addr}: {e}")))?;
         let shutdown = CancellationToken::new();
-        let mut config = StreamableHttpServerConfig::default();
+        // MCP clients are programs, not web pages: a request that carries an `Origin` comes from
+        // a browser (a page driving the screen from another site) and is refused (403).
+        let mut config = StreamableHttpServerConfig::default().enforce_origin_validation();
         config.cancellation_token = shutdown.child_token();
         if !addr.ip().is_loopback() {
             // Reached by other names than localhost; the token guards it instead.
