@@ -34,6 +34,8 @@ pub struct McpHost {
     audit: PathBuf,
     running: Mutex<Option<Running>>,
     recent: Arc<Mutex<VecDeque<McpEvent>>>,
+    /// Why it does not serve although it should (a port in use at start).
+    error: Mutex<Option<String>>,
 }
 
 struct Running {
@@ -49,6 +51,8 @@ pub struct McpStatus {
     pub url: Option<String>,
     /// The latest calls, newest first.
     pub calls: Vec<McpEvent>,
+    /// Why it is not serving although switched on.
+    pub error: Option<String>,
 }
 
 /// Asks the person at the screen in a native dialog.
@@ -93,7 +97,7 @@ impl McpHost {
             let _ = handle.emit("mcp", ev);
         }));
         core.set_ask_user(Some(Arc::new(DialogAsk(app.clone()))));
-        Self { core, audit, running: Mutex::new(None), recent }
+        Self { core, audit, running: Mutex::new(None), recent, error: Mutex::new(None) }
     }
 
     /// Serves, stops or restarts as `settings` say, and passes the new permissions on. A port
@@ -108,13 +112,18 @@ impl McpHost {
         if let Some(old) = lock(&self.running).take() {
             old.server.cancel();
         }
+        *lock(&self.error) = None;
         if !settings.mcp_enabled {
             return Ok(());
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.mcp_port));
-        let server = HttpServer::bind(self.core.clone(), addr, token.clone())
-            .await
-            .map_err(|e| FieldError { field: "mcp_port".into(), message: e.to_string() })?;
+        let server = match HttpServer::bind(self.core.clone(), addr, token.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                *lock(&self.error) = Some(e.to_string());
+                return Err(FieldError { field: "mcp_port".into(), message: e.to_string() });
+            }
+        };
         let cancel = server.shutdown.clone();
         tauri::async_runtime::spawn(async move {
             if let Err(e) = server.run().await {
@@ -128,7 +137,7 @@ impl McpHost {
     /// Serving where, and the latest calls.
     pub fn status(&self) -> McpStatus {
         let url = lock(&self.running).as_ref().map(|r| format!("http://127.0.0.1:{}/mcp", r.port));
-        McpStatus { url, calls: lock(&self.recent).iter().cloned().collect() }
+        McpStatus { url, calls: lock(&self.recent).iter().cloned().collect(), error: lock(&self.error).clone() }
     }
 }
 

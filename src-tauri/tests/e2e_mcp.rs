@@ -87,9 +87,20 @@ fn an_mcp_client_asks_and_acts_only_as_the_user_allowed() {
     view(&s, "settings");
     assert_eq!(s.exec("return document.getElementById('mcp-enabled').checked", json!([])).unwrap(), json!(false));
     assert_eq!(s.exec("return document.getElementById('mcp-chip').hidden", json!([])).unwrap(), json!(true));
+    // A port another program holds: an inline error on the port, nothing saved, nothing serves.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    check(&s, "mcp-enabled", true);
+    set(&s, "mcp-port", &held_port.to_string());
+    s.click("#settings-save").unwrap();
+    s.wait_for("document.getElementById('settings-status').dataset.state === 'invalid'", SHORT).unwrap();
+    let message = s.exec("return document.querySelector(`.field-error[data-for='mcp_port']`).textContent", json!([])).unwrap();
+    assert!(message.as_str().unwrap().contains("cannot listen"), "{message}");
+    let saved = std::fs::read_to_string(tmp.join("config/dev.screenpilot.app/settings.json")).unwrap_or_default();
+    assert!(!saved.contains(&format!("\"mcp_port\": {held_port}")), "saved although the port is held");
+    drop(held);
     // On, on a free port, with a token; actions allowed, screenshots not shared; all tools.
     let port = app::free_port();
-    check(&s, "mcp-enabled", true);
     set(&s, "mcp-port", &port.to_string());
     set(&s, "mcp-token", TOKEN);
     check(&s, "mcp-actions", true);

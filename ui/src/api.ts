@@ -42,7 +42,7 @@ export type Settings = {
 };
 /// One call of an MCP client (src-tauri/src/mcp.rs).
 export type McpCall = { client: string; tool: string; result: string; detail: string; ms: number };
-export type McpStatus = { url: string | null; calls: McpCall[] };
+export type McpStatus = { url: string | null; calls: McpCall[]; error: string | null };
 export type FieldError = { field: string; message: string };
 export type SettingsView = { settings: Settings; data_dir: string; threads_bytes: number };
 export type AuditRow = { time: string; timestamp: string; step: number; action: string; target: string; decision: string };

@@ -20,6 +20,7 @@ const el = {
 
 let calls: McpCall[] = [];
 let url: string | null = null;
+let error: string | null = null;
 
 for (const name of MCP_TOOLS) {
   const label = document.createElement("label");
@@ -70,7 +71,9 @@ function ago(call: McpCall & { at?: number }): string {
 }
 
 function render() {
-  el.state.textContent = url ? `Listening on ${url}. Point your MCP client there (README "Use from other agents").` : "Off.";
+  el.state.textContent = url
+    ? `Listening on ${url}. Point your MCP client there (README "Use from other agents").`
+    : error ? `Not serving: ${error}` : "Off.";
   el.calls.replaceChildren(
     ...calls.slice(0, 20).map((c) => {
       const li = document.createElement("li");
@@ -103,6 +106,7 @@ export async function refreshMcp() {
   try {
     const s: McpStatus = await api.mcpStatus();
     url = s.url;
+    error = s.error;
     // Keep the times of calls seen live; the backend's list has none.
     const seen = new Map(calls.map((c) => [JSON.stringify([c.client, c.tool, c.ms, c.detail]), (c as McpCall & { at?: number }).at]));
     calls = s.calls.map((c) => ({ ...c, at: seen.get(JSON.stringify([c.client, c.tool, c.ms, c.detail])) }));
