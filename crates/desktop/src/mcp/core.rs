@@ -1,38 +1,31 @@
 //! What each MCP tool does, free of the protocol: [`McpCore`] answers a checked
 //! [`ToolCall`] with a [`Reply`]. Questions go to the one [`Backend`] (the local engine, whose
 //! vision and prefix caches make a second question about an unchanged screen cheap); actions
-//! go through the agent crate exactly as a task's do: a one-turn [`Agent`] run whose "model
-//! output" is the client's request, so the policy, the bounds check against the monitor, the
-//! hash-chained audit log and the stop flag are the same code. Everything here blocks; the
-//! protocol side ([`super::handler`]) runs it on blocking threads.
+//! are in [`super::actions`]. It also keeps the settings, the stop flag, the one-time
+//! confirmation nonces and the cap on running calls. Everything here blocks; the protocol side
+//! ([`super::handler`]) runs it on blocking threads.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use image::DynamicImage;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use screenpilot_agent::audit::AuditLog;
-use screenpilot_agent::capture::{frame_difference, SettleConfig};
+use screenpilot_agent::capture::frame_difference;
 use screenpilot_agent::grounding::{grounding_prompt, locate};
 use screenpilot_agent::json_extract::first_json_value;
-use screenpilot_agent::policy::{FixedConfirmer, Mode};
-use screenpilot_agent::screen_action::Resolved;
-use screenpilot_agent::{
-    resolve, Actuator, Agent, AgentConfig, AgentError, AutoLimits, Capture, Decision, FakeCapture, ModelAction, OsPoint,
-    Outcome, Policy, Screenshot, ScriptedBrain, StopFlag,
-};
+use screenpilot_agent::{Actuator, AgentError, Decision, Screenshot, StopFlag};
 use screenpilot_engine::backend::Backend;
 use screenpilot_engine::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, RequestTimings, Role};
 
-use super::screens::{capture_target, monitor_at, Screens};
-use super::tools::{Button, Direction, Target, ToolCall, ToolName};
+use super::screens::{capture_target, Screens};
+use super::tools::{Target, ToolCall, ToolName};
 use crate::error::DesktopError;
+use crate::task_runner::lock;
 use crate::screen::{geometry_view, png_bytes};
-use crate::task::{describe, BackendBrain};
 
 /// What the user allowed MCP clients.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +62,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    fn text(text: String, structured: Value) -> Self {
+    pub(super) fn text(text: String, structured: Value) -> Self {
         Reply::Done { text, structured: Some(structured), png: None }
     }
 
@@ -121,16 +114,6 @@ pub trait AskUser: Send + Sync {
     fn ask(&self, question: &str) -> Decision;
 }
 
-/// An action checked against the screen, ready to confirm and run.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    shot: Screenshot,
-    /// The `computer_use` arguments (relative coordinates of `shot`).
-    arguments: Value,
-    /// What the user is asked about: "left click at (210, 300)".
-    pub description: String,
-}
-
 /// Most tool calls running at once, over every client: a host polling `wait_for_change` or
 /// asking in a loop cannot pile up blocking threads; one call more gets a "busy" tool error.
 pub const MAX_RUNNING_CALLS: usize = 8;
@@ -149,8 +132,8 @@ const DESCRIBE_PROMPT: &str = "Describe this screen for someone who cannot see i
 pub struct McpCore {
     config: RwLock<McpConfig>,
     backend: RwLock<Option<BackendSource>>,
-    screens: Arc<dyn Screens>,
-    actuator: Arc<Mutex<Box<dyn Actuator + Send>>>,
+    pub(super) screens: Arc<dyn Screens>,
+    pub(super) actuator: Arc<Mutex<Box<dyn Actuator + Send>>>,
     stop: Mutex<StopFlag>,
     events: RwLock<Option<EventSink>>,
     ask_user: RwLock<Option<Arc<dyn AskUser>>>,
@@ -162,10 +145,6 @@ pub struct McpCore {
 
 /// A running call's place among the [`MAX_RUNNING_CALLS`]; dropped when it ends.
 pub struct CallPermit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
     l.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -245,11 +224,11 @@ impl McpCore {
         *s = StopFlag::new();
     }
 
-    fn stop_flag(&self) -> StopFlag {
+    pub(super) fn stop_flag(&self) -> StopFlag {
         lock(&self.stop).clone()
     }
 
-    fn backend(&self) -> std::result::Result<Arc<dyn Backend>, Reply> {
+    pub(super) fn backend(&self) -> std::result::Result<Arc<dyn Backend>, Reply> {
         read(&self.backend).and_then(|source| source()).ok_or_else(|| Reply::Failed("no model is loaded in ScreenPilot yet".into()))
     }
 
@@ -394,141 +373,6 @@ impl McpCore {
         Reply::text(text, json!({"changed": changed, "waited_ms": waited_ms, "difference": difference}))
     }
 
-    /// Checks an action against the screen: the monitor under its point is captured, the
-    /// point mapped into that capture and bounds-checked as a model's would be.
-    pub fn prepare(&self, call: &ToolCall) -> std::result::Result<Prepared, Reply> {
-        let (mut arguments, at) = match call {
-            ToolCall::Click { x, y, button, count } => {
-                let action = match (button, count) {
-                    (Button::Left, 1) => "left_click",
-                    (Button::Left, 2) => "double_click",
-                    (Button::Left, _) => "triple_click",
-                    (Button::Right, 1) => "right_click",
-                    (Button::Middle, 1) => "middle_click",
-                    _ => return Err(Reply::Bad("only the left button double- or triple-clicks".into())),
-                };
-                (json!({"action": action}), Some(OsPoint { x: *x, y: *y }))
-            }
-            ToolCall::Type { text } => (json!({"action": "type", "text": text}), None),
-            ToolCall::Key { keys } => (json!({"action": "key", "keys": keys}), None),
-            ToolCall::Scroll { direction, amount, at } => {
-                let pixels = i64::from(*amount) * screenpilot_agent::screen_action::PIXELS_PER_WHEEL_STEP;
-                let (action, pixels) = match direction {
-                    Direction::Up => ("scroll", pixels),
-                    Direction::Down => ("scroll", -pixels),
-                    Direction::Right => ("hscroll", pixels),
-                    Direction::Left => ("hscroll", -pixels),
-                };
-                (json!({"action": action, "pixels": pixels}), at.map(|(x, y)| OsPoint { x, y }))
-            }
-            _ => return Err(Reply::Bad("not an action".into())),
-        };
-        let monitor = match at {
-            Some(p) => {
-                let monitors = self.screens.monitors().map_err(Reply::from)?;
-                monitor_at(&monitors, p).ok_or_else(|| Reply::Bad(format!("({}, {}) is on no monitor (list_monitors)", p.x, p.y)))?
-            }
-            None => 0,
-        };
-        let shot = self.screens.capture_monitor(monitor).map_err(Reply::from)?;
-        if let Some(p) = at {
-            let rel = shot.geometry.os_to_rel(p);
-            arguments["coordinate"] = json!([rel.x, rel.y]);
-        }
-        let bad = |e: AgentError| Reply::Bad(e.to_string());
-        let action = ModelAction::from_arguments(arguments.as_object().ok_or_else(|| Reply::Bad("arguments".into()))?).map_err(bad)?;
-        let description = match resolve(&action, &shot.geometry).map_err(bad)? {
-            Resolved::Act(a) => describe(&a),
-            Resolved::Finish(_) => return Err(Reply::Bad("not an action".into())),
-        };
-        let description = format!("{description} on {}", monitor_label(&shot));
-        Ok(Prepared { shot, arguments, description })
-    }
-
-    /// Runs a prepared action with the user's `decision`, through the agent: the policy
-    /// (actions allowed?), the audit log (written before the first input event), the stop flag.
-    pub fn act(&self, prepared: &Prepared, client: &str, decision: Decision) -> Reply {
-        let call = json!({"name": screenpilot_agent::model_action::TOOL_NAME, "arguments": prepared.arguments});
-        let terminate = json!({"name": screenpilot_agent::model_action::TOOL_NAME, "arguments": {"action": "terminate", "status": "success"}});
-        let mut brain = ScriptedBrain::new([
-            format!("MCP client {client:?} asked for:\n<tool_call>\n{call}\n</tool_call>"),
-            format!("<tool_call>\n{terminate}\n</tool_call>"),
-        ]);
-        let shot = &prepared.shot;
-        let mut capture = FakeCapture::new(shot.geometry.clone(), shot.image.as_ref().clone());
-        let settle = SettleConfig { poll: Duration::from_millis(1), threshold: 1.0, timeout: Duration::from_millis(10) };
-        let config = AgentConfig { max_turns: 2, settle, ..AgentConfig::default() };
-        let outcome = self.run_agent(&mut brain, &mut capture, Mode::ConfirmEach, config, decision, &format!("MCP: {}", prepared.description));
-        match outcome {
-            Ok(Outcome::Terminated(_)) => Reply::text(format!("done: {}", prepared.description), json!({"done": prepared.description})),
-            Ok(o) => refusal(o, &prepared.description),
-            Err(r) => r,
-        }
-    }
-
-    /// A GUI task on a monitor, already confirmed by the user as a whole (`approved`): the
-    /// model acts in the auto mode within `max_steps`; actions that always ask are refused.
-    pub fn task(&self, task: &str, monitor: Option<usize>, max_steps: u32, approved: bool) -> Reply {
-        if !approved {
-            return Reply::Refused(format!("rejected by the user: the task {task:?}"));
-        }
-        let backend = match self.backend() {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let index = monitor.unwrap_or(0);
-        match self.screens.monitors() {
-            Ok(m) if index < m.len() => {}
-            Ok(m) => return Reply::Bad(format!("no monitor {index}: there are {} (list_monitors)", m.len())),
-            Err(e) => return e.into(),
-        }
-        let mut brain = BackendBrain::new(backend);
-        brain.options.max_tokens = self.config().max_tokens.max(256);
-        let mut capture = ScreensCapture { screens: self.screens.as_ref(), index };
-        let config = AgentConfig { max_turns: max_steps.saturating_mul(2).max(4), ..AgentConfig::default() };
-        let mode = Mode::Auto(AutoLimits::new(max_steps, Duration::from_millis(500)));
-        match self.run_agent(&mut brain, &mut capture, mode, config, Decision::Reject, task) {
-            Ok(Outcome::Terminated(status)) => {
-                let s = format!("{status:?}").to_lowercase();
-                Reply::text(format!("the task ended: the model reports {s}"), json!({"outcome": "terminated", "status": s}))
-            }
-            Ok(Outcome::Answered(text)) => Reply::text(text.clone(), json!({"outcome": "answered", "answer": text})),
-            Ok(Outcome::NoAction(text)) => Reply::text(text.clone(), json!({"outcome": "no_action", "answer": text})),
-            Ok(o) => refusal(o, task),
-            Err(r) => r,
-        }
-    }
-
-    fn run_agent(
-        &self,
-        brain: &mut dyn screenpilot_agent::Brain,
-        capture: &mut dyn Capture,
-        mode: Mode,
-        config: AgentConfig,
-        decision: Decision,
-        task: &str,
-    ) -> std::result::Result<Outcome, Reply> {
-        let cfg = self.config();
-        let mut audit = match &cfg.audit {
-            Some(p) => Some(AuditLog::open(p).map_err(|e| Reply::Failed(format!("cannot open the audit log, so nothing was done: {e}")))?),
-            None => None,
-        };
-        let mut confirmer = FixedConfirmer(decision);
-        let mut actuator = lock(&self.actuator);
-        let mut agent = Agent {
-            brain,
-            capture,
-            actuator: actuator.as_mut(),
-            confirmer: &mut confirmer,
-            audit: audit.as_mut(),
-            recorder: None,
-            policy: Policy { actions_enabled: cfg.allow_actions, mode },
-            config,
-            stop: self.stop_flag(),
-        };
-        agent.run(task).map_err(|e| Reply::Failed(e.to_string()))
-    }
-
     /// Remembers a confirmation asked of the client for `call` (its tool and arguments as
     /// JSON); the nonce goes back with the client's answer.
     pub fn remember(&self, call: String) -> String {
@@ -555,32 +399,6 @@ impl McpCore {
     }
 }
 
-fn monitor_label(shot: &Screenshot) -> String {
-    match shot.geometry.monitor.name.as_str() {
-        "" => "the monitor".into(),
-        name => format!("monitor {name:?}"),
-    }
-}
-
-/// The refusal of an action tool while actions are off.
-pub(crate) fn actions_off() -> Reply {
-    Reply::Refused(
-        "refused: actions are off for MCP clients. The user can allow them in ScreenPilot (Settings → MCP) or start \
-         `screenpilot mcp --allow-actions`; each action is still confirmed."
-            .into(),
-    )
-}
-
-fn refusal(outcome: Outcome, what: &str) -> Reply {
-    match outcome {
-        Outcome::ActionsDisabled => actions_off(),
-        Outcome::RejectedByUser => Reply::Refused(format!("rejected by the user: {what}")),
-        Outcome::Stopped => Reply::Refused(format!("stopped by the user: {what}")),
-        Outcome::StepLimitReached | Outcome::TurnLimitReached => Reply::Refused(format!("the step limit was reached: {what}")),
-        other => Reply::Failed(format!("{other:?}")),
-    }
-}
-
 /// The capture's place on the screen, for clients.
 fn capture_json(shot: &Screenshot) -> Value {
     let v = geometry_view(&shot.geometry);
@@ -590,18 +408,6 @@ fn capture_json(shot: &Screenshot) -> Value {
         "width": f64::from(v.image_width) * v.scale_x, "height": f64::from(v.image_height) * v.scale_y,
         "image_width": v.image_width, "image_height": v.image_height,
     })
-}
-
-/// A monitor of [`Screens`] as the agent's [`Capture`].
-struct ScreensCapture<'a> {
-    screens: &'a dyn Screens,
-    index: usize,
-}
-
-impl Capture for ScreensCapture<'_> {
-    fn capture(&mut self) -> screenpilot_agent::Result<Screenshot> {
-        self.screens.capture_monitor(self.index).map_err(|e| AgentError::Capture(e.to_string()))
-    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
-//! The tools' logic on painted screens, a scripted model and a recording input device: what a
+//! The tools' logic (questions in `core.rs`, actions in `actions.rs`) on painted screens, a scripted model and a recording input device: what a
 //! client gets back, which input events happen, and what the audit log says.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use screenpilot_agent::audit_verify::verify_file;
-use screenpilot_agent::{InputEvent, RecordingActuator};
+use screenpilot_agent::{InputEvent, OsPoint, RecordingActuator};
 use screenpilot_engine::backend::Reply as EngineReply;
 use screenpilot_engine::{FinishReason, Request};
 
 use super::*;
 use crate::mcp::screens::fake::FakeScreens;
+use crate::mcp::tools::{Button, Direction};
 
 /// Answers every request with the same text, remembering the requests.
 struct Scripted(String, Mutex<Vec<Request>>);

@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 
 use screenpilot_agent::Decision;
 
-use super::core::{actions_off, McpCore, McpEvent, Reply, MAX_RUNNING_CALLS};
+use super::actions::{actions_off, Prepared};
+use super::core::{McpCore, McpEvent, Reply, MAX_RUNNING_CALLS};
 use super::tools::{ToolCall, ToolName};
 
 /// The key of our one input request in an `input_required` result.
@@ -92,24 +93,15 @@ impl ScreenServer {
             }));
         }
         // What the user is asked about: the action checked against the screen, or the task.
-        let (prepared, question) = match &call {
-            ToolCall::DoTask { task, monitor, max_steps } => {
-                let on = monitor.map_or("the primary monitor".to_string(), |m| format!("monitor {m}"));
-                (None, format!("{client} wants ScreenPilot to carry out this task on {on}, taking up to {max_steps} actions without asking again: {task:?}. Allow it?"))
-            }
-            other => {
-                let c = other.clone();
-                match self.blocking(move |core| core.prepare(&c)).await? {
-                    Ok(p) => {
-                        let q = format!("{client} wants ScreenPilot to {}. Allow it this once?", p.description);
-                        (Some(p), q)
-                    }
-                    Err(r) => return Ok(Step::Reply(r)),
-                }
-            }
+        let asked = match call {
+            ToolCall::DoTask { task, monitor, max_steps } => Asked::Task { task, monitor, max_steps },
+            action => match self.blocking(move |core| core.prepare(&action)).await? {
+                Ok(p) => Asked::Action(p),
+                Err(r) => return Ok(Step::Reply(r)),
+            },
         };
         let fingerprint = json!({"tool": tool.as_str(), "arguments": request.arguments}).to_string();
-        let decision = match self.confirm(request, context, &fingerprint, &question).await? {
+        let decision = match self.confirm(request, context, &fingerprint, &asked.question(client)).await? {
             Confirmation::Decided(d) => d,
             Confirmation::AskClient(r) => return Ok(Step::Input(r)),
             Confirmation::Impossible => {
@@ -121,14 +113,13 @@ impl ScreenServer {
             }
         };
         let client = client.to_string();
-        Ok(Step::Reply(match (call, prepared) {
-            (ToolCall::DoTask { task, monitor, max_steps }, _) => {
+        Ok(Step::Reply(match asked {
+            Asked::Task { task, monitor, max_steps } => {
                 self.blocking(move |c| c.task(&task, monitor, max_steps, decision == Decision::Approve)).await?
             }
             // The action runs on the capture the user's question was about: what was confirmed
             // is what runs (a retried call prepares it again from its same arguments).
-            (_, Some(p)) => self.blocking(move |c| c.act(&p, &client, decision)).await?,
-            (_, None) => Reply::Failed("nothing prepared".into()),
+            Asked::Action(p) => self.blocking(move |c| c.act(&p, &client, decision)).await?,
         }))
     }
 
@@ -165,6 +156,24 @@ impl ScreenServer {
                 Ok(Confirmation::Decided(d))
             }
             None => Ok(Confirmation::Impossible),
+        }
+    }
+}
+
+/// What the user is asked to allow: one action checked against the screen, or a whole task.
+enum Asked {
+    Action(Prepared),
+    Task { task: String, monitor: Option<usize>, max_steps: u32 },
+}
+
+impl Asked {
+    fn question(&self, client: &str) -> String {
+        match self {
+            Asked::Action(p) => format!("{client} wants ScreenPilot to {}. Allow it this once?", p.description),
+            Asked::Task { task, monitor, max_steps } => {
+                let on = monitor.map_or("the primary monitor".to_string(), |m| format!("monitor {m}"));
+                format!("{client} wants ScreenPilot to carry out this task on {on}, taking up to {max_steps} actions without asking again: {task:?}. Allow it?")
+            }
         }
     }
 }

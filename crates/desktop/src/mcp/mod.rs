@@ -4,11 +4,12 @@
 //!
 //! - [`tools`]: the tool catalogue and the typed, checked [`tools::ToolCall`].
 //! - [`screens`]: monitors, windows and captures of a call's target.
-//! - [`core`]: what each tool does ([`McpCore`]): questions through the engine, actions through
-//!   the agent's policy, bounds check, audit log and stop flag.
+//! - [`core`]: what each tool does ([`McpCore`]): questions through the engine; [`actions`]:
+//!   actions through the agent's policy, bounds check, audit log and stop flag.
 //! - [`handler`]: rmcp's server handler, confirmations through MCP elicitation.
 //! - [`serve`]: stdio and streamable HTTP (bearer token).
 
+pub mod actions;
 pub mod core;
 pub mod handler;
 pub mod screens;

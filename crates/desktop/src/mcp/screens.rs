@@ -68,15 +68,21 @@ fn os_size(m: &MonitorInfo) -> (f64, f64) {
     (f64::from(m.width) / s, f64::from(m.height) / s)
 }
 
+/// Monitor `i` exists (else a bad argument naming how many there are).
+pub fn check_monitor(screens: &dyn Screens, i: usize) -> Result<()> {
+    let n = screens.monitors()?.len();
+    if i >= n {
+        return Err(bad(format!("no monitor {i}: there are {n} (list_monitors)")));
+    }
+    Ok(())
+}
+
 /// The screenshot a call is about.
 pub fn capture_target(screens: &dyn Screens, target: Target) -> Result<Screenshot> {
     match target {
         Target::Primary => screens.capture_monitor(0),
         Target::Monitor(i) => {
-            let n = screens.monitors()?.len();
-            if i >= n {
-                return Err(bad(format!("no monitor {i}: there are {n} (list_monitors)")));
-            }
+            check_monitor(screens, i)?;
             screens.capture_monitor(i)
         }
         Target::Window(id) => {
