@@ -6,7 +6,7 @@
 //! client without elicitation is answered there), written to the audit log, and stopped by
 //! Ctrl+C. Nothing but MCP messages goes to stdout; what clients call is logged on stderr.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +23,7 @@ use screenpilot_desktop::settings::default_data_dir;
 
 use crate::args::ModelSource;
 use crate::backend::open_backend;
+use crate::task::ask_on_stdin;
 
 #[derive(Args, Debug)]
 pub struct McpArgs {
@@ -76,17 +77,8 @@ struct TerminalAsk(Mutex<()>);
 impl AskUser for TerminalAsk {
     fn ask(&self, question: &str) -> Decision {
         let _one = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "screenpilot mcp: {question}\nscreenpilot mcp: [y/N] ");
-        let _ = err.flush();
-        let mut line = String::new();
-        match std::io::stdin().lock().read_line(&mut line) {
-            Ok(n) if n > 0 && line.trim().eq_ignore_ascii_case("y") => Decision::Approve,
-            _ => {
-                let _ = writeln!(err, "rejected");
-                Decision::Reject
-            }
-        }
+        // The question on a line of its own (what a log watcher finds), the prompt after it.
+        ask_on_stdin(&format!("screenpilot mcp: {question}\nscreenpilot mcp:"))
     }
 }
 

@@ -56,16 +56,22 @@ struct StdinConfirmer {
 impl Confirmer for StdinConfirmer {
     fn confirm(&mut self, req: &ConfirmRequest<'_>) -> Decision {
         self.step += 1;
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "step {}: {} on monitor {:?} — do it? [y/N] ", self.step, describe(req.action), req.monitor.name);
-        let _ = err.flush();
-        let mut line = String::new();
-        match std::io::stdin().lock().read_line(&mut line) {
-            Ok(n) if n > 0 && line.trim().eq_ignore_ascii_case("y") => Decision::Approve,
-            _ => {
-                let _ = writeln!(err, "{}", if line.is_empty() { "(no answer: rejected)" } else { "rejected" });
-                Decision::Reject
-            }
+        ask_on_stdin(&format!("step {}: {} on monitor {:?} — do it?", self.step, describe(req.action), req.monitor.name))
+    }
+}
+
+/// Writes `question` and ` [y/N] ` on stderr and reads one line from stdin: `y` approves;
+/// anything else, or end of input, rejects (and says so). Also `mcp --http`'s terminal fallback.
+pub fn ask_on_stdin(question: &str) -> Decision {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question} [y/N] ");
+    let _ = err.flush();
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(n) if n > 0 && line.trim().eq_ignore_ascii_case("y") => Decision::Approve,
+        _ => {
+            let _ = writeln!(err, "{}", if line.is_empty() { "(no answer: rejected)" } else { "rejected" });
+            Decision::Reject
         }
     }
 }
