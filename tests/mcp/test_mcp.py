@@ -168,6 +168,11 @@ def accept(approve: bool = True) -> types.ElicitResult:
     return types.ElicitResult(action="accept", content={"approve": approve})
 
 
+def connected(transport: Any, mode: str, elicit: Elicitor | None) -> Client:
+    """The SDK's client over `transport`, as every test uses it (stdio or HTTP)."""
+    return Client(transport, mode=mode, elicitation_callback=elicit, read_timeout_seconds=CALL_TIMEOUT)
+
+
 @asynccontextmanager
 async def stdio(
     log: Path, *extra: str, mode: str = "auto", elicit: Elicitor | None = None, env: dict[str, str] | None = None
@@ -177,12 +182,7 @@ async def stdio(
         command=BIN, args=server_args(*extra, *audit_args(log, extra)), env=env or server_env(), cwd=str(REPO)
     )
     with anyio.fail_after(TEST_TIMEOUT), log.open("a") as errlog:
-        async with Client(
-            stdio_client(params, errlog=errlog),
-            mode=mode,
-            elicitation_callback=elicit,
-            read_timeout_seconds=CALL_TIMEOUT,
-        ) as client:
+        async with connected(stdio_client(params, errlog=errlog), mode, elicit) as client:
             yield client
 
 
@@ -235,12 +235,7 @@ async def http_client(
     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
     with anyio.fail_after(TEST_TIMEOUT):
         async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=CALL_TIMEOUT)) as hc:
-            async with Client(
-                streamable_http_client(url, http_client=hc),
-                mode=mode,
-                elicitation_callback=elicit,
-                read_timeout_seconds=CALL_TIMEOUT,
-            ) as client:
+            async with connected(streamable_http_client(url, http_client=hc), mode, elicit) as client:
                 yield client
 
 
