@@ -4,6 +4,7 @@
 //! person reads; [`parse_hotkey`] reads shortcuts like `Ctrl+Shift+S`, and [`image_tokens`]
 //! says what a capture costs under a token cap (the model crate's own resize arithmetic).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use screenpilot_model::preprocess::smart_resize;
 use screenpilot_model::{GridThw, PreprocessConfig};
 
 use crate::error::{DesktopError, Result};
-use crate::mcp::{parse_tool_list, McpConfig, ToolName};
+use crate::mcp::{McpConfig, ToolName};
 
 /// The app's identifier; its folders are named after it.
 pub const APP_ID: &str = "dev.screenpilot.app";
@@ -294,7 +295,7 @@ impl Settings {
         if self.mcp_token.as_deref().is_some_and(|k| k.chars().any(|c| c.is_control() || c == ' ')) {
             err("mcp_token", "a token is one word without spaces or control characters".into());
         }
-        match parse_tool_list(&self.mcp_tools.join(",")) {
+        match self.mcp_tool_set() {
             Err(m) => err("mcp_tools", m),
             Ok(t) if t.is_empty() && self.mcp_enabled => err("mcp_tools", "offer at least one tool".into()),
             Ok(_) => {}
@@ -306,10 +307,15 @@ impl Settings {
         }
     }
 
+    /// The tools MCP clients see, each name checked.
+    fn mcp_tool_set(&self) -> std::result::Result<BTreeSet<ToolName>, String> {
+        self.mcp_tools.iter().map(|t| t.parse::<ToolName>()).collect()
+    }
+
     /// What MCP clients are allowed, with action decisions going to `audit`.
     pub fn mcp_config(&self, audit: PathBuf) -> McpConfig {
         McpConfig {
-            tools: parse_tool_list(&self.mcp_tools.join(",")).unwrap_or_default(),
+            tools: self.mcp_tool_set().unwrap_or_default(),
             share_screenshots: self.mcp_share_screenshots,
             allow_actions: self.mcp_allow_actions,
             max_tokens: crate::session::DEFAULT_MAX_TOKENS,
