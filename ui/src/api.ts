@@ -41,7 +41,7 @@ export type Settings = {
   mcp_enabled: boolean; mcp_port: number; mcp_token: string | null; mcp_share_screenshots: boolean; mcp_allow_actions: boolean; mcp_tools: string[];
 };
 /// One call of an MCP client (src-tauri/src/mcp.rs).
-export type McpCall = { client: string; tool: string; result: string; detail: string; ms: number };
+export type McpCall = { client: string; tool: string; result: string; detail: string; ms: number; at_ms: number };
 export type McpStatus = { url: string | null; calls: McpCall[]; error: string | null };
 export type FieldError = { field: string; message: string };
 export type SettingsView = { settings: Settings; data_dir: string; threads_bytes: number };

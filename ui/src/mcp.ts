@@ -58,15 +58,12 @@ export function readMcp(s: Settings): { port: number } {
   return { port: el.port.value.trim() === "" ? NaN : Number(el.port.value) };
 }
 
-export const mcpPortInput = () => el.port;
-
 function fieldsState() {
   for (const i of [el.port, el.token, el.share, el.actions, ...toolBoxes()]) i.disabled = !el.enabled.checked;
 }
 
-function ago(call: McpCall & { at?: number }): string {
-  if (!call.at) return "";
-  const s = Math.max(0, Math.round((Date.now() - call.at) / 1000));
+function ago(call: McpCall): string {
+  const s = Math.max(0, Math.round((Date.now() - call.at_ms) / 1000));
   return s < 60 ? `${s} s ago` : `${Math.round(s / 60)} min ago`;
 }
 
@@ -107,9 +104,7 @@ export async function refreshMcp() {
     const s: McpStatus = await api.mcpStatus();
     url = s.url;
     error = s.error;
-    // Keep the times of calls seen live; the backend's list has none.
-    const seen = new Map(calls.map((c) => [JSON.stringify([c.client, c.tool, c.ms, c.detail]), (c as McpCall & { at?: number }).at]));
-    calls = s.calls.map((c) => ({ ...c, at: seen.get(JSON.stringify([c.client, c.tool, c.ms, c.detail])) }));
+    calls = s.calls;
     render();
   } catch {
     // The list is informative only.
@@ -120,7 +115,7 @@ export function initMcp(openSettings: () => void) {
   el.enabled.onchange = fieldsState;
   el.chip.onclick = openSettings;
   listen<McpCall>("mcp", (e) => {
-    calls = [{ ...e.payload, at: Date.now() } as McpCall, ...calls].slice(0, 50);
+    calls = [e.payload, ...calls].slice(0, 50);
     render();
   });
   render();

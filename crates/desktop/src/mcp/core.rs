@@ -99,6 +99,8 @@ pub struct McpEvent {
     pub detail: String,
     /// How long it took.
     pub ms: f64,
+    /// When it ended, milliseconds since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// Gives the model that answers now (None: none loaded).

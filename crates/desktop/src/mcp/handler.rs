@@ -246,6 +246,7 @@ impl ServerHandler for ScreenServer {
             result: result.to_string(),
             detail,
             ms: started.elapsed().as_secs_f64() * 1000.0,
+            at_ms: crate::threads::now_ms(),
         };
         let tool = match name.parse::<ToolName>() {
             Ok(t) if self.core.config().tools.contains(&t) => t,
