@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tauri::{Emitter, Manager};
 
-use screenpilot_agent::enigo_backend::EnigoActuator;
-use screenpilot_agent::Actuator;
+use screenpilot_agent::enigo_backend::input_or_reason;
 use screenpilot_desktop::catalog::{self, DeviceMemory};
 use screenpilot_desktop::session::Session;
 use screenpilot_desktop::settings::Settings;
@@ -53,10 +52,7 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
         Some(d) => d.clone(),
         None => app.path().app_data_dir()?,
     };
-    let actuator: Box<dyn Actuator + Send> = match EnigoActuator::new() {
-        Ok(a) => Box::new(a),
-        Err(e) => Box::new(screenpilot_agent::NoInput(e.to_string())),
-    };
+    let actuator = input_or_reason();
     let window = Arc::new(state::MainWindow(app.get_webview_window("main").ok_or("the main window is missing")?));
     let handle = app.handle().clone();
     let sink = Arc::new(move |ev: TaskEvent| {

@@ -14,8 +14,8 @@ use serde::Serialize;
 use tauri::{AppHandle, Emitter};
 use tauri_plugin_dialog::{DialogExt, MessageDialogButtons, MessageDialogKind};
 
-use screenpilot_agent::enigo_backend::EnigoActuator;
-use screenpilot_agent::{Actuator, Decision, NoInput};
+use screenpilot_agent::enigo_backend::input_or_reason;
+use screenpilot_agent::Decision;
 use screenpilot_desktop::mcp::screens::DesktopScreens;
 use screenpilot_desktop::mcp::serve::{CancellationToken, HttpServer};
 use screenpilot_desktop::mcp::{AskUser, McpCore, McpEvent};
@@ -80,11 +80,7 @@ impl McpHost {
     /// The host; nothing listens until [`McpHost::apply`] finds MCP on.
     pub fn new(app: &AppHandle, session: Arc<Session>, data_dir: &std::path::Path, settings: &Settings) -> Self {
         let audit = data_dir.join("mcp-audit.jsonl");
-        let actuator: Box<dyn Actuator + Send> = match EnigoActuator::new() {
-            Ok(a) => Box::new(a),
-            Err(e) => Box::new(NoInput(e.to_string())),
-        };
-        let core = Arc::new(McpCore::new(settings.mcp_config(audit.clone()), Arc::new(DesktopScreens), Arc::new(Mutex::new(actuator))));
+        let core = Arc::new(McpCore::new(settings.mcp_config(audit.clone()), Arc::new(DesktopScreens), Arc::new(Mutex::new(input_or_reason()))));
         core.set_backend_source(Arc::new(move || session.assistant().and_then(|a| a.backend())));
         let recent: Arc<Mutex<VecDeque<McpEvent>>> = Arc::default();
         let (list, handle) = (recent.clone(), app.clone());

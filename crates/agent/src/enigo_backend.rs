@@ -4,7 +4,7 @@
 
 use enigo::{Axis, Button, Coordinate, Direction, Enigo, Keyboard, Mouse, Settings};
 
-use crate::actuator::{Actuator, InputEvent, PointerReader, Press};
+use crate::actuator::{Actuator, InputEvent, NoInput, PointerReader, Press};
 use crate::coords::OsPoint;
 use crate::error::{AgentError, Result};
 use crate::keys::Key;
@@ -19,6 +19,15 @@ pub struct EnigoActuator {
 impl std::fmt::Debug for EnigoActuator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EnigoActuator")
+    }
+}
+
+/// Enigo, or, when no input backend can be opened (no display), [`NoInput`] carrying why: every
+/// event then fails with that reason, and a program that may act later still starts.
+pub fn input_or_reason() -> Box<dyn Actuator + Send> {
+    match EnigoActuator::new() {
+        Ok(a) => Box::new(a),
+        Err(e) => Box::new(NoInput(e.to_string())),
     }
 }
 
