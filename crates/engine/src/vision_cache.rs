@@ -16,7 +16,7 @@ pub struct ImageKey(pub u128);
 impl ImageKey {
     pub fn of(img: &PreprocessedImage) -> Self {
         let mut h = Xxh3::new();
-        for v in [img.grid.t, img.grid.h, img.grid.w, img.patch_dim, img.temporal, img.merge, img.rgb.len()] {
+        for v in [img.grid.t, img.grid.h, img.grid.w, img.patch_dim, img.temporal, img.merge, img.frames, img.rgb.len()] {
             h.update(&(v as u64).to_le_bytes());
         }
         // The normalisation too: the same 8-bit pixels under another mean/std are another input.
@@ -157,6 +157,7 @@ mod tests {
     fn image_key_depends_on_grid_as_well_as_pixels() {
         let img = |h, w| PreprocessedImage {
             rgb: vec![128; 12],
+            frames: 1,
             lut: [[0.5; 256]; 3],
             temporal: 1,
             merge: 1,

@@ -1,6 +1,7 @@
 //! Reading a Hugging Face Qwen3-VL folder: config.json, one or several memory-mapped
 //! safetensors files (`model.safetensors` or `model.safetensors.index.json`), tokenizer.json and
-//! the optional preprocessor_config.json and generation_config.json. Every failure names the file.
+//! the optional preprocessor_config.json, video_preprocessor_config.json and
+//! generation_config.json. Every failure names the file.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,7 @@ use serde::Deserialize;
 
 use crate::config::Qwen3VlConfig;
 use crate::error::{ModelError, Result};
-use crate::preprocess::PreprocessConfig;
+use crate::preprocess::{PreprocessConfig, VideoConfig};
 
 /// The optional generation_config.json: only what changes decoding.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -46,6 +47,8 @@ pub struct ModelFolder {
     pub dir: PathBuf,
     pub config: Qwen3VlConfig,
     pub preprocess: PreprocessConfig,
+    /// The video processor's settings (its class defaults without the file).
+    pub video: VideoConfig,
     pub generation: GenerationConfig,
     pub weights: Vec<PathBuf>,
     pub tokenizer: PathBuf,
@@ -80,12 +83,17 @@ impl ModelFolder {
             p if p.is_file() => PreprocessConfig::from_json(&read(&p)?)?,
             _ => PreprocessConfig::default(),
         };
+        let video = match dir.join("video_preprocessor_config.json") {
+            p if p.is_file() => VideoConfig::from_json(&read(&p)?)
+                .map_err(|e| ModelError::Config(format!("video_preprocessor_config.json: {e}")))?,
+            _ => VideoConfig::default(),
+        };
         let generation = match dir.join("generation_config.json") {
             p if p.is_file() => serde_json::from_str(&read(&p)?)
                 .map_err(|e| ModelError::Config(format!("generation_config.json: {e}")))?,
             _ => GenerationConfig::default(),
         };
-        Ok(Self { dir: dir.to_path_buf(), config, preprocess, generation, weights, tokenizer })
+        Ok(Self { dir: dir.to_path_buf(), config, preprocess, video, generation, weights, tokenizer })
     }
 
     /// Number of parameters stored in the weight files (from their headers; no tensor is read).

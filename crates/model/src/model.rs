@@ -15,12 +15,13 @@ use crate::rope::{get_rope_index, Positions};
 use crate::text::{DeepstackInput, KvCache, TextModel};
 use crate::vision::{VisionModel, VisionOutput};
 
-/// A tokenized prompt with the images its `<|image_pad|>` runs stand for, in order.
+/// A tokenized prompt with the images and videos its `<|image_pad|>` / `<|video_pad|>` runs
+/// stand for, in order (a video's grid has one `t` per temporal patch, each its own run).
 #[derive(Debug, Clone)]
 pub struct PromptInput<'a> {
     pub ids: &'a [u32],
     pub grids: &'a [GridThw],
-    /// Vision features of all images, concatenated in prompt order (None for text only).
+    /// Vision features of all images and videos, concatenated in prompt order (None for text only).
     pub vision: Option<&'a VisionOutput>,
 }
 
@@ -122,7 +123,7 @@ impl Qwen3Vl {
         self.decoder.as_ref().map(DeviceDecoder::counts)
     }
 
-    /// Runs the vision tower over preprocessed images (in order) in one call.
+    /// Runs the vision tower over preprocessed images and clips (in order) in one call.
     pub fn encode_images(&self, images: &[&PreprocessedImage]) -> Result<VisionOutput> {
         let dtype = self.vision.dtype();
         let parts = images.iter().map(|i| crate::vision::input::pixel_rows_as(i, &self.device, dtype, &self.ops)).collect::<Result<Vec<_>>>()?;
@@ -133,7 +134,12 @@ impl Qwen3Vl {
 
     /// The prompt's 3-D positions and rope delta.
     pub fn positions(&self, prompt: &PromptInput) -> Result<(Positions, i64)> {
-        get_rope_index(prompt.ids, self.config.image_token_id, prompt.grids, self.merge_size())
+        get_rope_index(prompt.ids, &self.visual_tokens(), prompt.grids, self.merge_size())
+    }
+
+    /// The ids whose embeddings visual features replace: the image pad and the video pad.
+    pub fn visual_tokens(&self) -> [u32; 2] {
+        [self.config.image_token_id, self.config.video_token_id]
     }
 
     /// Prefills the tokens of `prompt` that `cache` does not hold yet (the cache must hold an
@@ -148,20 +154,20 @@ impl Qwen3Vl {
             return Err(ModelError::Input("nothing to prefill: the cache already holds the whole prompt".into()));
         }
         let (pos, delta) = self.positions(prompt)?;
-        let image_token = self.config.image_token_id;
-        let n_visual = prompt.ids.iter().filter(|&&t| t == image_token).count();
+        let visual = self.visual_tokens();
+        let is_visual = |t: &u32| visual.contains(t);
+        let n_visual = prompt.ids.iter().filter(|t| is_visual(t)).count();
         let vis_tokens = prompt.vision.map(|v| v.tokens()).unwrap_or(0);
         if n_visual != vis_tokens {
             return Err(ModelError::Input(format!(
-                "the prompt has {n_visual} image tokens but {vis_tokens} visual features were given"
+                "the prompt has {n_visual} image and video tokens but {vis_tokens} visual features were given"
             )));
         }
         let tail = &prompt.ids[from..];
         let mut embeds = self.text.embed(tail)?;
         // Rows of the new tokens that are image tokens, and which visual feature each one takes.
-        let skipped = prompt.ids[..from].iter().filter(|&&t| t == image_token).count() as u32;
-        let rows: Vec<u32> =
-            tail.iter().enumerate().filter(|(_, &t)| t == image_token).map(|(j, _)| j as u32).collect();
+        let skipped = prompt.ids[..from].iter().filter(|t| is_visual(t)).count() as u32;
+        let rows: Vec<u32> = tail.iter().enumerate().filter(|(_, t)| is_visual(t)).map(|(j, _)| j as u32).collect();
         let mut ds_rows = None;
         let mut ds_feats = Vec::new();
         if let (Some(vision), false) = (prompt.vision, rows.is_empty()) {

@@ -1,6 +1,7 @@
 //! Prompts in Qwen3-VL's chat format: system / user / assistant turns, images inside user turns
-//! (each expanded to its number of `<|image_pad|>` tokens), and the `# Tools` block of
-//! function calling appended to the system turn.
+//! (each expanded to its number of `<|image_pad|>` tokens), videos (each temporal patch written
+//! as its time, `<1.2 seconds>`, then its `<|video_pad|>` tokens between vision markers), and
+//! the `# Tools` block of function calling appended to the system turn.
 //!
 //! A prompt is rendered as [`Segment`]s that keep the template's control tokens apart from the
 //! text of the messages, so that the tokenizer can encode message text with the control tokens
@@ -15,6 +16,7 @@ pub const IM_END: &str = "<|im_end|>";
 pub const VISION_START: &str = "<|vision_start|>";
 pub const VISION_END: &str = "<|vision_end|>";
 pub const IMAGE_PAD: &str = "<|image_pad|>";
+pub const VIDEO_PAD: &str = "<|video_pad|>";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,14 +41,16 @@ impl Role {
     }
 }
 
-/// One piece of a turn. An image part carries the number of visual tokens it becomes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One piece of a turn. An image part carries the number of visual tokens it becomes; a video
+/// part the time of each temporal patch (seconds) and the tokens of one temporal patch.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Part {
     Text(String),
     Image { tokens: usize },
+    Video { timestamps: Vec<f64>, tokens_per_frame: usize },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub role: Role,
     pub parts: Vec<Part>,
@@ -185,6 +189,14 @@ pub fn render_segments(messages: &[Message], tools: &[serde_json::Value], add_ge
                     out.push(Segment::Control { token: IMAGE_PAD, count: *tokens });
                     out.push(Segment::control(VISION_END));
                 }
+                Part::Video { timestamps, tokens_per_frame } => {
+                    for &t in timestamps {
+                        out.push(Segment::template(crate::preprocess::timestamp_text(t)));
+                        out.push(Segment::control(VISION_START));
+                        out.push(Segment::Control { token: VIDEO_PAD, count: *tokens_per_frame });
+                        out.push(Segment::control(VISION_END));
+                    }
+                }
             }
         }
         if tool {
@@ -226,6 +238,19 @@ mod tests {
             s,
             "<|im_start|>user\n<|vision_start|><|image_pad|><|image_pad|><|vision_end|>\
              <|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn a_video_writes_each_temporal_patch_after_its_time() {
+        let m = Message {
+            role: Role::User,
+            parts: vec![Part::Video { timestamps: vec![0.25, 1.75], tokens_per_frame: 2 }, Part::Text("Hi".into())],
+        };
+        assert_eq!(
+            render(&[m], &[], false),
+            "<|im_start|>user\n<0.2 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|>\
+             <1.8 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|>Hi<|im_end|>\n"
         );
     }
 

@@ -1,6 +1,8 @@
 //! 3-D (t, h, w) position ids of a prompt, as transformers' `get_rope_index` computes them:
 //! text runs count up on all three axes; each image's tokens get (t, row, col) offsets from the
 //! position where the image starts, and the text after it resumes at start + max(rows, cols).
+//! A video's temporal patches are separated by their timestamps in the text, so each is placed
+//! like an image of its own (t = 1): a grid with `t` temporal patches stands for `t` runs.
 
 use crate::error::{ModelError, Result};
 use crate::preprocess::GridThw;
@@ -39,21 +41,24 @@ impl Positions {
 }
 
 /// Computes the prompt's 3-D positions and the rope delta (max position + 1 - length), which
-/// decoding adds to the token index. `grids` are the images in prompt order; every run of
-/// consecutive `image_token` ids is one image and must have grid.t*h*w/merge^2 tokens.
-pub fn get_rope_index(ids: &[u32], image_token: u32, grids: &[GridThw], merge: usize) -> Result<(Positions, i64)> {
+/// decoding adds to the token index. `grids` are the images and videos in prompt order; every
+/// run of consecutive ids equal to one of `visual_tokens` (the image and the video pad) is an
+/// image or one temporal patch of a video, and must have grid.h*w/merge^2 tokens.
+pub fn get_rope_index(ids: &[u32], visual_tokens: &[u32], grids: &[GridThw], merge: usize) -> Result<(Positions, i64)> {
     let mut pos = Positions::default();
-    let mut images = grids.iter();
+    let runs: Vec<GridThw> =
+        grids.iter().flat_map(|g| std::iter::repeat_n(GridThw { t: 1, ..*g }, g.t.max(1))).collect();
+    let mut images = runs.iter();
     let mut current: i64 = 0;
     let mut i = 0;
     while i < ids.len() {
-        if ids[i] != image_token {
+        if !visual_tokens.contains(&ids[i]) {
             pos.push(current, current, current);
             current += 1;
             i += 1;
             continue;
         }
-        let run = ids[i..].iter().take_while(|&&t| t == image_token).count();
+        let run = ids[i..].iter().take_while(|&&t| t == ids[i]).count();
         let g = images
             .next()
             .ok_or_else(|| ModelError::Input("the prompt has more images than were given".into()))?;
@@ -89,7 +94,7 @@ mod tests {
 
     #[test]
     fn text_only_counts_up_with_zero_delta() {
-        let (p, d) = get_rope_index(&[1, 2, 3], IMG, &[], 2).unwrap();
+        let (p, d) = get_rope_index(&[1, 2, 3], &[IMG], &[], 2).unwrap();
         assert_eq!(p, Positions::text(0, 3));
         assert_eq!(d, 0);
     }
@@ -101,7 +106,7 @@ mod tests {
         ids.extend([IMG; 6]);
         ids.push(3);
         let g = GridThw { t: 1, h: 4, w: 6 };
-        let (p, d) = get_rope_index(&ids, IMG, &[g], 2).unwrap();
+        let (p, d) = get_rope_index(&ids, &[IMG], &[g], 2).unwrap();
         assert_eq!(p.axes[0], vec![0, 1, 2, 2, 2, 2, 2, 2, 5]);
         assert_eq!(p.axes[1], vec![0, 1, 2, 2, 2, 3, 3, 3, 5]);
         assert_eq!(p.axes[2], vec![0, 1, 2, 3, 4, 2, 3, 4, 5]);
@@ -111,7 +116,17 @@ mod tests {
     #[test]
     fn token_count_must_match_grid() {
         let ids = [1, IMG, IMG, 2];
-        assert!(get_rope_index(&ids, IMG, &[GridThw { t: 1, h: 4, w: 4 }], 2).is_err());
-        assert!(get_rope_index(&ids, IMG, &[], 2).is_err());
+        assert!(get_rope_index(&ids, &[IMG], &[GridThw { t: 1, h: 4, w: 4 }], 2).is_err());
+        assert!(get_rope_index(&ids, &[IMG], &[], 2).is_err());
+    }
+
+    #[test]
+    fn each_temporal_patch_of_a_video_is_placed_like_an_image() {
+        const VID: u32 = 8;
+        // "<t0>" text, patch of 1x2 tokens, "<t1>" text, patch, end.
+        let ids = [5, VID, VID, 6, VID, VID, 7];
+        let (p, _) = get_rope_index(&ids, &[IMG, VID], &[GridThw { t: 2, h: 2, w: 4 }], 2).unwrap();
+        assert_eq!(p.axes[0], vec![0, 1, 1, 3, 4, 4, 6]);
+        assert_eq!(p.axes[2], vec![0, 1, 2, 3, 4, 5, 6]);
     }
 }

@@ -5,22 +5,15 @@
 //! the KV cache.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+
+mod common;
+use common::{check_logits, fixtures, rel_err, vec2, ACT_TOL};
 
 use screenpilot_model::generate::argmax;
 use screenpilot_model::preprocess::{load_image, preprocess};
 use screenpilot_model::prompt::{render, Message, Part, Role};
 use screenpilot_model::rope::get_rope_index;
 use screenpilot_model::{DType, Device, GridThw, LogitsFor, ModelFolder, PromptInput, Qwen3Vl, Tensor, Tokenizer};
-
-/// Logit tolerance: relative to the largest magnitude in the row.
-const LOGIT_TOL: f32 = 1e-4;
-/// Tolerance of intermediate activations, relative to the largest reference magnitude.
-const ACT_TOL: f32 = 1e-4;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 struct Case {
     name: String,
@@ -57,18 +50,6 @@ fn load() -> (ModelFolder, Qwen3Vl, Tokenizer) {
     (folder, model, tok)
 }
 
-fn vec2(t: &Tensor) -> Vec<Vec<f32>> {
-    t.to_dtype(DType::F32).unwrap().to_vec2().unwrap()
-}
-
-/// max |a - b| / max(|b|, 1e-6) over the whole tensor.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
-    diff / scale
-}
-
 fn grids(t: &HashMap<String, Tensor>) -> Vec<GridThw> {
     t.get("image_grid_thw")
         .map(|g| {
@@ -76,31 +57,6 @@ fn grids(t: &HashMap<String, Tensor>) -> Vec<GridThw> {
             v.iter().map(|r| GridThw { t: r[0] as usize, h: r[1] as usize, w: r[2] as usize }).collect()
         })
         .unwrap_or_default()
-}
-
-/// Compares full logits rows (ours) against the reference summaries with `prefix` (prompt_/gen_).
-fn check_logits(case: &str, what: &str, ours: &[Vec<f32>], t: &HashMap<String, Tensor>, prefix: &str) {
-    let top_ids: Vec<Vec<i64>> = t[&format!("{prefix}top_ids")].to_vec2().unwrap();
-    let top_vals = vec2(&t[&format!("{prefix}top_vals")]);
-    let strided = vec2(&t[&format!("{prefix}strided")]);
-    let lse: Vec<f32> = t[&format!("{prefix}lse")].to_vec1().unwrap();
-    assert_eq!(ours.len(), top_ids.len(), "{case}: {what}: number of rows");
-    for (i, row) in ours.iter().enumerate() {
-        let scale = top_vals[i].iter().chain(strided[i].iter()).fold(1e-6f32, |m, x| m.max(x.abs()));
-        let tol = LOGIT_TOL * scale;
-        for (j, r) in strided[i].iter().enumerate() {
-            let o = row[j * 37];
-            assert!((o - r).abs() <= tol, "{case}: {what} row {i} id {}: ours {o} ref {r}", j * 37);
-        }
-        for (k, (&id, &v)) in top_ids[i].iter().zip(&top_vals[i]).enumerate() {
-            let o = row[id as usize];
-            assert!((o - v).abs() <= tol, "{case}: {what} row {i} top{k} id {id}: ours {o} ref {v}");
-        }
-        assert_eq!(argmax(row) as i64, top_ids[i][0], "{case}: {what} row {i}: top-1 differs");
-        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let ours_lse = (row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m) as f32;
-        assert!((ours_lse - lse[i]).abs() <= tol, "{case}: {what} row {i} logsumexp: ours {ours_lse} ref {}", lse[i]);
-    }
 }
 
 fn messages(case: &Case, token_counts: &[usize]) -> Vec<Message> {
@@ -163,7 +119,7 @@ fn prompt_ids_and_3d_positions_match_transformers() {
         let ids = tok.encode(&render(&messages(&case, &counts), &[], true)).unwrap();
         let ref_ids: Vec<i64> = case.t["input_ids"].to_vec1().unwrap();
         assert_eq!(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), ref_ids, "{}: prompt ids", case.name);
-        let (pos, delta) = get_rope_index(&ids, model.config.image_token_id, &g, 2).unwrap();
+        let (pos, delta) = get_rope_index(&ids, &[model.config.image_token_id], &g, 2).unwrap();
         let ref_pos: Vec<Vec<i64>> = case.t["position_ids"].to_vec2().unwrap();
         for a in 0..3 {
             assert_eq!(pos.axes[a], ref_pos[a], "{}: position axis {a}", case.name);

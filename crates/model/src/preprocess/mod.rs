@@ -56,12 +56,14 @@ mod limits;
 mod patches;
 mod resize;
 mod smart_resize;
+mod video;
 
 pub use config::{PreprocessConfig, QWEN3_VL_MAX_PIXELS, QWEN3_VL_MIN_PIXELS};
 pub use decode::{decode_image, load_image, to_rgb8};
 pub use limits::{decode_image_limited, load_image_limited, read_image_file, ImageLimits};
 pub use resize::resize_bicubic_aa;
 pub use smart_resize::smart_resize;
+pub use video::{preprocess_video, smart_resize_video, timestamp_text, timestamps, PreprocessedVideo, VideoConfig, UNKNOWN_FPS};
 
 use decode::map_image_error;
 
@@ -103,6 +105,9 @@ pub enum PreprocessError {
     /// The path names a FIFO, a device, a directory or another non-regular file.
     #[error("{path} is not a regular file")]
     NotRegularFile { path: PathBuf },
+    /// A clip that cannot be a video input (too few frames, frames of different sizes, ...).
+    #[error("bad video: {0}")]
+    Video(String),
 }
 
 impl PreprocessError {
@@ -150,7 +155,8 @@ impl GridThw {
 /// then `mh`, `mw` inside the `merge × merge` window, the patch at patch row
 /// `bh*merge + mh` and column `bw*merge + mw`. Inside a row, value `((c * temporal + t) * patch + py) *
 /// patch + px` is channel `c`, frame `t`, pixel `(py, px)` of that patch,
-/// normalised. All `temporal` frames of a still image are the same.
+/// normalised. All `temporal` frames of a still image are the same. A clip
+/// (`video::preprocess_video`) has `grid.t` temporal patches, each with its rows in that order.
 ///
 /// What is kept is the resized 8-bit image and the normalisation table, a
 /// quarter of the f32 values of one frame: the input is cut, normalised and
@@ -158,8 +164,13 @@ impl GridThw {
 /// device), so the host only converts and resizes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreprocessedImage {
-    /// The resized image, RGB, row-major: `resized_height × resized_width × 3`.
+    /// The resized frames, RGB, row-major, one after the other: `frames × resized_height ×
+    /// resized_width × 3`.
     pub rgb: Vec<u8>,
+    /// Frames in `rgb`: 1 for a still image (repeated over the `temporal` frames of its one
+    /// temporal patch), the sampled frames of a clip (`grid.t` temporal patches; the last
+    /// patch repeats the last frame where `frames` is not a multiple of `temporal`).
+    pub frames: usize,
     /// The fused rescale + normalise per channel: value `v` of channel `c`
     /// becomes `lut[c][v]` (see `normalize_lut` in `patches.rs`).
     pub lut: [[f32; 256]; 3],
@@ -180,6 +191,16 @@ impl PreprocessedImage {
     pub(crate) fn patch(&self) -> usize {
         let per_frame = self.patch_dim / (3 * self.temporal.max(1));
         (per_frame as f64).sqrt().round() as usize
+    }
+
+    /// Which stored frame is frame `k` of temporal patch `t`: frame 0 for a still image, else
+    /// `t * temporal + k`, the last frame standing in for the padding.
+    pub(crate) fn frame_of(&self, t: usize, k: usize) -> usize {
+        if self.frames <= 1 {
+            0
+        } else {
+            (t * self.temporal.max(1) + k).min(self.frames - 1)
+        }
     }
 }
 
@@ -210,6 +231,7 @@ pub fn preprocess(
     let grid = GridThw { t: 1, h: new_h as usize / p, w: new_w as usize / p };
     Ok(PreprocessedImage {
         rgb: resized.into_owned().into_raw(),
+        frames: 1,
         lut: patches::normalize_lut(cfg),
         temporal: cfg.temporal_patch_size,
         merge: cfg.merge_size,

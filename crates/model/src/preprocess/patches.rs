@@ -31,15 +31,20 @@ impl PreprocessedImage {
     pub fn pixels(&self) -> Vec<f32> {
         let (p, m, t) = (self.patch(), self.merge.max(1), self.temporal.max(1));
         let width = self.resized_width as usize;
+        let frame_len = width * self.resized_height as usize * 3;
+        let per_t = self.grid.h * self.grid.w;
         let mut out = Vec::with_capacity(self.grid.num_patches() * self.patch_dim);
-        for index in 0..self.grid.num_patches() {
-            let (row, col) = patch_layout::patch_at(index, self.grid.w, m);
-            let (y0, x0) = (row * p, col * p);
-            for (c, table) in self.lut.iter().enumerate() {
-                for _ in 0..t {
-                    for py in 0..p {
-                        let start = ((y0 + py) * width + x0) * 3;
-                        out.extend(self.rgb[start..start + 3 * p].chunks_exact(3).map(|px| table[usize::from(px[c])]));
+        for gt in 0..self.grid.t {
+            for index in 0..per_t {
+                let (row, col) = patch_layout::patch_at(index, self.grid.w, m);
+                let (y0, x0) = (row * p, col * p);
+                for (c, table) in self.lut.iter().enumerate() {
+                    for k in 0..t {
+                        let frame = &self.rgb[self.frame_of(gt, k) * frame_len..];
+                        for py in 0..p {
+                            let start = ((y0 + py) * width + x0) * 3;
+                            out.extend(frame[start..start + 3 * p].chunks_exact(3).map(|px| table[usize::from(px[c])]));
+                        }
                     }
                 }
             }
