@@ -24,7 +24,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     serve_cfg.model_name = a.model_name.clone().unwrap_or_else(|| {
         l.folder.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "qwen3-vl".into())
     });
-    let engine = Engine::new(l.model, l.tok, l.preprocess, cfg);
+    let engine = Engine::new(l.model, l.tok, l.preprocess, cfg).with_video(l.folder.video.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let handle = EngineHandle::spawn(engine)?;

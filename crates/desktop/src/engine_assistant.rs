@@ -97,7 +97,10 @@ fn bad_model(e: impl std::fmt::Display) -> DesktopError {
 impl From<EngineError> for DesktopError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::InvalidRequest(_) | EngineError::InvalidImage(_) | EngineError::ContextLength { .. } => {
+            EngineError::InvalidRequest(_)
+            | EngineError::InvalidImage(_)
+            | EngineError::InvalidVideo(_)
+            | EngineError::ContextLength { .. } => {
                 DesktopError::InvalidArgument(e.to_string())
             }
             other => DesktopError::Model(other.to_string()),

@@ -1,6 +1,6 @@
 //! The synchronous engine: owns the model, the tokenizer and both caches, turns a
-//! [`ValidRequest`] into a prefilled [`Sequence`] (images through the vision cache, the prompt
-//! through the prefix cache) and advances sequences one token at a time, alone or several in
+//! [`ValidRequest`] into a prefilled [`Sequence`] (images and video clips through the vision
+//! cache, the prompt through the prefix cache) and advances sequences one token at a time, alone or several in
 //! one batched model pass. The async service drives it from one thread; tests and benchmarks
 //! may drive it directly.
 
@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use screenpilot_model::generate::{top_k, Sampler};
 use screenpilot_model::prompt::{Message, Part};
+use screenpilot_model::preprocess::VideoConfig;
 use screenpilot_model::{
     DType, Device, GridThw, KvCache, LogitsFor, PreprocessConfig, PreprocessedImage, PromptInput, Qwen3Vl,
     Tokenizer, VisionOutput,
@@ -23,6 +24,7 @@ use crate::memory;
 use crate::prefix_cache::{token_keys, PrefixCache};
 use crate::request::{ContentPart, Request, RequestLimits, ValidRequest};
 use crate::sequence::Sequence;
+use crate::video::ClipMemo;
 use crate::vision_cache::{CacheStats, ImageKey, VisionCache};
 
 /// How the engine and its service are set up.
@@ -114,14 +116,26 @@ pub struct CacheReport {
 /// Decoded images whose preprocessing the engine remembers (with the vision cache on): the
 /// screenshots a GUI task keeps in its conversation.
 const MEMO_IMAGES: usize = 16;
+/// Clips whose preprocessing the engine remembers (with the vision cache on).
+const MEMO_CLIPS: usize = 4;
+
+/// The images and clips of a request, preprocessed, in prompt order: the model inputs, and for
+/// each clip the time of each temporal patch (None for an image).
+struct Visuals {
+    inputs: Vec<PreprocessedImage>,
+    timestamps: Vec<Option<Vec<f64>>>,
+    keys: Vec<ImageKey>,
+}
 
 pub struct Engine {
     model: Qwen3Vl,
     tok: Tokenizer,
     preprocess: PreprocessConfig,
+    video: VideoConfig,
     vision: VisionCache,
     prefix: PrefixCache,
     memo: images::Memo,
+    clips: ClipMemo,
     cfg: EngineConfig,
 }
 
@@ -134,11 +148,20 @@ impl Engine {
             vision: VisionCache::new(cfg.vision_cache_bytes),
             prefix: PrefixCache::new(cfg.prefix_cache_bytes),
             memo: images::Memo::new(if cfg.vision_cache_bytes > 0 { MEMO_IMAGES } else { 0 }),
+            clips: ClipMemo::new(if cfg.vision_cache_bytes > 0 { MEMO_CLIPS } else { 0 }),
             model,
             tok,
             preprocess,
+            video: VideoConfig::default(),
             cfg,
         }
+    }
+
+    /// The same engine with the video processor's settings `video` (a model folder's
+    /// video_preprocessor_config.json; the class defaults otherwise).
+    pub fn with_video(mut self, video: VideoConfig) -> Self {
+        self.video = video;
+        self
     }
 
     /// Loads a Hugging Face model folder (end tokens of generation_config.json included)
@@ -159,6 +182,7 @@ impl Engine {
         self.vision = VisionCache::new(self.cfg.vision_cache_bytes);
         self.prefix = PrefixCache::new(self.cfg.prefix_cache_bytes);
         self.memo = images::Memo::new(if self.cfg.vision_cache_bytes > 0 { MEMO_IMAGES } else { 0 });
+        self.clips = ClipMemo::new(if self.cfg.vision_cache_bytes > 0 { MEMO_CLIPS } else { 0 });
     }
 
     /// Whether a step needs its logits on the host whatever the sampler (recorded or traced).
@@ -207,8 +231,8 @@ impl Engine {
     pub fn start(&mut self, req: &ValidRequest, submitted: Instant) -> Result<Sequence> {
         let mut timings = RequestTimings { queue_ms: ms(submitted), ..Default::default() };
         // Everything that can refuse the request runs before the vision tower and the prefill.
-        let (images, image_keys) = self.load_images(req, &mut timings)?;
-        let ids = self.tok.encode_chat(&self.messages(req.request(), &images), &req.request().tools, true)?;
+        let Visuals { inputs: images, timestamps, keys: image_keys } = self.load_visuals(req, &mut timings)?;
+        let ids = self.tok.encode_chat(&self.messages(req.request(), &images, &timestamps), &req.request().tools, true)?;
         let total = ids.len() + req.options().max_tokens;
         if total > self.model.max_context {
             return Err(EngineError::ContextLength {
@@ -220,7 +244,7 @@ impl Engine {
         let merge = self.model.merge_size();
         let per_image: Vec<(ImageKey, usize)> =
             image_keys.iter().zip(&images).map(|(k, i)| (*k, i.grid.num_tokens(merge))).collect();
-        let keys = token_keys(&ids, self.model.config.image_token_id, &per_image)?;
+        let keys = token_keys(&ids, &self.model.visual_tokens(), &per_image)?;
         let max_reuse = ids.len().saturating_sub(self.cfg.min_prefill_tokens.max(1));
         let cached = self.prefix.lookup(&keys, max_reuse)?;
         self.check_memory(&images, ids.len(), cached.as_ref().map_or(0, |kv| kv.len()))?;
@@ -393,9 +417,9 @@ impl Engine {
         Completion { token_ids: ids, text, finish, timings, step_logits }
     }
 
-    fn messages(&self, req: &Request, images: &[PreprocessedImage]) -> Vec<Message> {
+    fn messages(&self, req: &Request, images: &[PreprocessedImage], timestamps: &[Option<Vec<f64>>]) -> Vec<Message> {
         let merge = self.model.merge_size();
-        let mut next = images.iter();
+        let mut next = images.iter().zip(timestamps);
         req.messages
             .iter()
             .map(|m| Message {
@@ -406,31 +430,45 @@ impl Engine {
                     .map(|p| match p {
                         ContentPart::Text(t) => Part::Text(t.clone()),
                         ContentPart::Image(_) => {
-                            Part::Image { tokens: next.next().map(|i| i.grid.num_tokens(merge)).unwrap_or(0) }
+                            Part::Image { tokens: next.next().map(|(i, _)| i.grid.num_tokens(merge)).unwrap_or(0) }
                         }
+                        ContentPart::Video(_) => match next.next() {
+                            Some((clip, Some(stamps))) => Part::Video {
+                                timestamps: stamps.clone(),
+                                tokens_per_frame: clip.grid.h * clip.grid.w / (merge * merge).max(1),
+                            },
+                            _ => Part::Video { timestamps: Vec::new(), tokens_per_frame: 0 },
+                        },
                     })
                     .collect(),
             })
             .collect()
     }
 
-    /// Reads, decodes and preprocesses the request's images, with their cache keys.
-    fn load_images(
-        &self,
-        req: &ValidRequest,
-        timings: &mut RequestTimings,
-    ) -> Result<(Vec<PreprocessedImage>, Vec<ImageKey>)> {
+    /// Reads, decodes and preprocesses the request's images and videos, with their cache keys.
+    fn load_visuals(&self, req: &ValidRequest, timings: &mut RequestTimings) -> Result<Visuals> {
         let t = Instant::now();
-        let (mut images, mut keys) = (Vec::new(), Vec::new());
-        for src in req.images() {
-            let (pre, key, remembered) = self.memo.load(src, &self.preprocess)?;
+        let mut out = Visuals { inputs: Vec::new(), timestamps: Vec::new(), keys: Vec::new() };
+        for part in req.visuals() {
+            let (pre, stamps, key, remembered) = match part {
+                ContentPart::Image(src) => {
+                    let (pre, key, remembered) = self.memo.load(src, &self.preprocess)?;
+                    (pre, None, key, remembered)
+                }
+                ContentPart::Video(src) => {
+                    let (v, key, remembered) = self.clips.load(src, &self.video)?;
+                    (v.clip, Some(v.timestamps), key, remembered)
+                }
+                ContentPart::Text(_) => continue,
+            };
             timings.images_preprocessed += usize::from(!remembered);
-            images.push(pre);
-            keys.push(key);
+            out.inputs.push(pre);
+            out.timestamps.push(stamps);
+            out.keys.push(key);
         }
         timings.preprocess_ms = ms(t);
-        timings.images = images.len();
-        Ok((images, keys))
+        timings.images = out.inputs.len();
+        Ok(out)
     }
 
     /// On the CPU, refuses a request whose vision tower and prefill would need more memory than

@@ -13,6 +13,9 @@ pub enum EngineError {
     /// An image could not be read, decoded or preprocessed.
     #[error("invalid image: {0}")]
     InvalidImage(String),
+    /// A video could not be read, decoded or preprocessed.
+    #[error("invalid video: {0}")]
+    InvalidVideo(String),
     /// Prompt plus answer do not fit the model's context.
     #[error("the prompt has {tokens} tokens and asks for {max_tokens} more, but the context holds {context}")]
     ContextLength { tokens: usize, max_tokens: usize, context: usize },
@@ -39,6 +42,7 @@ impl EngineError {
         match self {
             EngineError::InvalidRequest(_) => "invalid_request_error",
             EngineError::InvalidImage(_) => "invalid_image",
+            EngineError::InvalidVideo(_) => "invalid_video",
             EngineError::ContextLength { .. } => "context_length_exceeded",
             EngineError::Busy { .. } => "overloaded",
             EngineError::Stopped => "engine_stopped",

@@ -9,6 +9,7 @@
 //!   continuous batching (every active sequence decoded in one batched model pass per round),
 //!   cancellation and coalescing of identical requests.
 //! - [`intake`]: reading and decoding a request's images off the engine thread, under limits.
+//! - [`video`]: a request's videos sampled and preprocessed ([`video_file`] decodes files).
 //! - [`load`]: the one loader of a model folder (model, tokenizer, preprocessing, generation
 //!   defaults) for every front end.
 //! - [`server`]: an OpenAI-compatible HTTP API (axum).
@@ -32,12 +33,15 @@ pub mod request;
 pub mod sequence;
 pub mod server;
 pub mod service;
+pub mod video;
+pub mod video_file;
 pub mod vision_cache;
 
 pub use engine::{CacheReport, Completion, Engine, EngineConfig};
 pub use error::{EngineError, Result};
 pub use events::{Event, FinishReason, PromptLogits, RequestTimings, StepLogits, TokenEvent};
 pub use request::{
+    Clip, VideoSource,
     ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, RequestLimits, Role, ValidRequest,
 };
 pub use server::{bind, serve, serve_on, ServeConfig};

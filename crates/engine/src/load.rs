@@ -135,7 +135,7 @@ impl Loaded {
     /// An engine over this model (the folder's metadata and defaults are dropped; keep what
     /// you need first).
     pub fn into_engine(self, cfg: EngineConfig) -> Engine {
-        Engine::new(self.model, self.tok, self.preprocess, cfg)
+        Engine::new(self.model, self.tok, self.preprocess, cfg).with_video(self.folder.video)
     }
 }
 

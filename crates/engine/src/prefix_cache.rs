@@ -10,15 +10,16 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::error::{EngineError, Result};
 use crate::vision_cache::{CacheStats, ImageKey};
 
-/// Keys of a prompt's tokens: image tokens take the key of (image, index in image).
-/// `images` lists each image's key and token count in prompt order.
-pub fn token_keys(ids: &[u32], image_token: u32, images: &[(ImageKey, usize)]) -> Result<Vec<u64>> {
+/// Keys of a prompt's tokens: image and video tokens (any of `visual_tokens`) take the key of
+/// (image or clip, index in it). `images` lists each image's and clip's key and token count in
+/// prompt order (a clip's tokens run over several runs, one per temporal patch).
+pub fn token_keys(ids: &[u32], visual_tokens: &[u32], images: &[(ImageKey, usize)]) -> Result<Vec<u64>> {
     let mut out = Vec::with_capacity(ids.len());
     let mut img = images.iter();
     let mut current: Option<(ImageKey, usize)> = None;
     let mut index = 0usize;
     for &id in ids {
-        if id != image_token {
+        if !visual_tokens.contains(&id) {
             out.push(u64::from(id));
             continue;
         }
@@ -196,13 +197,13 @@ mod tests {
     fn image_tokens_are_keyed_by_the_image_behind_them() {
         let (a, b) = (ImageKey(1), ImageKey(2));
         let ids = [1, IMG, IMG, 2, IMG, IMG, 3];
-        let ab = token_keys(&ids, IMG, &[(a, 2), (b, 2)]).unwrap();
-        let ba = token_keys(&ids, IMG, &[(b, 2), (a, 2)]).unwrap();
+        let ab = token_keys(&ids, &[IMG], &[(a, 2), (b, 2)]).unwrap();
+        let ba = token_keys(&ids, &[IMG], &[(b, 2), (a, 2)]).unwrap();
         assert_eq!(common_prefix(&ab, &ba), 1, "swapped images share only the first text token");
         assert_eq!(ab[0], 1);
         assert_ne!(ab[1], ab[2], "tokens of one image differ by index");
         assert_eq!(ab[1], ba[4], "the same image gives the same keys wherever it is");
-        assert!(token_keys(&ids, IMG, &[(a, 2)]).is_err());
+        assert!(token_keys(&ids, &[IMG], &[(a, 2)]).is_err());
     }
 
     #[test]

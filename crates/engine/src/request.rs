@@ -35,10 +35,34 @@ impl PartialEq for ImageSource {
     }
 }
 
+/// Where a video comes from. Files are decoded, and frames sampled, off the caller's thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoSource {
+    /// A video file (mp4, webm, mkv, ...).
+    Path(PathBuf),
+    /// The bytes of a video file.
+    Bytes(Arc<[u8]>),
+    /// A clip's frames in order, `fps` a second (a folder of images, screen captures); the
+    /// engine samples them as transformers samples a decoded video.
+    Frames { frames: Vec<ImageSource>, fps: f64 },
+    /// Frames already decoded and sampled.
+    Clip(Arc<Clip>),
+}
+
+/// The sampled frames of a video: `frames[i]` is frame `indices[i]` of a video at `fps`
+/// frames a second (None: unknown, taken as 24 as transformers does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clip {
+    pub frames: Vec<Arc<DynamicImage>>,
+    pub indices: Vec<usize>,
+    pub fps: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContentPart {
     Text(String),
     Image(ImageSource),
+    Video(VideoSource),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +124,7 @@ pub struct Request {
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
     pub max_images: usize,
+    pub max_videos: usize,
     /// The most tokens a request may ask for; the engine lowers it to the model's context
     /// length (the default leaves it at that).
     pub max_tokens: usize,
@@ -109,7 +134,7 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { max_images: 16, max_tokens: usize::MAX, max_stop_strings: 8, max_text_bytes: 1 << 20 }
+        Self { max_images: 16, max_videos: 4, max_tokens: usize::MAX, max_stop_strings: 8, max_text_bytes: 1 << 20 }
     }
 }
 
@@ -149,8 +174,13 @@ impl ValidRequest {
     pub fn images(&self) -> impl Iterator<Item = &ImageSource> {
         self.request.messages.iter().flat_map(|m| m.parts.iter()).filter_map(|p| match p {
             ContentPart::Image(i) => Some(i),
-            ContentPart::Text(_) => None,
+            _ => None,
         })
+    }
+
+    /// The images and videos of the request, in prompt order.
+    pub fn visuals(&self) -> impl Iterator<Item = &ContentPart> {
+        self.request.messages.iter().flat_map(|m| m.parts.iter()).filter(|p| !matches!(p, ContentPart::Text(_)))
     }
 
     /// The model's sampling parameters for this request.
@@ -180,9 +210,13 @@ pub(crate) fn check(r: &Request, limits: &RequestLimits) -> Result<()> {
     if images > limits.max_images {
         return bad(format!("{images} images given, at most {} are accepted", limits.max_images));
     }
+    let videos = r.messages.iter().flat_map(|m| &m.parts).filter(|p| matches!(p, ContentPart::Video(_))).count();
+    if videos > limits.max_videos {
+        return bad(format!("{videos} videos given, at most {} are accepted", limits.max_videos));
+    }
     let takes_images = |role| matches!(role, Role::User | Role::Tool);
-    if r.messages.iter().any(|m| !takes_images(m.role) && m.parts.iter().any(|p| matches!(p, ContentPart::Image(_)))) {
-        return bad("images are only accepted in user and tool messages".into());
+    if r.messages.iter().any(|m| !takes_images(m.role) && m.parts.iter().any(|p| !matches!(p, ContentPart::Text(_)))) {
+        return bad("images and videos are only accepted in user and tool messages".into());
     }
     if r.tools.iter().any(|t| !t.is_object()) {
         return bad("every tool must be a JSON object".into());
@@ -193,7 +227,7 @@ pub(crate) fn check(r: &Request, limits: &RequestLimits) -> Result<()> {
         .flat_map(|m| &m.parts)
         .map(|p| match p {
             ContentPart::Text(t) => t.len(),
-            ContentPart::Image(_) => 0,
+            ContentPart::Image(_) | ContentPart::Video(_) => 0,
         })
         .sum::<usize>()
         + r.tools.iter().map(|t| t.to_string().len()).sum::<usize>();
@@ -238,6 +272,7 @@ fn fingerprint(r: &Request) -> u64 {
                     h.update(t.as_bytes());
                 }
                 ContentPart::Image(i) => hash_image_source(&mut h, i),
+                ContentPart::Video(v) => hash_video_source(&mut h, v),
             }
         }
     }
@@ -264,6 +299,34 @@ fn fingerprint(r: &Request) -> u64 {
         h.update(json.as_bytes());
     }
     h.digest()
+}
+
+fn hash_video_source(h: &mut Xxh3, v: &VideoSource) {
+    match v {
+        VideoSource::Path(p) => {
+            h.update(b"VP");
+            h.update(p.to_string_lossy().as_bytes());
+        }
+        VideoSource::Bytes(b) => {
+            h.update(b"VB");
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+        VideoSource::Frames { frames, fps } => {
+            h.update(b"VF");
+            h.update(&fps.to_bits().to_le_bytes());
+            h.update(&(frames.len() as u64).to_le_bytes());
+            frames.iter().for_each(|f| hash_image_source(h, f));
+        }
+        VideoSource::Clip(c) => {
+            h.update(b"VC");
+            h.update(&c.fps.map_or(0, f64::to_bits).to_le_bytes());
+            for (i, f) in c.indices.iter().zip(&c.frames) {
+                h.update(&(*i as u64).to_le_bytes());
+                hash_image_source(h, &ImageSource::Image(f.clone()));
+            }
+        }
+    }
 }
 
 fn hash_image_source(h: &mut Xxh3, i: &ImageSource) {

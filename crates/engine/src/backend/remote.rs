@@ -16,7 +16,7 @@ use super::tool_text::{self, ToolCall};
 use super::{Backend, Reply};
 use crate::error::{EngineError, Result};
 use crate::events::{FinishReason, RequestTimings};
-use crate::request::{ChatMessage, ContentPart, ImageSource, Request, Role};
+use crate::request::{ChatMessage, ContentPart, ImageSource, Request, Role, VideoSource};
 
 /// Where and how to reach the server.
 #[derive(Clone)]
@@ -415,9 +415,28 @@ fn content(parts: &[ContentPart]) -> Result<Value> {
         .map(|p| match p {
             ContentPart::Text(t) => Ok(json!({"type": "text", "text": t})),
             ContentPart::Image(src) => Ok(json!({"type": "image_url", "image_url": {"url": data_uri(src)?}})),
+            ContentPart::Video(src) => Ok(json!({"type": "video_url", "video_url": {"url": video_data_uri(src)?}})),
         })
         .collect::<Result<Vec<_>>>()
         .map(Value::Array)
+}
+
+/// A video file as a `data:` URI (what vLLM's `video_url` takes). Frames (a rewind, a folder)
+/// are not a file: a remote server cannot take them.
+fn video_data_uri(src: &VideoSource) -> Result<String> {
+    let bytes: Vec<u8> = match src {
+        VideoSource::Bytes(b) => b.to_vec(),
+        VideoSource::Path(p) => {
+            std::fs::read(p).map_err(|e| EngineError::InvalidVideo(format!("{}: {e}", p.display())))?
+        }
+        VideoSource::Frames { .. } | VideoSource::Clip(_) => {
+            return Err(EngineError::InvalidVideo(
+                "a remote server takes video files; frames (a rewind or a folder of images) need the local model".into(),
+            ))
+        }
+    };
+    let mime = if bytes.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]) { "video/webm" } else { "video/mp4" };
+    Ok(format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
 }
 
 /// An image as a `data:` URI: encoded bytes as they are, a decoded image as PNG.

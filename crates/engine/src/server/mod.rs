@@ -130,7 +130,10 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match &e {
-            EngineError::InvalidRequest(_) | EngineError::InvalidImage(_) | EngineError::ContextLength { .. } => {
+            EngineError::InvalidRequest(_)
+            | EngineError::InvalidImage(_)
+            | EngineError::InvalidVideo(_)
+            | EngineError::ContextLength { .. } => {
                 StatusCode::BAD_REQUEST
             }
             EngineError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
