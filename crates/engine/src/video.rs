@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use image::DynamicImage;
-use screenpilot_model::preprocess::{preprocess_video, PreprocessedVideo, VideoConfig};
+use screenpilot_model::preprocess::{assemble_video, clip_size, resize_frame, PreprocessedVideo, VideoConfig};
 
 use crate::error::{EngineError, Result};
 use crate::request::{Clip, ImageSource, VideoSource};
@@ -57,11 +57,24 @@ fn decode_frame(src: &ImageSource) -> Result<DynamicImage> {
     }
 }
 
-/// Preprocesses a sampled clip.
+/// Preprocesses a sampled clip, its frames resized on up to [`RESIZE_THREADS`] threads (the
+/// same pixels as one thread: each frame is resized alone).
 pub fn preprocess(clip: &Clip, cfg: &VideoConfig) -> Result<PreprocessedVideo> {
+    let invalid = |e: screenpilot_model::preprocess::PreprocessError| EngineError::InvalidVideo(e.to_string());
     let frames: Vec<&DynamicImage> = clip.frames.iter().map(|f| f.as_ref()).collect();
-    preprocess_video(&frames, &clip.indices, clip.fps, cfg).map_err(|e| EngineError::InvalidVideo(e.to_string()))
+    let size = clip_size(&frames, &clip.indices, cfg).map_err(invalid)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, RESIZE_THREADS);
+    let chunk = frames.len().div_ceil(threads).max(1);
+    let resized: Vec<image::RgbImage> = std::thread::scope(|s| {
+        let jobs: Vec<_> =
+            frames.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|f| resize_frame(f, size)).collect::<Vec<_>>())).collect();
+        jobs.into_iter().flat_map(|j| j.join().unwrap_or_default()).collect()
+    });
+    assemble_video(resized, size, &clip.indices, clip.fps, cfg).map_err(invalid)
 }
+
+/// Most threads resizing one clip's frames.
+pub const RESIZE_THREADS: usize = 16;
 
 /// The preprocessing (and cache key) of clips the caller still holds, by the clip's address
 /// (as [`crate::images`]' memo of screenshots): a second question about the same rewind costs no

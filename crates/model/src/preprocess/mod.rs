@@ -63,7 +63,10 @@ pub use decode::{decode_image, load_image, to_rgb8};
 pub use limits::{decode_image_limited, load_image_limited, read_image_file, ImageLimits};
 pub use resize::resize_bicubic_aa;
 pub use smart_resize::smart_resize;
-pub use video::{preprocess_video, smart_resize_video, timestamp_text, timestamps, PreprocessedVideo, VideoConfig, UNKNOWN_FPS};
+pub use video::{
+    assemble_video, clip_size, preprocess_video, resize_frame, smart_resize_video, timestamp_text, timestamps, ClipSize,
+    PreprocessedVideo, VideoConfig, UNKNOWN_FPS,
+};
 
 use decode::map_image_error;
 

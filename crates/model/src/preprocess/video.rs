@@ -215,12 +215,23 @@ pub struct PreprocessedVideo {
 
 /// Preprocesses a clip's sampled frames: `frames[i]` is frame `indices[i]` of a video at
 /// `source_fps` (None: unknown). Every frame must have the size of the first.
+/// ([`clip_size`], each frame through [`resize_frame`], then [`assemble_video`]: a caller with
+/// threads may resize the frames in parallel.)
 pub fn preprocess_video(
     frames: &[&DynamicImage],
     indices: &[usize],
     source_fps: Option<f64>,
     cfg: &VideoConfig,
 ) -> Result<PreprocessedVideo, PreprocessError> {
+    let size = clip_size(frames, indices, cfg)?;
+    let resized = frames.iter().map(|f| resize_frame(f, size)).collect();
+    assemble_video(resized, size, indices, source_fps, cfg)
+}
+
+/// The size a clip's frames are resized to, once the clip is checked: frames and indices
+/// agree, at least `temporal_patch_size` frames, all of one size. Returns the source and the
+/// resized size, and whether transparency must be blended (then for every frame).
+pub fn clip_size(frames: &[&DynamicImage], indices: &[usize], cfg: &VideoConfig) -> Result<ClipSize, PreprocessError> {
     let fc = &cfg.frame;
     fc.validate()?;
     if frames.len() != indices.len() {
@@ -246,20 +257,54 @@ pub fn preprocess_video(
     let (new_h, new_w) =
         smart_resize_video(frames.len(), height, width, fc.temporal_patch_size, factor, fc.min_pixels, max_pixels)?;
     let blend = frames.iter().any(|f| has_transparency(f));
-    let mut rgb = Vec::with_capacity(frames.len() * new_h as usize * new_w as usize * 3);
-    for f in frames {
-        let frame = if blend { Cow::Owned(over_white(f)) } else { super::to_rgb8(f) };
-        if (new_w, new_h) == (width, height) {
-            rgb.extend_from_slice(frame.as_raw());
-        } else {
-            rgb.extend_from_slice(resize_bicubic_aa(&frame, new_w, new_h).as_raw());
-        }
+    Ok(ClipSize { width, height, new_width: new_w, new_height: new_h, blend })
+}
+
+/// What [`clip_size`] decided for a clip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClipSize {
+    pub width: u32,
+    pub height: u32,
+    pub new_width: u32,
+    pub new_height: u32,
+    /// Some frame has transparency: every frame is blended over white.
+    pub blend: bool,
+}
+
+/// One frame converted to RGB (blended over white where the clip needs it) and resized.
+pub fn resize_frame(frame: &DynamicImage, size: ClipSize) -> image::RgbImage {
+    let rgb = if size.blend { Cow::Owned(over_white(frame)) } else { super::to_rgb8(frame) };
+    if (size.new_width, size.new_height) == (size.width, size.height) {
+        rgb.into_owned()
+    } else {
+        resize_bicubic_aa(&rgb, size.new_width, size.new_height)
+    }
+}
+
+/// The clip from its frames resized by [`resize_frame`] to `size`.
+pub fn assemble_video(
+    resized: Vec<image::RgbImage>,
+    size: ClipSize,
+    indices: &[usize],
+    source_fps: Option<f64>,
+    cfg: &VideoConfig,
+) -> Result<PreprocessedVideo, PreprocessError> {
+    let fc = &cfg.frame;
+    let (new_w, new_h) = (size.new_width, size.new_height);
+    if resized.len() != indices.len() || resized.iter().any(|f| f.dimensions() != (new_w, new_h)) {
+        return Err(PreprocessError::Video("the resized frames do not match the clip".into()));
+    }
+    let n = resized.len();
+    let mut rgb = Vec::with_capacity(n * new_h as usize * new_w as usize * 3);
+    for f in resized {
+        rgb.extend_from_slice(f.as_raw());
     }
     let p = fc.patch_size;
-    let t = frames.len().div_ceil(fc.temporal_patch_size);
+    let t = n.div_ceil(fc.temporal_patch_size);
+    let (width, height) = (size.width, size.height);
     let clip = PreprocessedImage {
         rgb,
-        frames: frames.len(),
+        frames: n,
         lut: patches::normalize_lut(fc),
         temporal: fc.temporal_patch_size,
         merge: fc.merge_size,
