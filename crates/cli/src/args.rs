@@ -241,6 +241,16 @@ pub struct BenchArgs {
     /// Side of the square synthetic screenshot, in pixels.
     #[arg(long, default_value_t = 1024)]
     pub image_size: u32,
+    /// Instead of a screenshot, a rewind of the screen: this many seconds of a synthetic
+    /// `--screen` at `--rewind-fps`, sent as a video (Qwen3-VL's published video settings).
+    #[arg(long)]
+    pub rewind: Option<f64>,
+    /// Frames per second of `--rewind`.
+    #[arg(long, default_value_t = 2.0)]
+    pub rewind_fps: f64,
+    /// The screen of `--rewind`, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1920x1080", value_parser = parse_size)]
+    pub screen: (u32, u32),
     /// Text tokens of the question after the image.
     #[arg(long, default_value_t = 512)]
     pub text_tokens: usize,
@@ -299,6 +309,12 @@ pub struct GroundArgs {
     pub sampling: SamplingArgs,
     /// What to find, e.g. "the OK button".
     pub query: String,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
+    let side = |v: &str| v.trim().parse::<u32>().ok().filter(|&n| n > 0).ok_or(format!("{v:?} is not a positive size"));
+    Ok((side(w)?, side(h)?))
 }
 
 fn parse_origin(s: &str) -> Result<(i32, i32), String> {

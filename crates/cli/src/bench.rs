@@ -5,7 +5,9 @@
 //! [`RequestTimings`], peak GPU memory, and a second question on the same image in a new
 //! request (its vision features and the shared prefix's KV come from the caches). Each
 //! repetition starts with empty caches. With `--batch N` it then measures N such requests
-//! through the engine's worker, batched and one at a time ([`crate::bench_batch`]).
+//! through the engine's worker, batched and one at a time ([`crate::bench_batch`]). With
+//! `--rewind SECONDS` the visual input is a rewind of a synthetic screen sent as a video, and
+//! the follow-up asks about the same clip.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use screenpilot_engine::{
-    ChatMessage, ContentPart, Engine, EngineConfig, GenerationOptions, ImageSource, Request, RequestLimits,
-    RequestTimings, Role, ValidRequest,
+    ChatMessage, Clip, ContentPart, Engine, EngineConfig, GenerationOptions, ImageSource, Request, RequestLimits,
+    RequestTimings, Role, ValidRequest, VideoSource,
 };
+use screenpilot_model::preprocess::VideoConfig;
 use screenpilot_model::config::named_shape;
 use screenpilot_model::preprocess::preprocess;
 use screenpilot_model::profile;
@@ -97,6 +100,33 @@ fn tensor_peak_bytes(_dev: &Device, _reset: bool) -> Option<u64> {
     None
 }
 
+/// `secs` seconds of a `w` x `h` screen at `fps`: every frame differs (the pattern moves), the
+/// worst case for a rewind (which stores a frame that did not change once).
+fn synthetic_rewind(w: u32, h: u32, secs: f64, fps: f64) -> anyhow::Result<Clip> {
+    let n = (secs * fps).round() as usize;
+    if n < 2 || !fps.is_finite() || fps <= 0.0 {
+        bail!("--rewind {secs} at --rewind-fps {fps} makes {n} frames; a video needs at least 2");
+    }
+    let frames = (0..n as u32)
+        .map(|k| {
+            Arc::new(image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+                let x = x + 3 * k;
+                image::Rgb([(x * 7 + y) as u8, (y * 3 + k) as u8, ((x ^ y) * 5) as u8])
+            })))
+        })
+        .collect();
+    Ok(Clip { frames, indices: (0..n).collect(), fps: Some(fps) })
+}
+
+/// Qwen3-VL's published video_preprocessor_config.json bounds (4096..=25165824 pixels over
+/// all frames), the rest the class defaults: the settings of random weights (a model folder
+/// brings its own).
+fn qwen3_vl_video() -> VideoConfig {
+    let mut v = VideoConfig::default();
+    (v.frame.min_pixels, v.frame.max_pixels) = (4096, 25_165_824);
+    v
+}
+
 /// The two requests of one repetition: the question, then the follow-up on the same image.
 struct Workload {
     first: ValidRequest,
@@ -104,9 +134,8 @@ struct Workload {
 }
 
 impl Workload {
-    fn new(tok: &Tokenizer, a: &BenchArgs, img: &image::DynamicImage, new_tokens: usize) -> anyhow::Result<Self> {
+    fn new(tok: &Tokenizer, a: &BenchArgs, visual: ContentPart, new_tokens: usize) -> anyhow::Result<Self> {
         let words = word_pool(tok)?;
-        let image = ImageSource::Image(Arc::new(img.clone()));
         let ask = |words_n: usize, salt: usize, max_tokens: usize| -> anyhow::Result<ValidRequest> {
             let mut messages = Vec::new();
             if a.system_tokens > 0 {
@@ -119,7 +148,7 @@ impl Workload {
             }
             messages.push(ChatMessage {
                 role: Role::User,
-                parts: vec![ContentPart::Image(image.clone()), ContentPart::Text(question)],
+                parts: vec![visual.clone(), ContentPart::Text(question)],
             });
             let options = GenerationOptions { max_tokens, ignore_eos: true, ..Default::default() };
             let limits = RequestLimits { max_text_bytes: usize::MAX, ..Default::default() };
@@ -212,18 +241,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let (model, label, folder_tok, mut pcfg) = match (&a.model, &a.shape) {
+    let (model, label, folder_tok, mut pcfg, folder_video) = match (&a.model, &a.shape) {
         (Some(_), Some(_)) => bail!("give either --model or --shape, not both"),
         (Some(dir), None) => {
             let l = load(&ModelArgs { model: dir.clone(), runtime: a.runtime.clone() })?;
-            (l.model, l.folder.dir.display().to_string(), Some(l.tok), l.preprocess)
+            (l.model, l.folder.dir.display().to_string(), Some(l.tok), l.preprocess, Some(l.folder.video))
         }
         (None, shape) => {
             let shape = shape.as_deref().unwrap_or("2b");
             let cfg = named_shape(shape).with_context(|| format!("unknown shape {shape:?} (2b, 4b, 8b)"))?;
             let dev = device(a.runtime.device)?;
             let dt = dtype(a.runtime.dtype, &dev);
-            (Qwen3Vl::random_with(&cfg, dt, &dev, crate::load::kernels(&a.runtime))?, format!("random {shape}"), None, PreprocessConfig::default())
+            (Qwen3Vl::random_with(&cfg, dt, &dev, crate::load::kernels(&a.runtime))?, format!("random {shape}"), None, PreprocessConfig::default(), None)
         }
     };
     let tok = tokenizer(&a, folder_tok)?;
@@ -231,9 +260,28 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     pcfg.max_image_tokens = a.runtime.max_image_tokens.or(pcfg.max_image_tokens);
     let img = synthetic_screen(a.image_size, a.image_size);
     let new_tokens = a.new_tokens.max(2);
-    let w = Workload::new(&tok, &a, &img, new_tokens)?;
-    let visual_tokens = preprocess(&img, &pcfg)?.grid.num_tokens(model.merge_size());
-    let mut engine = Engine::new(model, tok, pcfg, EngineConfig::default());
+    let merge = model.merge_size();
+    let (visual, visual_tokens, video, shown) = match a.rewind {
+        Some(secs) => {
+            if a.batch > 1 {
+                bail!("--batch measures screenshots; leave it out with --rewind");
+            }
+            let (sw, sh) = a.screen;
+            let clip = Arc::new(synthetic_rewind(sw, sh, secs, a.rewind_fps)?);
+            let video = folder_video.clone().unwrap_or_else(qwen3_vl_video);
+            let pre = screenpilot_engine::video::preprocess(&clip, &video)?;
+            let tokens = pre.clip.grid.num_tokens(merge);
+            let shown = json!({"screen": [sw, sh], "seconds": secs, "fps": a.rewind_fps, "frames": clip.frames.len(),
+                               "resized": [pre.clip.resized_width, pre.clip.resized_height], "temporal_patches": pre.clip.grid.t});
+            (ContentPart::Video(VideoSource::Clip(clip)), tokens, video, Some(shown))
+        }
+        None => {
+            let tokens = preprocess(&img, &pcfg)?.grid.num_tokens(merge);
+            (ContentPart::Image(ImageSource::Image(Arc::new(img.clone()))), tokens, VideoConfig::default(), None)
+        }
+    };
+    let w = Workload::new(&tok, &a, visual, new_tokens)?;
+    let mut engine = Engine::new(model, tok, pcfg, EngineConfig::default()).with_video(video);
     let base_mem = gpu_used_bytes(&dev);
     tensor_peak_bytes(&dev, true);
     let mut runs = Vec::new();
@@ -254,7 +302,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let dtype = engine.model().dtype();
     let mut report = json!({
         "model": label, "device": format!("{:?}", dev), "dtype": format!("{:?}", dtype),
-        "image": [a.image_size, a.image_size], "visual_tokens": visual_tokens,
+        "image": [a.image_size, a.image_size], "visual_tokens": visual_tokens, "rewind": shown,
         "prompt_tokens": runs.last().map(|r| r.prompt_tokens), "new_tokens": new_tokens,
         "followup_tokens": runs.last().map(|r| r.followup_prefill_tokens),
         "reps": runs.len(),
@@ -293,10 +341,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_table(r: &serde_json::Value) -> std::io::Result<()> {
+    let input = match r["rewind"].as_object() {
+        Some(v) => format!(
+            "rewind {}s of {}x{} at {} fps = {} frames, resized {}x{}",
+            v["seconds"], v["screen"][0], v["screen"][1], v["fps"], v["frames"], v["resized"][0], v["resized"][1]
+        ),
+        None => format!("image {}x{}", r["image"][0], r["image"][1]),
+    };
     crate::out_line(&format!(
-        "{} on {} ({}) | image {}x{} = {} visual tokens | prompt {} tokens | {} new tokens | {} reps",
+        "{} on {} ({}) | {input} = {} visual tokens | prompt {} tokens | {} new tokens | {} reps",
         r["model"].as_str().unwrap_or(""), r["device"].as_str().unwrap_or(""), r["dtype"].as_str().unwrap_or(""),
-        r["image"][0], r["image"][1], r["visual_tokens"], r["prompt_tokens"], r["new_tokens"], r["reps"]
+        r["visual_tokens"], r["prompt_tokens"], r["new_tokens"], r["reps"]
     ))?;
     crate::out_line(&format!("{:<26}{:>12}{:>12}{:>12}", "metric", "median", "min", "max"))?;
     for k in ["preprocess_ms", "vision_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s", "followup_ttft_ms"] {
