@@ -1,6 +1,7 @@
 //! Reading a Hugging Face Qwen3-VL folder: config.json, one or several memory-mapped
 //! safetensors files (`model.safetensors` or `model.safetensors.index.json`), tokenizer.json and
-//! the optional preprocessor_config.json and generation_config.json. Every failure names the file.
+//! the optional preprocessor_config.json and generation_config.json, and the chat template's
+//! flavour ([`ChatFormat::from_folder`]). Every failure names the file.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use crate::chat_template::ChatFormat;
 use crate::config::Qwen3VlConfig;
 use crate::error::{ModelError, Result};
 use crate::preprocess::PreprocessConfig;
@@ -47,6 +49,8 @@ pub struct ModelFolder {
     pub config: Qwen3VlConfig,
     pub preprocess: PreprocessConfig,
     pub generation: GenerationConfig,
+    /// The flavour of the folder's chat template (Instruct when it has none).
+    pub chat_format: ChatFormat,
     pub weights: Vec<PathBuf>,
     pub tokenizer: PathBuf,
 }
@@ -85,7 +89,8 @@ impl ModelFolder {
                 .map_err(|e| ModelError::Config(format!("generation_config.json: {e}")))?,
             _ => GenerationConfig::default(),
         };
-        Ok(Self { dir: dir.to_path_buf(), config, preprocess, generation, weights, tokenizer })
+        let chat_format = ChatFormat::from_folder(dir)?;
+        Ok(Self { dir: dir.to_path_buf(), config, preprocess, generation, chat_format, weights, tokenizer })
     }
 
     /// Number of parameters stored in the weight files (from their headers; no tensor is read).
