@@ -277,12 +277,10 @@ pub fn stream(
             Event::Token(t) => {
                 out.token_ids.push(t.id);
                 let shown = out.add(&t.reasoning, &t.text);
-                if !shown.is_empty() {
-                    if on_text(&shown) == Flow::Stop {
-                        events.cancel();
-                        out.cancelled = true;
-                        return Ok(out);
-                    }
+                if !shown.is_empty() && on_text(&shown) == Flow::Stop {
+                    events.cancel();
+                    out.cancelled = true;
+                    return Ok(out);
                 }
             }
             Event::Timings(t) => out.timings = t,

@@ -188,5 +188,6 @@ fn is_tool_response(m: &Message) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "chat_template_tests.rs"]
 mod tests;

@@ -298,5 +298,6 @@ fn stream(meta: Meta, first: Event, events: EventStream, include_usage: bool, to
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "chat_tests.rs"]
 mod tests;
