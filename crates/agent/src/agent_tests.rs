@@ -211,3 +211,24 @@ fn every_coordinate_off_the_target_monitor_is_refused_and_nothing_runs() {
     // Only the on-monitor click ran, at OS (1920 + 280, 100).
     assert_eq!(r.events, vec![InputEvent::MoveTo(OsPoint { x: 2200, y: 100 }), InputEvent::Button(MouseButton::Left, Press::Click)]);
 }
+
+#[test]
+fn a_thinking_models_reasoning_is_never_acted_on() {
+    // The reasoning (before `</think>`; `<think>` was in the prompt) weighs a decoy click and a
+    // point; only the answer's click runs, then the answer's terminate ends the task.
+    let decoy = format!(
+        "Maybe {} or {{\"point_2d\": [10, 10]}}? No.\n</think>\n\n{}",
+        call(r#"{"action": "left_click", "coordinate": [10, 10]}"#),
+        call(r#"{"action": "left_click", "coordinate": [250, 500]}"#)
+    );
+    let unclosed = format!("<think>\nStill weighing {}", call(r#"{"action": "left_click", "coordinate": [10, 10]}"#));
+    let replies = vec![decoy, format!("{unclosed}</think>{}", call(r#"{"action": "terminate", "status": "success"}"#))];
+    let r = run_with(replies, enabled(), Decision::Approve, StopFlag::new());
+    assert_eq!(r.outcome, Outcome::Terminated(TerminateStatus::Success));
+    let at = OsPoint { x: 1920 + 100, y: 100 };
+    assert_eq!(r.events, vec![InputEvent::MoveTo(at), InputEvent::Button(MouseButton::Left, Press::Click)]);
+    // Cut while reasoning: no action at all, the task ends as a plain answer would.
+    let r = run_with(vec![unclosed], enabled(), Decision::Approve, StopFlag::new());
+    assert!(r.events.is_empty(), "{:?}", r.events);
+    assert!(matches!(r.outcome, Outcome::NoAction(_)), "{:?}", r.outcome);
+}

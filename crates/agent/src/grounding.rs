@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::coords::{CaptureGeometry, OsPoint, Point, Rect, Rel1000};
 use crate::error::{AgentError, Result};
 use crate::json_extract::{check_len, extract_json_values};
+use crate::reasoning::answer_only;
 use crate::model_action::rel_numbers;
 
 /// What was grounded: a box or a point.
@@ -38,10 +39,12 @@ pub struct Grounding {
     pub label: Option<String>,
 }
 
-/// All groundings in a model response. No grounding at all is [`AgentError::NotFound`];
-/// a `bbox_2d`/`point_2d` of the wrong shape or range is an error, not silently dropped.
+/// All groundings in a model response's answer (a Thinking model's reasoning is skipped:
+/// [`answer_only`]). No grounding at all is [`AgentError::NotFound`]; a `bbox_2d`/`point_2d`
+/// of the wrong shape or range is an error, not silently dropped.
 pub fn parse_grounding(text: &str) -> Result<Vec<Grounding>> {
     check_len(text)?;
+    let text = answer_only(text);
     let mut out = Vec::new();
     for value in extract_json_values(text) {
         collect(&value, &mut out, 0)?;
@@ -129,6 +132,13 @@ mod tests {
         assert_eq!(g[0].shape.target(), Point::new(60.0, 120.0));
         assert_eq!(g[1].label.as_deref(), Some("確定ボタン"));
         assert_eq!(g[1].shape, Shape::Box(Rect::from_corners(Point::new(400.0, 450.0), Point::new(500.0, 500.0))));
+    }
+
+    #[test]
+    fn a_point_in_a_thinking_models_reasoning_is_not_a_grounding() {
+        let t = "Not {\"point_2d\": [10, 10]} but lower.\n</think>\n\n{\"point_2d\": [500, 900]}";
+        assert_eq!(parse_grounding(t).unwrap(), vec![Grounding { shape: Shape::Point(Point::new(500.0, 900.0)), label: None }]);
+        assert!(matches!(parse_grounding("<think>\n{\"point_2d\": [10, 10]}"), Err(AgentError::NotFound { .. })));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod json_extract;
 pub mod keys;
 pub mod model_action;
 pub mod policy;
+pub mod reasoning;
 pub mod record;
 pub mod replay;
 pub mod screen_action;

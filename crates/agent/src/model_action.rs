@@ -9,6 +9,7 @@ use crate::coords::{Point, Rel1000};
 use crate::error::{AgentError, Result};
 use crate::json_extract::{check_len, extract_json_values, first_json_value};
 use crate::keys::{parse_key_combo, Key};
+use crate::reasoning::answer_only;
 
 /// The name of the only tool we accept.
 pub const TOOL_NAME: &str = "computer_use";
@@ -203,11 +204,13 @@ pub fn action_from_call(call: &Value) -> Result<ModelAction> {
     }
 }
 
-/// All `computer_use` actions in a model response, in order. `<tool_call>` blocks are
-/// preferred (a missing closing tag at the end is tolerated); without any, bare JSON
-/// objects with `"name": "computer_use"` are accepted. No tool call at all is `Ok(vec![])`.
+/// All `computer_use` actions in a model response's answer, in order (a Thinking model's
+/// reasoning is skipped: [`answer_only`]). `<tool_call>` blocks are preferred (a missing
+/// closing tag at the end is tolerated); without any, bare JSON objects with
+/// `"name": "computer_use"` are accepted. No tool call at all is `Ok(vec![])`.
 pub fn parse_tool_calls(text: &str) -> Result<Vec<ModelAction>> {
     check_len(text)?;
+    let text = answer_only(text);
     const OPEN: &str = "<tool_call>";
     const CLOSE: &str = "</tool_call>";
     let mut actions = Vec::new();

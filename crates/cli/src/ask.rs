@@ -49,7 +49,7 @@ pub fn run(a: AskArgs) -> anyhow::Result<ExitCode> {
         let prompt_ids = ans.prompt.as_ref().map(|p| p.token_ids.as_slice()).unwrap_or_default();
         let steps: Vec<_> = ans.steps.iter().map(|(id, top)| json!({"id": id, "top": top})).collect();
         let obj = json!({"prompt_token_ids": prompt_ids, "steps": steps, "text": ans.text,
-                         "finish_reason": ans.finish, "timings": timings});
+                         "reasoning": ans.reasoning, "finish_reason": ans.finish, "timings": timings});
         crate::out_line(&obj.to_string())?;
     } else {
         crate::out_line("")?;
@@ -129,17 +129,20 @@ pub struct Answer {
     /// Each generated id (the end token included) with its step's highest raw logits (empty
     /// when not traced).
     pub steps: Vec<(u32, Vec<(u32, f32)>)>,
+    /// The answer (a Thinking model's reasoning is in `reasoning`).
     pub text: String,
+    pub reasoning: String,
     pub finish: FinishReason,
     pub timings: RequestTimings,
 }
 
-/// Runs `request` on the local engine, writing the text to stdout as it comes when `stream`.
+/// Runs `request` on the local engine, writing the answer to stdout as it comes when `stream`
+/// (a Thinking model's reasoning to stderr).
 /// None when stdout was closed (the request is then cancelled).
 pub fn answer(l: &LocalEngine, request: Request, stream: bool) -> anyhow::Result<Option<Answer>> {
     let handle = l.backend.handle();
     let mut events = handle.submit(handle.validate(request)?)?;
-    let (mut prompt, mut steps, mut text) = (None, Vec::new(), String::new());
+    let (mut prompt, mut steps, mut text, mut reasoning) = (None, Vec::new(), String::new(), String::new());
     let (mut finish, mut timings) = (None, RequestTimings::default());
     let mut out = std::io::stdout().lock();
     while let Some(ev) = events.blocking_next() {
@@ -153,6 +156,16 @@ pub fn answer(l: &LocalEngine, request: Request, stream: bool) -> anyhow::Result
                     }
                 }
                 steps.push((t.id, top));
+                if stream && !t.reasoning.is_empty() {
+                    if reasoning.is_empty() {
+                        eprint!("[reasoning] ");
+                    }
+                    eprint!("{}", t.reasoning);
+                }
+                reasoning.push_str(&t.reasoning);
+                if stream && !reasoning.is_empty() && text.is_empty() && !t.text.is_empty() {
+                    eprintln!();
+                }
                 text.push_str(&t.text);
                 if stream && !t.text.is_empty() && (out.write_all(t.text.as_bytes()).is_err() || out.flush().is_err()) {
                     events.cancel();
@@ -165,7 +178,7 @@ pub fn answer(l: &LocalEngine, request: Request, stream: bool) -> anyhow::Result
         }
     }
     let Some(finish) = finish else { bail!("the engine stopped before answering") };
-    Ok(Some(Answer { prompt, steps, text, finish, timings }))
+    Ok(Some(Answer { prompt, steps, text, reasoning, finish, timings }))
 }
 
 /// `ask --backend URL`: streams the server's answer.

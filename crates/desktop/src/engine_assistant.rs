@@ -180,7 +180,7 @@ impl Assistant for EngineAssistant {
         let t0 = Instant::now();
         let s = stream(&self.handle, request(req), on_token, &|| false)?;
         Ok(AskOutcome {
-            text: s.text,
+            text: s.shown,
             cancelled: s.cancelled,
             timings: AskTimings { engine: s.timings, total_ms: ms(t0) },
             token_ids: s.token_ids,
@@ -196,8 +196,13 @@ impl Assistant for EngineAssistant {
 /// What [`stream`] received.
 #[derive(Debug, Clone, Default)]
 pub struct Streamed {
-    /// The text released so far.
+    /// The answer released so far (never a Thinking model's reasoning).
     pub text: String,
+    /// A Thinking model's reasoning released so far (empty for other models).
+    pub reasoning: String,
+    /// What was shown: the reasoning inside `<think>` … `</think>` (the app folds it into a
+    /// collapsed "Reasoning" block), then the answer; the answer alone without reasoning.
+    pub shown: String,
     /// Every token id received (also those whose text is held back).
     pub token_ids: Vec<u32>,
     /// The engine's timings (default when cancelled before they came).
@@ -208,8 +213,41 @@ pub struct Streamed {
     pub cancelled: bool,
 }
 
-/// Sends `request` to the engine's worker and streams its answer: each piece of text goes to
-/// `on_text` (`Flow::Stop` cancels), and `cancelled` is checked at least every [`POLL`] while
+impl Streamed {
+    /// Adds a token's reasoning and answer; returns the text to show for them.
+    fn add(&mut self, reasoning: &str, answer: &str) -> String {
+        let mut shown = String::new();
+        if !reasoning.is_empty() {
+            if self.reasoning.is_empty() {
+                shown.push_str("<think>");
+            }
+            self.reasoning.push_str(reasoning);
+            shown.push_str(reasoning);
+        }
+        if !answer.is_empty() {
+            if self.text.is_empty() && !self.reasoning.is_empty() {
+                shown.push_str("</think>");
+            }
+            self.text.push_str(answer);
+            shown.push_str(answer);
+        }
+        self.shown.push_str(&shown);
+        shown
+    }
+
+    /// At the end: reasoning that never reached an answer is closed (shown as reasoning).
+    fn close(&mut self) -> String {
+        if self.text.is_empty() && !self.reasoning.is_empty() && !self.shown.ends_with("</think>") {
+            self.shown.push_str("</think>");
+            return "</think>".into();
+        }
+        String::new()
+    }
+}
+
+/// Sends `request` to the engine's worker and streams its answer: each piece of text to show
+/// goes to `on_text` (`Flow::Stop` cancels; a Thinking model's reasoning comes first, inside
+/// `<think>` … `</think>`: [`Streamed::shown`]), and `cancelled` is checked at least every [`POLL`] while
 /// waiting (prefill included). A cancelled answer returns at once with what came so far; the
 /// worker drops the request before its next decode step. An answer that ends normally is read
 /// to the end of its stream, so the handle's statistics already count it on return.
@@ -241,19 +279,21 @@ pub fn stream(
         match ev {
             Event::Token(t) => {
                 out.token_ids.push(t.id);
-                if !t.text.is_empty() {
-                    out.text.push_str(&t.text);
-                    if on_text(&t.text) == Flow::Stop {
-                        events.cancel();
-                        out.cancelled = true;
-                        return Ok(out);
-                    }
+                let shown = out.add(&t.reasoning, &t.text);
+                if !shown.is_empty() && on_text(&shown) == Flow::Stop {
+                    events.cancel();
+                    out.cancelled = true;
+                    return Ok(out);
                 }
             }
             Event::Timings(t) => out.timings = t,
             Event::Finished(f) => {
                 out.cancelled = f == FinishReason::Cancelled;
                 out.finish = Some(f);
+                let end = out.close();
+                if !end.is_empty() {
+                    on_text(&end);
+                }
             }
             Event::Error(e) => return Err(e),
         }
@@ -289,12 +329,36 @@ impl Backend for StoppableLocal {
             Flow::Continue
         }, &|| stop.is_raised())?;
         match s.finish {
-            Some(finish_reason) if !s.cancelled => Ok(Reply { text: s.text, finish_reason, timings: s.timings }),
+            Some(finish_reason) if !s.cancelled => {
+                Ok(Reply { text: s.text, reasoning: s.reasoning, finish_reason, timings: s.timings })
+            }
             _ => Err(EngineError::Stopped),
         }
     }
 
     fn describe(&self) -> String {
         "local engine".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_is_shown_inside_think_tags_and_kept_out_of_the_answer() {
+        let mut s = Streamed::default();
+        let shown: String = [s.add("I look", ""), s.add(" at it.\n", "\n\n"), s.add("", "OK.")].concat();
+        assert_eq!(shown, "<think>I look at it.\n</think>\n\nOK.");
+        assert_eq!((s.text.as_str(), s.reasoning.as_str()), ("\n\nOK.", "I look at it.\n"));
+        assert_eq!(s.close(), "", "already closed");
+        // Reasoning cut before any answer is closed at the end; an answer alone is shown as is.
+        let mut s = Streamed::default();
+        assert_eq!(s.add("thinking", ""), "<think>thinking");
+        assert_eq!(s.close(), "</think>");
+        assert_eq!((s.shown.as_str(), s.text.as_str()), ("<think>thinking</think>", ""));
+        let mut s = Streamed::default();
+        assert_eq!(s.add("", "Hi"), "Hi");
+        assert_eq!(s.close(), "");
     }
 }

@@ -161,7 +161,7 @@ mod tests {
         fn chat(&self, request: Request, on_text: &mut dyn FnMut(&str)) -> screenpilot_engine::Result<Reply> {
             self.0.lock().unwrap().push(request);
             on_text("ok");
-            Ok(Reply { text: "ok".into(), finish_reason: FinishReason::Stop, timings: RequestTimings::default() })
+            Ok(Reply { text: "ok".into(), reasoning: String::new(), finish_reason: FinishReason::Stop, timings: RequestTimings::default() })
         }
         fn describe(&self) -> String {
             "echo".into()

@@ -147,7 +147,7 @@ impl Backend for SlowFirst {
             "fast"
         };
         on_text(text);
-        Ok(Reply { text: text.into(), finish_reason: FinishReason::Stop, timings: RequestTimings::default() })
+        Ok(Reply { text: text.into(), reasoning: String::new(), finish_reason: FinishReason::Stop, timings: RequestTimings::default() })
     }
     fn describe(&self) -> String {
         "slow".into()

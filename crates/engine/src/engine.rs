@@ -275,6 +275,7 @@ impl Engine {
             decoder: Default::default(),
             options: req.options().clone(),
             text: String::new(),
+            reasoning: crate::reasoning::ReasoningParser::new(self.tok.chat_format().starts_in_reasoning()),
             released: 0,
             ids: Vec::new(),
             // The repetition penalty looks at every token so far, the prompt's included (as
@@ -384,7 +385,7 @@ impl Engine {
         if self.tok.is_end(id) && !seq.options.ignore_eos {
             seq.finish = Some(FinishReason::Stop);
             let text = seq.flush_text();
-            return Ok((Some(TokenEvent { id, text, logits }), None));
+            return Ok((Some(seq.token_event(id, &text, logits, true)), None));
         }
         let piece = seq.decoder.push(&self.tok, id)?;
         let (mut text, stopped) = seq.push_text(&piece);
@@ -397,7 +398,7 @@ impl Engine {
         } else {
             feed = Some(id);
         }
-        Ok((Some(TokenEvent { id, text, logits }), feed))
+        Ok((Some(seq.token_event(id, &text, logits, feed.is_none())), feed))
     }
 
     /// Ends a sequence: its KV goes to the prefix cache; reports its timings to `on_event`.

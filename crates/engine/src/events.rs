@@ -63,12 +63,18 @@ pub struct RequestTimings {
 }
 
 /// One generated token: its id and the text it released (may be empty while a multi-byte
-/// character or a possible stop string is held back, and is empty for an end-of-answer token).
-/// Every generated token has its event, the end token included.
+/// character, a possible stop string or a possible `</think>` is held back, and is empty for an
+/// end-of-answer token). Every generated token has its event, the end token included.
+///
+/// A Thinking model's reasoning comes in `reasoning`, its answer in `text`
+/// ([`crate::reasoning`]); for an Instruct model `reasoning` is always empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenEvent {
     pub id: u32,
+    /// Answer text: never any of the reasoning.
     pub text: String,
+    /// Reasoning text (a Thinking model's, before its `</think>`; the tags are not included).
+    pub reasoning: String,
     /// The raw logits of this step, when the engine traces them
     /// ([`crate::EngineConfig::trace_logits`]); None otherwise.
     pub logits: Option<Arc<StepLogits>>,

@@ -8,6 +8,7 @@
 //! - [`service`]: the async handle ([`EngineHandle`]) — a bounded queue, one worker thread,
 //!   continuous batching (every active sequence decoded in one batched model pass per round),
 //!   cancellation and coalescing of identical requests.
+//! - [`reasoning`]: a Thinking model's reasoning told apart from its answer as the text streams.
 //! - [`intake`]: reading and decoding a request's images off the engine thread, under limits.
 //! - [`video`]: a request's videos sampled and preprocessed ([`video_file`] decodes files).
 //! - [`load`]: the one loader of a model folder (model, tokenizer, preprocessing, generation
@@ -29,6 +30,7 @@ pub mod intake;
 pub mod load;
 pub mod memory;
 pub mod prefix_cache;
+pub mod reasoning;
 pub mod request;
 pub mod sequence;
 pub mod server;

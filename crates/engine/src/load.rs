@@ -1,6 +1,7 @@
 //! The one loader of every front end (the CLI's commands, the server, the app): [`open`] reads a
 //! Hugging Face Qwen3-VL folder onto a device and returns the model, its tokenizer (with the end
-//! tokens of generation_config.json), its image preprocessing and its generation defaults.
+//! tokens of generation_config.json, writing prompts in the chat format of the folder's template:
+//! Instruct or Thinking), its image preprocessing and its generation defaults.
 //! [`GenerationDefaults::options`] turns a front end's sampling choices into the engine's
 //! [`GenerationOptions`], falling back on generation_config.json where the user chose nothing.
 
@@ -214,6 +215,7 @@ fn load_folder(folder: ModelFolder, dev: &Device, rt: &RuntimeConfig, start: Ins
     }
     let mut tok = Tokenizer::from_file(&folder.tokenizer).map_err(load_error)?;
     tok.add_end_ids(&folder.generation.eos_ids());
+    tok.set_chat_format(folder.chat_format);
     let mut preprocess = folder.preprocess.clone();
     if rt.max_image_tokens.is_some() {
         preprocess.max_image_tokens = rt.max_image_tokens;

@@ -2,13 +2,15 @@
 //! the next position, the sampler, the text released so far (with a stop string that may be
 //! forming held back) and its timings.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use screenpilot_model::generate::Sampler;
 use screenpilot_model::tokenizer::StreamDecoder;
 use screenpilot_model::{KvCache, Tensor};
 
-use crate::events::{FinishReason, RequestTimings};
+use crate::events::{FinishReason, RequestTimings, StepLogits, TokenEvent};
+use crate::reasoning::ReasoningParser;
 use crate::request::GenerationOptions;
 
 pub struct Sequence {
@@ -25,7 +27,10 @@ pub struct Sequence {
     pub(crate) sampler: Sampler,
     pub(crate) decoder: StreamDecoder,
     pub(crate) options: GenerationOptions,
+    /// Everything generated (reasoning included), stop strings cut.
     pub(crate) text: String,
+    /// Divides released text into reasoning and answer.
+    pub(crate) reasoning: ReasoningParser,
     /// Bytes of `text` already released.
     pub(crate) released: usize,
     pub(crate) ids: Vec<u32>,
@@ -56,7 +61,7 @@ impl Sequence {
         &self.ids
     }
 
-    /// Text so far (stop strings cut).
+    /// Text so far, reasoning included (stop strings cut).
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -91,6 +96,18 @@ impl Sequence {
         let out = self.text.get(self.released..).unwrap_or("").to_string();
         self.released = self.text.len();
         out
+    }
+
+    /// The event of token `id` that released `text` (reasoning and answer divided); `last`:
+    /// the answer ends with it, so text held back by the reasoning parser comes out too.
+    pub(crate) fn token_event(&mut self, id: u32, text: &str, logits: Option<Arc<StepLogits>>, last: bool) -> TokenEvent {
+        let mut split = self.reasoning.push(text);
+        if last {
+            let end = self.reasoning.finish();
+            split.reasoning.push_str(&end.reasoning);
+            split.answer.push_str(&end.answer);
+        }
+        TokenEvent { id, text: split.answer, reasoning: split.reasoning, logits }
     }
 
     pub(crate) fn finish_timings(&mut self) {

@@ -153,6 +153,16 @@ impl EventStream {
     pub fn coalesced(&self) -> bool {
         self.coalesced
     }
+
+    /// A stream that yields `events` and ends (tests of what consumes a stream).
+    #[cfg(test)]
+    pub(crate) fn replaying(events: Vec<Event>) -> Self {
+        let (tx, rx) = mpsc::channel(events.len().max(1));
+        for e in events {
+            let _ = tx.try_send(e);
+        }
+        Self { rx, coalesced: false }
+    }
 }
 
 impl futures_core::Stream for EventStream {

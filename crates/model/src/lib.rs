@@ -6,6 +6,7 @@
 //! text decoder ([`text`]) prefills it and decodes ([`generate`]) with a KV cache the caller owns.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod chat_template;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod tokenizer;
 pub mod vision;
 
 pub use candle_core::{DType, Device, Tensor};
+pub use chat_template::ChatFormat;
 pub use config::Qwen3VlConfig;
 pub use error::{ModelError, Result};
 pub use device::cuda_device;

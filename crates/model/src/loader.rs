@@ -1,7 +1,8 @@
 //! Reading a Hugging Face Qwen3-VL folder: config.json, one or several memory-mapped
 //! safetensors files (`model.safetensors` or `model.safetensors.index.json`), tokenizer.json and
 //! the optional preprocessor_config.json, video_preprocessor_config.json and
-//! generation_config.json. Every failure names the file.
+//! generation_config.json, and the chat template's flavour ([`ChatFormat::from_folder`]). Every
+//! failure names the file.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use crate::chat_template::ChatFormat;
 use crate::config::Qwen3VlConfig;
 use crate::error::{ModelError, Result};
 use crate::preprocess::{PreprocessConfig, VideoConfig};
@@ -50,6 +52,8 @@ pub struct ModelFolder {
     /// The video processor's settings (its class defaults without the file).
     pub video: VideoConfig,
     pub generation: GenerationConfig,
+    /// The flavour of the folder's chat template (Instruct when it has none).
+    pub chat_format: ChatFormat,
     pub weights: Vec<PathBuf>,
     pub tokenizer: PathBuf,
 }
@@ -93,7 +97,8 @@ impl ModelFolder {
                 .map_err(|e| ModelError::Config(format!("generation_config.json: {e}")))?,
             _ => GenerationConfig::default(),
         };
-        Ok(Self { dir: dir.to_path_buf(), config, preprocess, video, generation, weights, tokenizer })
+        let chat_format = ChatFormat::from_folder(dir)?;
+        Ok(Self { dir: dir.to_path_buf(), config, preprocess, video, generation, chat_format, weights, tokenizer })
     }
 
     /// Number of parameters stored in the weight files (from their headers; no tensor is read).

@@ -12,14 +12,17 @@ use std::path::Path;
 
 use tokenizers::{Model, Normalizer, OffsetType, PreTokenizedString, PreTokenizer};
 
+use crate::chat_template::{render_segments_for, ChatFormat};
 use crate::error::{ModelError, Result};
-use crate::prompt::{render_segments, AddedTokens, Message, Segment};
+use crate::prompt::{AddedTokens, Message, Segment};
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     end_ids: Vec<u32>,
     /// The added tokens (content, id, special), longest first.
     added: Vec<(String, u32, bool)>,
+    /// How [`Self::encode_chat`] writes prompts (Instruct unless set).
+    format: ChatFormat,
 }
 
 /// A run of a prompt: an added token's id, or text that holds none to be recognised.
@@ -44,7 +47,7 @@ impl Tokenizer {
             inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (t.content, id, t.special)).collect();
         // Longest first: at one position the longest match wins, as in tokenizers' own matcher.
         added.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        Ok(Self { inner, end_ids, added })
+        Ok(Self { inner, end_ids, added, format: ChatFormat::default() })
     }
 
     /// Adds end-of-answer ids (e.g. from generation_config.json).
@@ -54,6 +57,15 @@ impl Tokenizer {
                 self.end_ids.push(i);
             }
         }
+    }
+
+    /// Sets the chat format of the model's folder ([`ChatFormat::from_folder`]).
+    pub fn set_chat_format(&mut self, format: ChatFormat) {
+        self.format = format;
+    }
+
+    pub fn chat_format(&self) -> ChatFormat {
+        self.format
     }
 
     pub fn is_end(&self, id: u32) -> bool {
@@ -73,10 +85,10 @@ impl Tokenizer {
         self.encode_segments(&[Segment::Text { text: text.to_string(), added: AddedTokens::None }])
     }
 
-    /// Token ids of a chat prompt (see [`render_segments`]); control tokens written in the
-    /// messages stay text.
+    /// Token ids of a chat prompt in this tokenizer's chat format (see [`render_segments_for`]);
+    /// control tokens written in the messages stay text.
     pub fn encode_chat(&self, messages: &[Message], tools: &[serde_json::Value], add_generation_prompt: bool) -> Result<Vec<u32>> {
-        self.encode_segments(&render_segments(messages, tools, add_generation_prompt))
+        self.encode_segments(&render_segments_for(self.format, messages, tools, add_generation_prompt))
     }
 
     /// Token ids of rendered segments.

@@ -20,7 +20,7 @@ impl Backend for Scripted {
     fn chat(&self, request: Request, on_text: &mut dyn FnMut(&str)) -> screenpilot_engine::Result<EngineReply> {
         self.1.lock().unwrap().push(request);
         on_text(&self.0);
-        Ok(EngineReply { text: self.0.clone(), finish_reason: FinishReason::Stop, timings: RequestTimings::default() })
+        Ok(EngineReply { text: self.0.clone(), reasoning: String::new(), finish_reason: FinishReason::Stop, timings: RequestTimings::default() })
     }
     fn describe(&self) -> String {
         "scripted".into()
@@ -176,6 +176,23 @@ fn scroll_type_and_key_become_their_input_events() {
     assert!(ev.contains(&InputEvent::Scroll(screenpilot_agent::screen_action::ScrollAxis::Vertical, -2)), "{ev:?}");
     let typed: String = ev.iter().filter_map(|e| if let InputEvent::Text(t) = e { Some(t.as_str()) } else { None }).collect();
     assert_eq!(typed, "héllo");
+}
+
+#[test]
+fn a_thinking_models_reasoning_is_neither_found_nor_run() {
+    // A remote server without a reasoning parser hands the reasoning over with the answer.
+    let decoy = "Not {\"bbox_2d\": [0, 0, 10, 10], \"label\": \"decoy\"}.\n</think>\n\n[{\"bbox_2d\": [100, 200, 300, 400], \"label\": \"OK\"}]";
+    let f = fixture(decoy, false, false);
+    let r = f.core.query(&ToolCall::Find { description: "the OK button".into(), target: Target::Monitor(1) });
+    let objects = structured(&r)["objects"].as_array().unwrap().clone();
+    assert_eq!(objects.len(), 1, "{objects:?} {}", structured(&r)["model_output"]);
+    assert_eq!(objects[0]["label"], "OK");
+    // A task whose only click is in the reasoning sends no input.
+    let click = "<tool_call>\n{\"name\": \"computer_use\", \"arguments\": {\"action\": \"left_click\", \"coordinate\": [500, 500]}}\n</tool_call>";
+    let f = fixture(&format!("I could {click} but I will not.\n</think>\n\nNothing to do."), true, false);
+    let r = f.core.task("check the screen", None, 3, true);
+    assert_eq!(structured(&r)["outcome"], "no_action");
+    assert!(f.input.events().is_empty());
 }
 
 #[test]

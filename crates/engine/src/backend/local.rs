@@ -27,10 +27,12 @@ impl Backend for LocalBackend {
     fn chat(&self, request: Request, on_text: &mut dyn FnMut(&str)) -> Result<Reply> {
         let req = self.handle.validate(request)?;
         let mut events = self.handle.submit(req)?;
-        let (mut text, mut timings, mut finish) = (String::new(), RequestTimings::default(), None);
+        let (mut text, mut reasoning) = (String::new(), String::new());
+        let (mut timings, mut finish) = (RequestTimings::default(), None);
         while let Some(ev) = events.blocking_next() {
             match ev {
                 Event::Token(t) => {
+                    reasoning.push_str(&t.reasoning);
                     if !t.text.is_empty() {
                         on_text(&t.text);
                         text.push_str(&t.text);
@@ -45,7 +47,7 @@ impl Backend for LocalBackend {
         if finish_reason == FinishReason::Cancelled {
             return Err(EngineError::Stopped);
         }
-        Ok(Reply { text, finish_reason, timings })
+        Ok(Reply { text, reasoning, finish_reason, timings })
     }
 
     fn describe(&self) -> String {

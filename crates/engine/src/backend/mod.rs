@@ -25,8 +25,12 @@ use crate::request::Request;
 /// One answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
-    /// The answer, with any tool calls as Qwen's `<tool_call>\n{json}\n</tool_call>` blocks.
+    /// The answer, with any tool calls as Qwen's `<tool_call>\n{json}\n</tool_call>` blocks;
+    /// never a Thinking model's reasoning.
     pub text: String,
+    /// A Thinking model's reasoning (the local engine's, or a remote server's
+    /// `reasoning_content`); empty for other models.
+    pub reasoning: String,
     pub finish_reason: FinishReason,
     /// The engine's timings (a remote backend reports only token counts, when it sends them).
     pub timings: RequestTimings,
@@ -34,8 +38,10 @@ pub struct Reply {
 
 /// Something that answers chat requests.
 pub trait Backend: Send + Sync {
-    /// Answers `request`, calling `on_text` with each piece of text as it arrives (a backend
-    /// that does not stream calls it once). Blocks; must not be called from an async task.
+    /// Answers `request`, calling `on_text` with each piece of text to show as it arrives (a
+    /// backend that does not stream calls it once): the answer, which a backend made for display
+    /// may precede with a Thinking model's reasoning inside `<think>` … `</think>`;
+    /// [`Reply::text`] never holds the reasoning. Blocks; must not be called from an async task.
     fn chat(&self, request: Request, on_text: &mut dyn FnMut(&str)) -> Result<Reply>;
 
     /// What answers, for messages and logs: "local engine" or the server's URL and model.

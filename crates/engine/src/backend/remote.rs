@@ -279,6 +279,8 @@ fn read_stream(
 #[derive(Default)]
 struct Accumulated {
     content: String,
+    /// `reasoning_content` (vLLM's reasoning parsers; `reasoning` in newer versions).
+    reasoning: String,
     /// Structured calls by index: name and arguments text as they arrive.
     calls: Vec<(String, String)>,
     finish: Option<String>,
@@ -291,6 +293,12 @@ impl Accumulated {
             EngineError::Backend(format!("the backend's reply at {} has no choices", b.cfg.base_url))
         })?;
         let msg = choice.get(if delta { "delta" } else { "message" }).cloned().unwrap_or(Value::Null);
+        for key in ["reasoning_content", "reasoning"] {
+            if let Some(r) = msg.get(key).and_then(Value::as_str) {
+                self.reasoning.push_str(r);
+                break;
+            }
+        }
         let text = content_text(msg.get("content"));
         if !text.is_empty() {
             on_text(&text);
@@ -349,7 +357,7 @@ impl Accumulated {
             Some("length") => FinishReason::Length,
             _ => FinishReason::Stop,
         };
-        Ok(Reply { text, finish_reason, timings: self.timings })
+        Ok(Reply { text, reasoning: self.reasoning, finish_reason, timings: self.timings })
     }
 }
 

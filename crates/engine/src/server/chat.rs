@@ -15,6 +15,12 @@
 //! one chunk whose `delta.tool_calls` holds every call (each with its `index` and whole
 //! `arguments`), then the finishing chunk come at the end. An answer without calls, or to a
 //! request without tools, is passed on untouched.
+//!
+//! A Thinking model's reasoning (the engine divides it from the answer, [`crate::reasoning`]) is
+//! returned apart, as vLLM's reasoning parsers return it: the message's `reasoning_content`
+//! (absent when there is none; `content` is then null if no answer followed), and streamed as
+//! `delta.reasoning_content` chunks before the answer's `delta.content`. Tool calls are taken
+//! from the answer only.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -124,12 +130,15 @@ fn finish_reason(reason: FinishReason, calls: bool) -> &'static str {
 }
 
 async fn collect(meta: Meta, first: Event, mut events: EventStream, tools: bool) -> Result<Response, ApiError> {
-    let mut text = String::new();
+    let (mut text, mut reasoning) = (String::new(), String::new());
     let mut timings = RequestTimings::default();
     let mut next = Some(first);
     loop {
         match next {
-            Some(Event::Token(t)) => text.push_str(&t.text),
+            Some(Event::Token(t)) => {
+                text.push_str(&t.text);
+                reasoning.push_str(&t.reasoning);
+            }
             Some(Event::Timings(t)) => timings = t,
             Some(Event::Finished(reason)) => {
                 let mut message = json!({"role": "assistant", "content": text});
@@ -142,6 +151,12 @@ async fn collect(meta: Meta, first: Event, mut events: EventStream, tools: bool)
                         message["tool_calls"] = openai_calls(&meta, &calls, false);
                     }
                     finish = finish_reason(reason, !calls.is_empty());
+                }
+                if !reasoning.is_empty() {
+                    message["reasoning_content"] = reasoning.into();
+                    if message["content"] == "" {
+                        message["content"] = Value::Null;
+                    }
                 }
                 let body = json!({
                     "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
@@ -188,6 +203,17 @@ impl SseState {
         }
     }
 
+    /// Answer text: sent as it comes, or through the tool-call holder when there are tools.
+    fn answer(&mut self, text: &str) {
+        match &mut self.tools {
+            Some(held) => {
+                let ready = held.push(text);
+                self.content(&ready);
+            }
+            None => self.content(text),
+        }
+    }
+
     /// Turns the next engine event into SSE events; false once the answer is complete.
     async fn pull(&mut self) -> bool {
         let ev = match self.first.take() {
@@ -195,13 +221,13 @@ impl SseState {
             None => self.events.next().await,
         };
         match ev {
-            Some(Event::Token(t)) => match &mut self.tools {
-                Some(held) => {
-                    let ready = held.push(&t.text);
-                    self.content(&ready);
+            Some(Event::Token(t)) => {
+                if !t.reasoning.is_empty() {
+                    let c = self.chunk(json!({"reasoning_content": t.reasoning}));
+                    self.queue.push_back(c);
                 }
-                None => self.content(&t.text),
-            },
+                self.answer(&t.text);
+            }
             Some(Event::Timings(t)) => self.timings = t,
             Some(Event::Finished(reason)) => {
                 let mut finish = reason.openai();
@@ -270,3 +296,8 @@ fn stream(meta: Meta, first: Event, events: EventStream, include_usage: bool, to
     });
     Sse::new(body).into_response()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "chat_tests.rs"]
+mod tests;
