@@ -76,14 +76,18 @@ pub fn decode_bytes(bytes: &Arc<[u8]>, cfg: &VideoConfig) -> Result<Arc<Clip>> {
 /// (the check is made on the open handle, so a FIFO or a device is never read). Without
 /// `follow_symlinks` a symlink as the last component is refused.
 pub fn open_file(path: &Path, limits: &VideoLimits, follow_symlinks: bool) -> Result<File> {
-    open_regular_file(path, limits.max_file_bytes, follow_symlinks).map(|(f, _)| f).map_err(|e| match e {
-        PreprocessError::Read { source, .. } => invalid(&path.display().to_string(), format!("cannot read it: {source}")),
-        PreprocessError::NotRegularFile { .. } => invalid(&path.display().to_string(), "not a regular file".into()),
-        PreprocessError::FileTooLarge { max_bytes, .. } => {
-            invalid(&path.display().to_string(), format!("the file is over the limit of {max_bytes} bytes"))
-        }
-        other => invalid(&path.display().to_string(), other.to_string()),
-    })
+    open_regular_file(path, limits.max_file_bytes, follow_symlinks).map(|(f, _)| f).map_err(|e| open_error(path, e))
+}
+
+/// The error of opening the video file `path`.
+pub(crate) fn open_error(path: &Path, e: PreprocessError) -> EngineError {
+    let name = path.display().to_string();
+    match e {
+        PreprocessError::Read { source, .. } => invalid(&name, format!("cannot read it: {source}")),
+        PreprocessError::NotRegularFile { .. } => invalid(&name, "not a regular file".into()),
+        PreprocessError::FileTooLarge { max_bytes, .. } => invalid(&name, format!("the file is over the limit of {max_bytes} bytes")),
+        other => invalid(&name, other.to_string()),
+    }
 }
 
 /// The sampled frames of an open video file; errors name it `name`. Reading stops at
