@@ -342,7 +342,7 @@ impl<'a> Decoder<'a> {
             }
             // Indices are ascending; a repeated index keeps the same frame again.
             while !self.done() && self.wanted[self.kept.len()] == self.seen {
-                let rgb = Arc::new(self.to_rgb(&frame)?);
+                let rgb = Arc::new(self.convert_frame(&frame)?);
                 self.kept.push(rgb);
             }
             self.seen += 1;
@@ -350,7 +350,7 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn to_rgb(&mut self, frame: &ff::frame::Video) -> std::result::Result<DynamicImage, String> {
+    fn convert_frame(&mut self, frame: &ff::frame::Video) -> std::result::Result<DynamicImage, String> {
         let (w, h) = (frame.width(), frame.height());
         check_frame(w, h, self.limits)?;
         self.kept_bytes += u64::from(w) * u64::from(h) * 3;

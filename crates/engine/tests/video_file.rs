@@ -4,6 +4,8 @@
 //! over a limit, is one clear error naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,8 +108,8 @@ fn scratch(name: &str) -> PathBuf {
 fn files_that_are_not_decodable_videos_are_one_clear_error() {
     let mp4 = std::fs::read(clip_path("h264.mp4")).unwrap();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("random.mp4", video_support_noise(4096), "not a video in a supported container"),
-        ("image.mp4", png(), "not a video in a supported container"),
+        ("random.mp4", common::noise(7, 4096), "not a video in a supported container"),
+        ("image.mp4", common::png_bytes(1, 8, 8), "not a video in a supported container"),
         ("empty.mp4", Vec::new(), "not a video in a supported container"),
         // The header is there, the frames after the first part are not.
         ("truncated.mp4", mp4[..mp4.len() / 2].to_vec(), "truncated"),
@@ -170,22 +172,4 @@ fn limits_are_enforced_with_a_message_naming_them() {
     let bytes: Arc<[u8]> = vec![0u8; 2000].into();
     let e = video_file::decode_bytes_limited(&bytes, "upload", &VideoConfig::default(), &VideoLimits { max_file_bytes: 1000, ..d }, None);
     assert!(e.unwrap_err().to_string().contains("upload: 2000 bytes, over the limit"));
-}
-
-fn png() -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    DynamicImage::new_rgb8(8, 8).write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
-fn video_support_noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9u32;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
 }
