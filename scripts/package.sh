@@ -29,11 +29,28 @@ if ! cmp -s ui/package-lock.json "$lock_stamp"; then
   cp ui/package-lock.json "$lock_stamp"
 fi
 
+# The app links the system's FFmpeg libraries (video files, crates/engine/src/video_file.rs), and
+# Tauri's bundler does not look up shared-library dependencies: the package depends on the
+# packages that hold the exact libraries this build links (libavcodec59 ... on Debian 12), added
+# to the `depends` of tauri.conf.json.
+ffmpeg_deps=()
+for lib in libavcodec libavformat libavutil libswscale; do
+  so=$(readlink -f "$(pkg-config --variable=libdir "$lib")/$lib.so")
+  owner=$(dpkg -S "$so" 2>/dev/null | head -n 1 | cut -d: -f1)
+  [ -n "$owner" ] || { echo "package: no Debian package holds $so (scripts/setup.sh installs $lib-dev)" >&2; exit 1; }
+  ffmpeg_deps+=("$owner")
+done
+deb_config=$(node -e '
+  const conf = require("./src-tauri/tauri.conf.json");
+  const depends = conf.bundle.linux.deb.depends.concat(process.argv.slice(1));
+  console.log(JSON.stringify({ bundle: { linux: { deb: { depends } } } }));
+' "${ffmpeg_deps[@]}")
+
 version=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' src-tauri/tauri.conf.json)
 out="${CARGO_TARGET_DIR:-target}/release/bundle/deb"
 rm -f "$out"/*.deb
 start=$SECONDS
-ui/node_modules/.bin/tauri build --ci --bundles deb "$@" >&2
+ui/node_modules/.bin/tauri build --ci --bundles deb --config "$deb_config" "$@" >&2
 deb=$(ls "$out"/*_"${version}"_*.deb 2>/dev/null | head -n 1)
 [ -n "$deb" ] || { echo "package: no .deb for version $version in $out" >&2; exit 1; }
 echo "package: built $deb ($(du -k "$deb" | cut -f1) KiB) in $((SECONDS - start)) s" >&2

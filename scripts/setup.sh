@@ -22,6 +22,9 @@ APT_PACKAGES=(
   libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev webkit2gtk-driver
   # headless renderer for the screenshot-to-HTML fidelity score
   chromium
+  # video files (crates/engine/src/video_file.rs, the ffmpeg-next crate): FFmpeg's demuxing,
+  # decoding and pixel conversion libraries
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
 )
 
 apt_install() {

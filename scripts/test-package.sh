@@ -62,6 +62,13 @@ grep -q "^Exec=$(basename "$bin")" "$desktop" || fail "$desktop does not start $
 icon=$(sed -n 's/^Icon=//p' "$desktop")
 ls /usr/share/icons/hicolor/*/apps/"$icon".png >/dev/null 2>&1 || fail "no hicolor icon '$icon' installed"
 if ldd "$bin" | grep -q 'not found'; then ldd "$bin" | grep 'not found' >&2; fail "$bin misses shared libraries"; fi
+# The FFmpeg libraries come from the -dev packages here; on a user's machine only the package's
+# Depends bring them, so each one the binary links must be held by a package it depends on.
+depends=$(dpkg-deb -f "$deb" Depends)
+for so in $(ldd "$bin" | awk '$1 ~ /^lib(avcodec|avformat|avutil|swscale)\./ {print $3}'); do
+  owner=$(dpkg -S "$(readlink -f "$so")" | head -n 1 | cut -d: -f1)
+  grep -Eq "(^|[ ,])$owner([ ,(]|$)" <<<"$depends" || fail "$bin links $so (package $owner), not in the package's Depends: $depends"
+done
 echo "test-package: installed $pkg $(dpkg-query -W -f='${Version}' "$pkg")"
 
 # The installed app, with settings and data in a throw-away home.

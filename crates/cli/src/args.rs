@@ -211,6 +211,16 @@ pub struct AskArgs {
     /// An image to ask about (repeatable; in order).
     #[arg(long)]
     pub image: Vec<PathBuf>,
+    /// A video file to ask about (mp4, webm, mkv, mov, avi; repeatable; after the images).
+    #[arg(long)]
+    pub video: Vec<PathBuf>,
+    /// A folder of images taken as the frames of a clip, in name order, --fps a second
+    /// (repeatable; after the videos).
+    #[arg(long, value_name = "DIR")]
+    pub frames: Vec<PathBuf>,
+    /// Frames a second of the --frames clips.
+    #[arg(long, default_value_t = 2.0, requires = "frames")]
+    pub fps: f64,
     /// A system turn.
     #[arg(long)]
     pub system: Option<String>,

@@ -1,8 +1,10 @@
-//! `screenpilot ask`: stream an answer about images, or print it as one JSON object. The
+//! `screenpilot ask`: stream an answer about images and videos (video files, folders of frames),
+//! or print it as one JSON object. The
 //! request goes through the engine's worker as the server's requests do (caches off: one
 //! question per process), or to an OpenAI-compatible server with `--backend URL`.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -10,7 +12,7 @@ use anyhow::bail;
 use screenpilot_engine::backend::Backend;
 use screenpilot_engine::{
     ChatMessage, ContentPart, EngineConfig, Event, FinishReason, GenerationOptions, ImageSource, PromptLogits,
-    Request, RequestLimits, RequestTimings, Role,
+    Request, RequestLimits, RequestTimings, Role, VideoSource,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -28,10 +30,10 @@ pub fn run(a: AskArgs) -> anyhow::Result<ExitCode> {
     if trace && a.backend.backend.is_some() {
         bail!("--json and --dump-logits need a local model (--model DIR): a remote server reports no logits");
     }
+    let media = media(&a)?;
     let opened = open(&a.backend, a.model.as_deref(), &a.runtime, engine_config(if trace { TOP } else { 0 }))?;
-    let images: Vec<ImageSource> = a.image.iter().cloned().map(ImageSource::Path).collect();
     let options = options(&opened, &a.sampling)?;
-    let request = request(images, a.system.as_deref(), &a.question, options);
+    let request = request_with(media, a.system.as_deref(), &a.question, options);
     let l = match opened {
         Opened::Local(l) => l,
         Opened::Remote(r) => return remote(&r, request),
@@ -102,14 +104,55 @@ pub fn options(opened: &Opened, args: &crate::args::SamplingArgs) -> anyhow::Res
 
 /// One user turn: the images in order, then the question; after an optional system turn.
 pub fn request(images: Vec<ImageSource>, system: Option<&str>, question: &str, options: GenerationOptions) -> Request {
+    request_with(images.into_iter().map(ContentPart::Image).collect(), system, question, options)
+}
+
+/// One user turn: `media` (images and videos) in order, then the question; after an optional
+/// system turn.
+pub fn request_with(media: Vec<ContentPart>, system: Option<&str>, question: &str, options: GenerationOptions) -> Request {
     let mut messages = Vec::new();
     if let Some(s) = system {
         messages.push(ChatMessage::text(Role::System, s));
     }
-    let mut parts: Vec<ContentPart> = images.into_iter().map(ContentPart::Image).collect();
+    let mut parts = media;
     parts.push(ContentPart::Text(question.to_string()));
     messages.push(ChatMessage { role: Role::User, parts });
     Request { messages, options, tools: Vec::new() }
+}
+
+/// The images (`--image`), videos (`--video`, decoded by the engine) and clips of frames
+/// (`--frames DIR` at `--fps`) of `ask`, in that order. A folder is listed now, so a missing or
+/// empty one fails before the model loads.
+fn media(a: &AskArgs) -> anyhow::Result<Vec<ContentPart>> {
+    if !(a.fps.is_finite() && a.fps > 0.0) {
+        bail!("--fps must be a positive number of frames a second, not {}", a.fps);
+    }
+    let mut parts: Vec<ContentPart> = a.image.iter().cloned().map(|p| ContentPart::Image(ImageSource::Path(p))).collect();
+    parts.extend(a.video.iter().cloned().map(|p| ContentPart::Video(VideoSource::Path(p))));
+    for dir in &a.frames {
+        let frames = frame_files(dir)?.into_iter().map(ImageSource::Path).collect();
+        parts.push(ContentPart::Video(VideoSource::Frames { frames, fps: a.fps }));
+    }
+    Ok(parts)
+}
+
+/// The image files of `dir` (png, jpg/jpeg, webp, bmp, gif; not its subfolders) in name order.
+fn frame_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    const IMAGES: [&str; 6] = ["png", "jpg", "jpeg", "webp", "bmp", "gif"];
+    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("cannot read the folder {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| anyhow::anyhow!("cannot read the folder {}: {e}", dir.display()))?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        if path.is_file() && ext.is_some_and(|e| IMAGES.contains(&e.as_str())) {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        bail!("{}: no image files (png, jpg, webp, bmp, gif) to take as frames", dir.display());
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// The engine's timings of a request (serialised as the server's `timings`), with the time

@@ -164,6 +164,11 @@ impl Engine {
         self
     }
 
+    /// The video processor's settings.
+    pub fn video_config(&self) -> &VideoConfig {
+        &self.video
+    }
+
     /// Loads a Hugging Face model folder (end tokens of generation_config.json included)
     /// through [`crate::load::open_on`].
     pub fn load(dir: &Path, dtype: DType, device: &Device, cfg: EngineConfig) -> Result<Self> {

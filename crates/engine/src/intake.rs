@@ -1,30 +1,37 @@
-//! Reading and decoding a request's images before it reaches the engine: the engine has one
-//! worker thread that every client shares, so a slow file, a huge file or a decompression bomb
-//! must never run there. [`resolve_images`] turns every `ImageSource::Bytes` / `Path` into a
+//! Reading and decoding a request's images and videos before it reaches the engine: the engine
+//! has one worker thread that every client shares, so a slow file, a huge file or a decompression
+//! bomb must never run there. [`resolve_images`] turns every `ImageSource::Bytes` / `Path` into a
 //! decoded `ImageSource::Image` on tokio's blocking pool, under [`ImageLimits`], a timeout and
-//! a cap on concurrent decodes; local files are read only from the folders an [`ImagePolicy`]
-//! allows, and every refusal of a path outside them reads the same, so the server's answers
-//! tell nothing about which paths exist.
+//! a cap on concurrent decodes; [`resolve_videos`] likewise turns every `VideoSource::Bytes` /
+//! `Path` into a sampled `VideoSource::Clip` under [`VideoLimits`] (the decoder stops at the
+//! timeout). Local files are read only from the folders an [`ImagePolicy`] allows, and every
+//! refusal of a path outside them reads the same, so the server's answers tell nothing about
+//! which paths exist.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use image::DynamicImage;
 pub use screenpilot_model::preprocess::ImageLimits;
-use screenpilot_model::preprocess::{decode_image_limited, read_image_file, PreprocessError};
+use screenpilot_model::preprocess::{decode_image_limited, open_regular_file, read_image_file, PreprocessError, VideoConfig};
 use tokio::sync::Semaphore;
 
 use crate::error::{EngineError, Result};
-use crate::request::{ContentPart, ImageSource, Request};
+use crate::request::{Clip, ContentPart, ImageSource, Request, VideoSource};
+pub use crate::video_file::VideoLimits;
 
 /// Default time to read and decode all images of one request.
 pub const DEFAULT_IMAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to read and decode all videos of one request.
+pub const DEFAULT_VIDEO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where images may come from and what they may cost.
+/// Where images and videos may come from and what they may cost.
 #[derive(Debug, Clone)]
 pub struct ImagePolicy {
     limits: ImageLimits,
+    video_limits: VideoLimits,
+    video_timeout: Duration,
     /// Canonical folders (no symlinks, no `..`); empty: no local files.
     allowed_dirs: Vec<PathBuf>,
     timeout: Duration,
@@ -36,6 +43,8 @@ impl Default for ImagePolicy {
     fn default() -> Self {
         Self {
             limits: ImageLimits::default(),
+            video_limits: VideoLimits::default(),
+            video_timeout: DEFAULT_VIDEO_TIMEOUT,
             allowed_dirs: Vec::new(),
             timeout: DEFAULT_IMAGE_TIMEOUT,
             decoders: Arc::new(Semaphore::new(default_decoders())),
@@ -66,6 +75,14 @@ impl ImagePolicy {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { limits, allowed_dirs, timeout, ..Default::default() })
+    }
+
+    /// The same policy with these bounds on videos and this time to decode one request's
+    /// videos (defaults: [`VideoLimits::default`], [`DEFAULT_VIDEO_TIMEOUT`]).
+    pub fn with_videos(mut self, limits: VideoLimits, timeout: Duration) -> Self {
+        self.video_limits = limits;
+        self.video_timeout = timeout;
+        self
     }
 }
 
@@ -121,6 +138,16 @@ fn decode(src: &ImageSource, policy: &ImagePolicy) -> Result<DynamicImage> {
     }
 }
 
+/// `path` in canonical form if it lies under an allowed folder.
+fn allowed(path: &Path, policy: &ImagePolicy) -> Option<std::path::PathBuf> {
+    if !path.is_absolute() || policy.allowed_dirs.is_empty() {
+        return None;
+    }
+    // Canonical form: symlinks resolved and `..` gone, so `starts_with` compares real places.
+    let canon = std::fs::canonicalize(path).ok()?;
+    policy.allowed_dirs.iter().any(|d| canon.starts_with(d)).then_some(canon)
+}
+
 /// The bytes of `path` if it is a regular file under an allowed folder. Missing, outside,
 /// unreadable and not-allowed paths all get the same message.
 pub fn read_allowed(path: &Path, policy: &ImagePolicy) -> Result<Vec<u8>> {
@@ -130,19 +157,74 @@ pub fn read_allowed(path: &Path, policy: &ImagePolicy) -> Result<Vec<u8>> {
             path.display()
         ))
     };
-    if !path.is_absolute() || policy.allowed_dirs.is_empty() {
-        return Err(denied());
-    }
-    // Canonical form: symlinks resolved and `..` gone, so `starts_with` compares real places.
-    let canon = std::fs::canonicalize(path).map_err(|_| denied())?;
-    if !policy.allowed_dirs.iter().any(|d| canon.starts_with(d)) {
-        return Err(denied());
-    }
+    let canon = allowed(path, policy).ok_or_else(denied)?;
     // O_NOFOLLOW: the last component cannot have become a symlink since canonicalisation.
     read_image_file(&canon, policy.limits.max_file_bytes, false).map_err(|e| match e {
         PreprocessError::Read { .. } => denied(),
         other => EngineError::InvalidImage(format!("{}: {other}", path.display())),
     })
+}
+
+/// Decodes every video file or video data of `request` into its sampled clip (the frames `cfg`
+/// samples) off the caller's thread; clips and lists of frames pass through. Errors are
+/// [`EngineError::InvalidVideo`] (including the timeout, at which the decoder also stops).
+pub async fn resolve_videos(mut request: Request, policy: &ImagePolicy, cfg: &VideoConfig) -> Result<Request> {
+    let todo: Vec<(usize, usize, VideoSource)> = request
+        .messages
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| m.parts.iter().enumerate().map(move |(j, p)| (i, j, p)))
+        .filter_map(|(i, j, p)| match p {
+            ContentPart::Video(src @ (VideoSource::Bytes(_) | VideoSource::Path(_))) => Some((i, j, src.clone())),
+            _ => None,
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(request);
+    }
+    let (policy_owned, cfg) = (policy.clone(), cfg.clone());
+    let too_long = || EngineError::InvalidVideo(format!("reading and decoding the videos took over {:?}", policy.video_timeout));
+    let work = async move {
+        let permit = policy_owned.decoders.clone().acquire_owned().await.map_err(|_| EngineError::Stopped)?;
+        // The decoder checks the deadline itself, so it does not run on after the answer.
+        let deadline = Instant::now() + policy_owned.video_timeout;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            todo.into_iter()
+                .map(|(i, j, src)| decode_video(&src, &policy_owned, &cfg, deadline).map(|clip| (i, j, clip)))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| EngineError::InvalidVideo(format!("video decoding failed: {e}")))?
+    };
+    let decoded = tokio::time::timeout(policy.video_timeout, work).await.map_err(|_| too_long())??;
+    for (i, j, clip) in decoded {
+        request.messages[i].parts[j] = ContentPart::Video(VideoSource::Clip(clip));
+    }
+    Ok(request)
+}
+
+fn decode_video(src: &VideoSource, policy: &ImagePolicy, cfg: &VideoConfig, deadline: Instant) -> Result<Arc<Clip>> {
+    let limits = &policy.video_limits;
+    match src {
+        VideoSource::Bytes(b) => crate::video_file::decode_bytes_limited(b, "the video data", cfg, limits, Some(deadline)),
+        VideoSource::Path(p) => {
+            let denied = || {
+                EngineError::InvalidVideo(format!(
+                    "{}: no such video file in the folders this server allows (--allow-local-files)",
+                    p.display()
+                ))
+            };
+            let canon = allowed(p, policy).ok_or_else(denied)?;
+            // O_NOFOLLOW, as for images; FIFOs and devices are refused before anything is read.
+            let (file, _) = open_regular_file(&canon, limits.max_file_bytes, false).map_err(|e| match e {
+                PreprocessError::Read { .. } => denied(),
+                other => crate::video_file::open_error(p, other),
+            })?;
+            crate::video_file::decode_file(file, &p.display().to_string(), cfg, limits, Some(deadline))
+        }
+        VideoSource::Frames { .. } | VideoSource::Clip(_) => crate::video::sample(src, cfg),
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use screenpilot_model::preprocess::VideoConfig;
 use serde::Serialize;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, watch};
@@ -181,12 +182,15 @@ pub struct EngineHandle {
     limits: RequestLimits,
     capacity: usize,
     subscriber_buffer: usize,
+    /// The engine's video processor settings (which frames of a video file it takes).
+    video: VideoConfig,
 }
 
 impl EngineHandle {
     /// Moves the engine onto its own worker thread.
     pub fn spawn(engine: Engine) -> Result<Self> {
         let cfg = engine.config().clone();
+        let video = engine.video_config().clone();
         let capacity = cfg.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let stats = EngineStats {
@@ -206,7 +210,13 @@ impl EngineHandle {
             .name("screenpilot-engine".into())
             .spawn(move || Worker { engine, rx, state: worker_state, active: Vec::new(), rounds: 0 }.run())
             .map_err(|e| EngineError::Io(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self { tx, state, limits: cfg.limits, capacity, subscriber_buffer: cfg.subscriber_buffer.max(16) })
+        Ok(Self { tx, state, limits: cfg.limits, capacity, subscriber_buffer: cfg.subscriber_buffer.max(16), video })
+    }
+
+    /// The video processor settings of the engine's model: a caller that decodes video files
+    /// itself (the server, off the worker thread) samples the frames the engine would.
+    pub fn video_config(&self) -> &VideoConfig {
+        &self.video
     }
 
     /// Whether a request is within the engine's limits, without taking it (no copy, no

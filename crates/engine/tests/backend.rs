@@ -98,6 +98,36 @@ fn the_request_carries_images_as_data_uris_tools_and_earlier_calls_in_openais_fo
 }
 
 #[test]
+fn videos_go_as_data_uris_of_the_file_and_frames_are_refused() {
+    use screenpilot_engine::{ContentPart, VideoSource};
+    let files = fixtures().join("video_files");
+    let stub = StubServer::start(&["a"], None, vec![StubReply::Content("ok".into())]);
+    let b = RemoteBackend::connect(cfg(&stub.url, false)).unwrap();
+    let video = |src: VideoSource| Request {
+        messages: vec![ChatMessage { role: Role::User, parts: vec![ContentPart::Video(src), text("What happens?")] }],
+        ..Default::default()
+    };
+    b.chat(video(VideoSource::Path(files.join("vp9.webm"))), &mut |_| {}).unwrap();
+    let sent = stub.requests.lock().unwrap()[0].clone();
+    let part = &sent["messages"][0]["content"][0];
+    assert_eq!(part["type"], "video_url");
+    let url = part["video_url"]["url"].as_str().unwrap();
+    let b64 = url.strip_prefix("data:video/webm;base64,").unwrap_or_else(|| panic!("{url:.40}"));
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    assert_eq!(bytes, std::fs::read(files.join("vp9.webm")).unwrap());
+    // Frames are no file; a FIFO is not read (it would wait for a writer).
+    let frames = VideoSource::Frames { frames: vec![image(1, 32, 32), image(2, 32, 32)], fps: 2.0 };
+    assert!(err(b.chat(video(frames), &mut |_| {})).contains("need the local model"));
+    let fifo = std::env::temp_dir().join(format!("screenpilot-remote-fifo-{}.mp4", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(err(b.chat(video(VideoSource::Path(fifo.clone())), &mut |_| {})).contains("not a regular file"));
+    std::fs::remove_file(&fifo).ok();
+    assert_eq!(stub.requests.lock().unwrap().len(), 1, "refused videos send nothing");
+}
+
+#[test]
 fn busy_servers_are_retried_with_backoff_and_then_reported() {
     let busy = || StubReply::Status(429, r#"{"error":{"message":"slow down"}}"#.into());
     let stub = StubServer::start(&["m"], None, vec![busy(), StubReply::Status(503, "{}".into()), StubReply::Content("fine".into())]);

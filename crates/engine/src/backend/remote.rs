@@ -435,7 +435,12 @@ fn video_data_uri(src: &VideoSource) -> Result<String> {
     let bytes: Vec<u8> = match src {
         VideoSource::Bytes(b) => b.to_vec(),
         VideoSource::Path(p) => {
-            std::fs::read(p).map_err(|e| EngineError::InvalidVideo(format!("{}: {e}", p.display())))?
+            // A regular file within the size limit (no FIFO or device is read).
+            let limits = crate::video_file::VideoLimits::default();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut crate::video_file::open_file(p, &limits, true)?, &mut bytes)
+                .map_err(|e| EngineError::InvalidVideo(format!("{}: cannot read it: {e}", p.display())))?;
+            bytes
         }
         VideoSource::Frames { .. } | VideoSource::Clip(_) => {
             return Err(EngineError::InvalidVideo(

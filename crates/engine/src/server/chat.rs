@@ -40,7 +40,7 @@ use super::parse::parse_body;
 use super::tools::{split_tool_calls, ToolCall, ToolStream};
 use super::{ApiError, AppState};
 use crate::events::{Event, FinishReason, RequestTimings};
-use crate::intake::resolve_images;
+use crate::intake::{resolve_images, resolve_videos};
 use crate::service::EventStream;
 
 pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
@@ -78,6 +78,7 @@ pub(crate) async fn completions(State(st): State<Arc<AppState>>, req: Request) -
     // Validate first (cheap: e.g. too many images) so nothing is decoded for a doomed request.
     st.engine.check(&request)?;
     let request = resolve_images(request, &st.images).await?;
+    let request = resolve_videos(request, &st.images, st.engine.video_config()).await?;
     let request = st.engine.validate(request)?;
     let mut events = st.engine.submit(request)?;
     let first = match events.next().await {

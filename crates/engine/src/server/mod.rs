@@ -35,7 +35,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::error::EngineError;
-use crate::intake::{ImageLimits, ImagePolicy, DEFAULT_IMAGE_TIMEOUT};
+use crate::intake::{ImageLimits, ImagePolicy, VideoLimits, DEFAULT_IMAGE_TIMEOUT, DEFAULT_VIDEO_TIMEOUT};
 use crate::load::GenerationDefaults;
 use crate::service::EngineHandle;
 
@@ -63,6 +63,10 @@ pub struct ServeConfig {
     pub image_limits: ImageLimits,
     /// Time to read and decode one request's images.
     pub image_timeout: Duration,
+    /// Bounds of every video (file size, frame size, frames; checked while decoding).
+    pub video_limits: VideoLimits,
+    /// Time to read and decode one request's videos.
+    pub video_timeout: Duration,
     /// Time a connection has to send a request head; also how long a kept-alive connection
     /// may sit idle between requests.
     pub header_read_timeout: Duration,
@@ -87,6 +91,8 @@ impl Default for ServeConfig {
             default_max_tokens: 512,
             image_limits: ImageLimits::default(),
             image_timeout: DEFAULT_IMAGE_TIMEOUT,
+            video_limits: VideoLimits::default(),
+            video_timeout: DEFAULT_VIDEO_TIMEOUT,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             max_connections: 256,
@@ -99,7 +105,7 @@ pub(crate) struct AppState {
     pub(crate) cfg: ServeConfig,
     pub(crate) engine: EngineHandle,
     pub(crate) next_id: AtomicU64,
-    /// `cfg.allowed_dirs` canonicalised, with the image limits.
+    /// `cfg.allowed_dirs` canonicalised, with the image and video limits.
     pub(crate) images: ImagePolicy,
     /// The address the listener is bound to (its real port when `cfg.addr` asked for port 0).
     pub(crate) bound: SocketAddr,
@@ -178,7 +184,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// canonicalised.
 pub fn router(cfg: ServeConfig, engine: EngineHandle) -> Result<Router, EngineError> {
     let limit = cfg.max_body_bytes;
-    let images = ImagePolicy::new(cfg.image_limits, &cfg.allowed_dirs, cfg.image_timeout)?;
+    let images =
+        ImagePolicy::new(cfg.image_limits, &cfg.allowed_dirs, cfg.image_timeout)?.with_videos(cfg.video_limits, cfg.video_timeout);
     let bound = cfg.addr;
     let state = Arc::new(AppState { cfg, engine, next_id: AtomicU64::new(1), images, bound });
     Ok(Router::new()

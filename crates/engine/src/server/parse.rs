@@ -1,7 +1,7 @@
 //! Turning an OpenAI chat-completions body into an engine [`Request`]: messages whose content
-//! is a string or a list of `text` / `image_url` parts, images as base64 `data:` URIs or local
-//! files (`file://` or a plain absolute path, only when the server allows folders), and the
-//! generation options. Every problem is a message for a 400 response. Fields the engine does
+//! is a string or a list of `text` / `image_url` / `video_url` parts (videos as vLLM takes
+//! them), images and videos as base64 `data:` URIs or local files (`file://` or a plain absolute
+//! path, only when the server allows folders), and the generation options. Every problem is a message for a 400 response. Fields the engine does
 //! not implement (`logprobs`, `response_format`, penalties, `n > 1`, the legacy `functions` /
 //! `function_call`, ...) and unknown fields are refused by name rather than silently ignored;
 //! their default values, and a few fields that change nothing (`user`, `metadata`, ...), are
@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::tools::{parse_tools, tool_calls_text, tools_rendered};
 use super::ServeConfig;
 use crate::load::SamplingChoice;
-use crate::request::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, Role};
+use crate::request::{ChatMessage, ContentPart, GenerationOptions, ImageSource, Request, Role, VideoSource};
 
 /// The fields of a chat-completions body that the engine uses (others: see [`check_fields`]).
 #[derive(Debug, Deserialize)]
@@ -251,40 +251,70 @@ fn part(p: &Value, cfg: &ServeConfig) -> Result<ContentPart, String> {
             let url = url.ok_or("an image_url part needs `image_url: {url: ...}`")?;
             image_source(url, cfg).map(ContentPart::Image)
         }
-        Some(other) => Err(format!("unsupported part type {other:?} (use text or image_url)")),
+        Some("video_url") => {
+            let url = p.get("video_url").and_then(|u| u.get("url").or(Some(u))).and_then(Value::as_str);
+            let url = url.ok_or("a video_url part needs `video_url: {url: ...}`")?;
+            let video = match media_source(url, cfg, Media::Video)? {
+                Located::Bytes(b) => VideoSource::Bytes(b),
+                Located::Path(p) => VideoSource::Path(p),
+            };
+            Ok(ContentPart::Video(video))
+        }
+        Some(other) => Err(format!("unsupported part type {other:?} (use text, image_url or video_url)")),
         None => Err("every part needs a `type`".into()),
     }
 }
 
 /// A `data:` URI with base64 image bytes, a `file://` URL or a plain local path.
 pub(crate) fn image_source(url: &str, cfg: &ServeConfig) -> Result<ImageSource, String> {
+    Ok(match media_source(url, cfg, Media::Image)? {
+        Located::Bytes(b) => ImageSource::Bytes(b),
+        Located::Path(p) => ImageSource::Path(p),
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Media {
+    Image,
+    Video,
+}
+
+enum Located {
+    Bytes(Arc<[u8]>),
+    Path(PathBuf),
+}
+
+/// The bytes of a base64 `data:` URI, or the path of a `file://` URL or plain local path.
+fn media_source(url: &str, cfg: &ServeConfig, media: Media) -> Result<Located, String> {
+    let (what, example) = match media {
+        Media::Image => ("image", "data:image/png;base64,..."),
+        Media::Video => ("video", "data:video/mp4;base64,..."),
+    };
     if let Some(rest) = url.strip_prefix("data:") {
         let (meta, data) = rest.split_once(',').ok_or("a data: URI needs a comma before its data")?;
         if !meta.ends_with(";base64") {
-            return Err("only base64 data: URIs are supported (data:image/png;base64,...)".into());
+            return Err(format!("only base64 data: URIs are supported ({example})"));
         }
         let clean: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(clean.as_bytes())
             .map_err(|e| format!("the data: URI is not valid base64: {e}"))?;
-        return Ok(ImageSource::Bytes(Arc::from(bytes)));
+        return Ok(Located::Bytes(Arc::from(bytes)));
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        return Err("remote image URLs are not fetched: send the image as a data: URI".into());
+        return Err(format!("remote {what} URLs are not fetched: send the {what} as a data: URI"));
     }
     let path = match url.strip_prefix("file://") {
         Some(p) => p.strip_prefix("localhost").unwrap_or(p),
         None => url,
     };
     if cfg.allowed_dirs.is_empty() {
-        return Err(
-            "local image files are not allowed by this server (see --allow-local-files): send a data: URI".into()
-        );
+        return Err(format!("local {what} files are not allowed by this server (see --allow-local-files): send a data: URI"));
     }
     if path.is_empty() {
-        return Err("empty image URL".into());
+        return Err(format!("empty {what} URL"));
     }
-    Ok(ImageSource::Path(PathBuf::from(path)))
+    Ok(Located::Path(PathBuf::from(path)))
 }
 
 #[cfg(test)]
@@ -305,6 +335,23 @@ mod tests {
         assert_eq!(r.messages[1].parts[0], ContentPart::Image(ImageSource::Bytes(Arc::from(&b"hi"[..]))));
         assert_eq!(r.messages[1].parts[1], ContentPart::Image(ImageSource::Path("/tmp/a.png".into())));
         assert_eq!((r.options.max_tokens, r.options.seed, r.options.stop.clone()), (7, 3, vec!["END".to_string()]));
+    }
+
+    #[test]
+    fn video_url_parts_are_data_uris_or_allowed_local_files() {
+        let body = br#"{"messages":[{"role":"user","content":[
+            {"type":"video_url","video_url":{"url":"data:video/mp4;base64,aGk="}},
+            {"type":"video_url","video_url":{"url":"file:///tmp/a.mp4"}},{"type":"text","text":"What happens?"}]}]}"#;
+        let cfg = ServeConfig { allowed_dirs: vec!["/tmp".into()], ..Default::default() };
+        let (_, r) = parse_body(body, &cfg).unwrap();
+        assert_eq!(r.messages[0].parts[0], ContentPart::Video(VideoSource::Bytes(Arc::from(&b"hi"[..]))));
+        assert_eq!(r.messages[0].parts[1], ContentPart::Video(VideoSource::Path("/tmp/a.mp4".into())));
+        let e = parse_body(body, &ServeConfig::default()).unwrap_err();
+        assert!(e.contains("messages[0].content[1]: local video files are not allowed"), "{e}");
+        let remote = br#"{"messages":[{"role":"user","content":[{"type":"video_url","video_url":{"url":"https://x/a.mp4"}}]}]}"#;
+        assert!(parse_body(remote, &cfg).unwrap_err().contains("remote video URLs are not fetched"));
+        let no_url = br#"{"messages":[{"role":"user","content":[{"type":"video_url"}]}]}"#;
+        assert!(parse_body(no_url, &cfg).unwrap_err().contains("needs `video_url: {url: ...}`"));
     }
 
     #[test]

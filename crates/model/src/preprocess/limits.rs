@@ -163,6 +163,33 @@ pub fn read_image_file(
     max_bytes: u64,
     follow_symlinks: bool,
 ) -> Result<Vec<u8>, PreprocessError> {
+    let (file, meta) = open_regular_file(path, max_bytes, follow_symlinks)?;
+    let read_err = |source| PreprocessError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let too_large = |size: u64| PreprocessError::FileTooLarge {
+        what: format!("{} ({size} bytes)", path.display()),
+        max_bytes,
+    };
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Opens a regular file of at most `max_bytes` bytes, as [`read_image_file`] does, without
+/// reading it (for a caller that streams it, e.g. a video decoder); the size it had when opened
+/// comes with it.
+pub fn open_regular_file(
+    path: &Path,
+    max_bytes: u64,
+    follow_symlinks: bool,
+) -> Result<(File, std::fs::Metadata), PreprocessError> {
     let read_err = |source| PreprocessError::Read {
         path: path.to_path_buf(),
         source,
@@ -174,21 +201,13 @@ pub fn read_image_file(
             path: path.to_path_buf(),
         });
     }
-    let too_large = |size: u64| PreprocessError::FileTooLarge {
-        what: format!("{} ({size} bytes)", path.display()),
-        max_bytes,
-    };
     if meta.len() > max_bytes {
-        return Err(too_large(meta.len()));
+        return Err(PreprocessError::FileTooLarge {
+            what: format!("{} ({} bytes)", path.display(), meta.len()),
+            max_bytes,
+        });
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
+    Ok((file, meta))
 }
 
 #[cfg(unix)]

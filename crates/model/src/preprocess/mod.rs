@@ -60,7 +60,7 @@ mod video;
 
 pub use config::{PreprocessConfig, QWEN3_VL_MAX_PIXELS, QWEN3_VL_MIN_PIXELS};
 pub use decode::{decode_image, load_image, to_rgb8};
-pub use limits::{decode_image_limited, load_image_limited, read_image_file, ImageLimits};
+pub use limits::{decode_image_limited, load_image_limited, open_regular_file, read_image_file, ImageLimits};
 pub use resize::resize_bicubic_aa;
 pub use smart_resize::smart_resize;
 pub use video::{
