@@ -3,6 +3,7 @@
 //! outside the allowed folders are refused alike whether or not they exist; a file that is not a
 //! video is one clear 400 and the server answers the next request; the decoder stops at the
 //! server's video timeout.
+#![cfg(feature = "video-files")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -2,6 +2,7 @@
 //! video processor samples are the ones decoded (each frame's brightness says which it is), in
 //! mp4 (H.264), WebM (VP9) and Matroska (VP8); and a file that is not a decodable video, or is
 //! over a limit, is one clear error naming it.
+#![cfg(feature = "video-files")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
