@@ -9,8 +9,10 @@
 //!   at the chosen rate and blacks out regions and windows before a frame is stored.
 //! - [`Rewind`]: what the app and `screenpilot watch` hold: start, stop, status, the clip of
 //!   the last N seconds and the pair of frames for "what changed".
+//! - [`ask`]: questions about the last N seconds (a video) and about what changed (two images).
 //! - [`save`]: the only path to the disk, taken when the user saves a clip.
 
+pub mod ask;
 pub mod blackout;
 pub mod buffer;
 pub mod recorder;
