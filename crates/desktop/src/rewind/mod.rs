@@ -11,12 +11,14 @@
 //!   the last N seconds and the pair of frames for "what changed".
 //! - [`ask`]: questions about the last N seconds (a video) and about what changed (two images).
 //! - [`save`]: the only path to the disk, taken when the user saves a clip.
+//! - [`settings`]: the app settings page's part (off by default), checked field by field.
 
 pub mod ask;
 pub mod blackout;
 pub mod buffer;
 pub mod recorder;
 pub mod save;
+pub mod settings;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
