@@ -79,6 +79,7 @@ pub fn check_max_tokens(n: usize) -> anyhow::Result<()> {
 pub fn engine_config(trace_logits: usize) -> EngineConfig {
     let limits = RequestLimits {
         max_images: usize::MAX,
+        max_videos: usize::MAX,
         max_tokens: usize::MAX,
         max_stop_strings: usize::MAX,
         max_text_bytes: usize::MAX,
