@@ -56,9 +56,12 @@ mod tests {
     use crate::rewind::blackout::FixedWindows;
     use crate::rewind::RewindConfig;
 
-    /// Remembers what each request carried: the clip, the first pixel of each image, the question.
+    /// What one request carried: the clip, the first pixel of each image, the question.
+    type Request = (Option<Arc<Clip>>, Vec<u8>, String);
+
+    /// Remembers every request.
     #[derive(Default)]
-    struct Seen(Mutex<Vec<(Option<Arc<Clip>>, Vec<u8>, String)>>);
+    struct Seen(Mutex<Vec<Request>>);
     impl Assistant for Seen {
         fn info(&self) -> ModelInfo {
             ScriptedAssistant { text: String::new() }.info()

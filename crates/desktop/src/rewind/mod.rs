@@ -165,6 +165,11 @@ impl Rewind {
         *lock(&self.asked) = None;
     }
 
+    /// The settings it records with (None: off).
+    pub fn running_config(&self) -> Option<RewindConfig> {
+        lock(&self.buffer).as_ref().map(|b| lock(b).config().clone())
+    }
+
     /// Whether it is recording.
     pub fn is_recording(&self) -> bool {
         lock(&self.recorder).is_some()

@@ -5,8 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::blackout::{Blackout, Region};
-use super::{RewindConfig, DEFAULT_FPS, DEFAULT_MAX_MIB, DEFAULT_SECONDS};
+use screenpilot_agent::xcap_backend::{MonitorChoice, XcapCapture};
+
+use super::blackout::{Blackout, Region, XcapWindows};
+use super::{Rewind, RewindConfig, DEFAULT_FPS, DEFAULT_MAX_MIB, DEFAULT_SECONDS};
+use crate::error::Result;
 use crate::settings::FieldError;
 
 /// What the settings page edits.
@@ -59,6 +62,23 @@ impl RewindSettings {
             .into_iter()
             .filter_map(|(field, c)| c.validate().err().map(|e| FieldError { field: field.into(), message: plain(e.to_string()) }))
             .collect()
+    }
+}
+
+impl Rewind {
+    /// Follows the settings: off stops (dropping the frames); on starts recording `monitor` of
+    /// the real screen, or starts over when the recording settings changed.
+    pub fn apply(&self, s: &RewindSettings, monitor: usize) -> Result<()> {
+        if !s.enabled {
+            self.stop();
+            return Ok(());
+        }
+        let cfg = s.config();
+        if self.running_config().as_ref() == Some(&cfg) {
+            return Ok(());
+        }
+        let capture = XcapCapture { monitor: MonitorChoice::Index(monitor), region: None };
+        self.start(cfg, Box::new(capture), Box::new(XcapWindows))
     }
 }
 
