@@ -90,6 +90,7 @@ fn build_state(app: &tauri::App) -> Result<AppState, Box<dyn std::error::Error>>
         monitor: std::sync::atomic::AtomicUsize::new(0),
         window,
         mcp,
+        rewind: Arc::default(),
     })
 }
 
@@ -114,6 +115,10 @@ pub fn run() {
             let state = app.state::<AppState>();
             if let Err(e) = tauri::async_runtime::block_on(state.mcp.apply(&settings)) {
                 eprintln!("screenpilot: MCP server: {}", e.message);
+            }
+            // Rewind, when Settings → Rewind is on (a screen that cannot be captured must not stop the app).
+            if let Err(e) = state.rewind.apply(&settings.rewind, 0) {
+                eprintln!("screenpilot: rewind: {e}");
             }
             if let Err(e) = tray::build(app.handle()) {
                 eprintln!("screenpilot: no tray icon: {e}");

@@ -48,6 +48,8 @@ pub struct AppState {
     pub window: Arc<MainWindow>,
     /// The MCP server (Settings → MCP).
     pub mcp: crate::mcp::McpHost,
+    /// Rewind: the recent screen in memory while Settings → Rewind is on.
+    pub rewind: Arc<screenpilot_desktop::rewind::Rewind>,
 }
 
 /// Locks, ignoring poisoning (the data stays usable).

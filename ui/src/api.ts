@@ -39,7 +39,15 @@ export type Settings = {
   device: string; dtype: string; hotkey_capture: string; hotkey_stop: string; data_dir: string | null;
   thread_days: number; thread_cap_mib: number; audit_days: number;
   mcp_enabled: boolean; mcp_port: number; mcp_token: string | null; mcp_share_screenshots: boolean; mcp_allow_actions: boolean; mcp_tools: string[];
+  rewind: RewindSettings;
 };
+/// Rewind's settings (crates/desktop/src/rewind/settings.rs).
+export type RewindSettings = {
+  enabled: boolean; fps: number; seconds: number; max_mib: number;
+  regions: { x: number; y: number; width: number; height: number }[]; windows: string[];
+};
+/// What the recording indicator shows.
+export type RewindStatus = { recording: boolean; fps: number; seconds: number; capacity_seconds: number; frames: number; bytes: number; max_bytes: number; error: string | null };
 /// One call of an MCP client (src-tauri/src/mcp.rs).
 export type McpCall = { client: string; tool: string; result: string; detail: string; ms: number; at_ms: number };
 export type McpStatus = { url: string | null; calls: McpCall[]; error: string | null };
@@ -88,6 +96,11 @@ export const api = {
   auditRead: () => invoke<[string, AuditRow[]]>("audit_read"),
 
   mcpStatus: () => invoke<McpStatus>("mcp_status"),
+
+  rewindStatus: () => invoke<RewindStatus>("rewind_status"),
+  rewindAsk: (seconds: number, question: string, onToken: Channel<string>) => invoke<AskOutcome>("rewind_ask", { seconds, question, onToken }),
+  rewindChanged: (question: string, onToken: Channel<string>) => invoke<AskOutcome>("rewind_changed", { question, onToken }),
+  rewindSave: (seconds: number, dir: string) => invoke<number>("rewind_save", { seconds, dir }),
 };
 
 export { Channel };

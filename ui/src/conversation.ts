@@ -190,9 +190,19 @@ function renderTurns(turns: Turn[]) {
   el.messages.scrollTop = el.messages.scrollHeight;
 }
 
+/// How a question is sent: the capture's Ask, or a rewind question (rewind.ts).
+export type Send = (question: string, onToken: Channel<string>) => Promise<AskOutcome>;
+
+/// Starts a new conversation that is not stored (a rewind question: the screen stays in memory).
+export function startUnstored() {
+  threadId = null;
+  el.messages.replaceChildren();
+  refreshThreads();
+}
+
 /// Asks the question in the box. A new question supersedes the running one (the backend cancels
 /// it); pieces of a superseded answer are ignored.
-export async function ask() {
+export async function ask(send: Send = api.ask) {
   const question = el.question.value.trim();
   if (!question) return;
   clearError();
@@ -218,7 +228,7 @@ export async function ask() {
     });
   };
   try {
-    const out: AskOutcome = await api.ask(question, onToken);
+    const out: AskOutcome = await send(question, onToken);
     if (frame) cancelAnimationFrame(frame);
     if (seq !== askSeq && !out.cancelled) return;
     const bottom = atBottom();

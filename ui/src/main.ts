@@ -9,6 +9,7 @@ import { clearMarkers, currentGeometry, drawMarkers, hasCapture, initConversatio
 import { captureChanged, initHtml } from "./html";
 import { initModels, loadModel, recommended, refreshModels, showModel } from "./models";
 import { initMcp, refreshMcp } from "./mcp";
+import { initRewind } from "./rewind";
 import { initSettings, refreshSettings, refreshTokenCost } from "./settings";
 import { decide as decideTask, initTasks, loadHistory, pending, renderAudit, startWith, type Outcome, type Proposal } from "./task";
 import "./style.css";
@@ -168,6 +169,7 @@ initSettings(monitorSize, async (s) => { showHotkeys(s.hotkey_capture, s.hotkey_
 });
 
 initMcp(() => show("settings"));
+initRewind(() => show("settings"));
 
 el.capture.onclick = captureScreen;
 el.newCapture.onclick = captureScreen;

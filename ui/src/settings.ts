@@ -5,6 +5,7 @@
 import { api, type FieldError, type Settings, type SettingsView } from "./api";
 import { $, bytes, clearError, showError } from "./dom";
 import { fillMcp, readMcp, refreshMcp } from "./mcp";
+import { fillRewind, readRewind, refreshRewind } from "./rewind";
 
 const el = {
   form: $<HTMLFormElement>("settings-form"), device: $<HTMLSelectElement>("set-device"), dtype: $<HTMLSelectElement>("set-dtype"),
@@ -35,6 +36,7 @@ function fill(v: SettingsView) {
   el.threadDays.value = String(s.thread_days); el.threadCap.value = String(s.thread_cap_mib); el.auditDays.value = String(s.audit_days);
   el.threadUsage.textContent = `Stored conversations now use ${bytes(v.threads_bytes)}.`;
   fillMcp(s);
+  fillRewind(s);
   serverFieldsState();
   showFieldErrors([]);
   updateCost();
@@ -67,6 +69,7 @@ function read(): { settings: Settings; errors: FieldError[] } {
   const { port } = readMcp(settings);
   if (Number.isInteger(port) && port >= 1 && port <= 65535) settings.mcp_port = port;
   else errors.push({ field: "mcp_port", message: "must be a port between 1 and 65535" });
+  errors.push(...readRewind(settings));
   return { settings, errors };
 }
 
@@ -124,6 +127,7 @@ async function save(ev: Event) {
     el.status.textContent = "Saved";
     el.status.dataset.state = "saved";
     refreshMcp();
+    refreshRewind();
     onSaved(saved.settings);
   } catch (e) {
     const err = e as { kind?: string; message?: string; fields?: FieldError[] };

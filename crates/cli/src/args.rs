@@ -38,6 +38,10 @@ pub enum Command {
     /// questions and grounding by the local model; screenshots and actions only when allowed.
     #[cfg(feature = "os")]
     Mcp(Box<crate::mcp::McpArgs>),
+    /// Keep the last seconds of the screen in memory (nothing on disk) and answer questions typed
+    /// on stdin about them: `last 10: what did that dialog say?`, `changed: what changed?`.
+    #[cfg(feature = "os")]
+    Watch(crate::watch::WatchArgs),
     /// Re-run a recorded task's model outputs through the parser, the coordinate mapping and the
     /// policy (no input events) and report every difference from the recording. Exits 3 on one.
     Replay(crate::replay::ReplayArgs),

@@ -18,6 +18,8 @@ mod replay;
 mod serve;
 #[cfg(feature = "os")]
 mod task;
+#[cfg(feature = "os")]
+mod watch;
 
 use std::process::ExitCode;
 
@@ -84,6 +86,8 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Mcp(a) => mcp::run(*a),
         #[cfg(feature = "os")]
         args::Command::Calibrate(a) => calibrate::run(a),
+        #[cfg(feature = "os")]
+        args::Command::Watch(a) => watch::run(a),
     }
 }
 

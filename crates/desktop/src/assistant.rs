@@ -11,7 +11,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use screenpilot_engine::backend::{Backend, LocalBackend};
-use screenpilot_engine::{CacheReport, EngineHandle, RequestTimings};
+use screenpilot_engine::{CacheReport, Clip, EngineHandle, RequestTimings};
 use screenpilot_model::generate::Flow;
 use screenpilot_model::ModelFolder;
 
@@ -31,6 +31,9 @@ pub struct Exchange {
 pub struct AskRequest<'a> {
     /// The images, in order (the capture).
     pub images: &'a [&'a RgbImage],
+    /// A clip of the screen (rewind), sent as a video before the images; follow-ups pass the
+    /// same `Arc`, so the engine reuses its preprocessing and features.
+    pub clip: Option<&'a Arc<Clip>>,
     /// Earlier exchanges about the same images.
     pub history: &'a [Exchange],
     /// The new question.

@@ -24,7 +24,7 @@ use screenpilot_agent::StopFlag;
 use screenpilot_engine::backend::{Backend, Reply};
 use screenpilot_engine::{
     ChatMessage, ContentPart, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerationOptions,
-    ImageSource, Request, RequestTimings, Role,
+    ImageSource, Request, RequestTimings, Role, VideoSource,
 };
 use screenpilot_model::generate::Flow;
 use screenpilot_engine::load::{DeviceChoice, RuntimeConfig};
@@ -151,14 +151,12 @@ impl EngineAssistant {
     }
 }
 
-/// The conversation of `req`: images and the first question, then each earlier answer and
+/// The conversation of `req`: the clip (if any), the images and the first question, then each earlier answer and
 /// the question after it (also what [`crate::backend_assistant::BackendAssistant`] sends).
 pub(crate) fn request(req: &AskRequest<'_>) -> Request {
-    let mut parts: Vec<ContentPart> = req
-        .images
-        .iter()
-        .map(|img| ContentPart::Image(ImageSource::Image(Arc::new(DynamicImage::ImageRgb8((*img).clone())))))
-        .collect();
+    let video = req.clip.map(|c| ContentPart::Video(VideoSource::Clip(Arc::clone(c))));
+    let images = req.images.iter().map(|img| ContentPart::Image(ImageSource::Image(Arc::new(DynamicImage::ImageRgb8((*img).clone())))));
+    let mut parts: Vec<ContentPart> = video.into_iter().chain(images).collect();
     let first_question = req.history.first().map_or(req.question, |e| e.question.as_str());
     parts.push(ContentPart::Text(first_question.to_string()));
     let mut messages = vec![ChatMessage { role: Role::User, parts }];

@@ -6,7 +6,8 @@
 //! Conversations are kept on disk per capture ([`threads`]), the model manager's catalogue,
 //! memory check and installed-model scan live in [`catalog`], and [`settings`] validates every
 //! field the settings page edits (hotkeys, device, precision, retention).
-//! [`mcp`] offers the screen to other agents as an MCP server.
+//! [`mcp`] offers the screen to other agents as an MCP server. [`rewind`] keeps the recent
+//! screen in memory (off by default) so questions can be about what just happened.
 //! The Tauri shell (src-tauri) only forwards commands to this crate.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod html;
 pub mod mcp;
 pub mod overlay;
+pub mod rewind;
 pub mod screen;
 pub mod session;
 pub mod settings;

@@ -1,5 +1,6 @@
 //! One user's session: the loaded [`Assistant`], the current capture (and the frozen frame a
-//! region is dragged on), the conversation about that capture, and the ask control that
+//! region is dragged on; or a rewind clip, or the two frames of "what changed", see
+//! [`crate::rewind::ask`]), the conversation about that capture, and the ask control that
 //! never lets requests pile up: a new question cancels the running one (between two tokens),
 //! waits for it to end, and runs; requests superseded while waiting return `Cancelled`.
 
@@ -7,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use screenpilot_agent::Screenshot;
+use screenpilot_engine::Clip;
 use screenpilot_model::Flow;
 
 use crate::assistant::{AskOutcome, AskRequest, Assistant, Exchange};
@@ -22,6 +24,10 @@ pub const DEFAULT_MAX_TOKENS: usize = 256;
 pub struct Session {
     assistant: RwLock<Option<Arc<dyn Assistant>>>,
     capture: Mutex<Option<Screenshot>>,
+    /// A rewind clip the conversation is about (sent instead of the capture).
+    clip: Mutex<Option<Arc<Clip>>>,
+    /// The frame before the capture ("what changed": sent first, the capture second).
+    before: Mutex<Option<Screenshot>>,
     frozen: Mutex<Option<Screenshot>>,
     history: Mutex<Vec<Exchange>>,
     latest: AtomicU64,
@@ -30,6 +36,15 @@ pub struct Session {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The question trimmed, or an error when it is empty or longer than [`MAX_QUESTION_CHARS`].
+pub fn check_question(question: &str) -> Result<&str> {
+    let question = question.trim();
+    if question.is_empty() || question.chars().count() > MAX_QUESTION_CHARS {
+        return Err(DesktopError::InvalidArgument(format!("question must have 1..={MAX_QUESTION_CHARS} characters")));
+    }
+    Ok(question)
 }
 
 impl Session {
@@ -56,7 +71,27 @@ impl Session {
     /// Sets the capture questions are about; starts a new conversation.
     pub fn set_capture(&self, shot: Screenshot) {
         *lock(&self.capture) = Some(shot);
+        *lock(&self.clip) = None;
+        *lock(&self.before) = None;
         lock(&self.history).clear();
+    }
+
+    /// Makes a rewind clip the subject of a new conversation; `newest` (its last frame)
+    /// becomes the capture (what overlays map onto).
+    pub fn set_clip(&self, clip: Arc<Clip>, newest: Screenshot) {
+        self.set_capture(newest);
+        *lock(&self.clip) = Some(clip);
+    }
+
+    /// Makes two frames the subject of a new conversation: `before`, then `after` (the capture).
+    pub fn set_change(&self, before: Screenshot, after: Screenshot) {
+        self.set_capture(after);
+        *lock(&self.before) = Some(before);
+    }
+
+    /// The rewind clip the conversation is about, if any.
+    pub fn clip(&self) -> Option<Arc<Clip>> {
+        lock(&self.clip).clone()
     }
 
     /// Reopens a stored conversation: its capture and the exchanges so far (see
@@ -65,7 +100,7 @@ impl Session {
     /// asked in).
     pub fn restore(&self, shot: Screenshot, history: Vec<Exchange>) {
         self.cancel();
-        *lock(&self.capture) = Some(shot);
+        self.set_capture(shot);
         *lock(&self.history) = history;
     }
 
@@ -97,10 +132,7 @@ impl Session {
     /// Asks about the current capture, streaming pieces to `on_token`. See the module doc
     /// for how concurrent questions behave.
     pub fn ask(&self, question: &str, on_token: &mut dyn FnMut(&str)) -> Result<AskOutcome> {
-        let question = question.trim();
-        if question.is_empty() || question.chars().count() > MAX_QUESTION_CHARS {
-            return Err(DesktopError::InvalidArgument(format!("question must have 1..={MAX_QUESTION_CHARS} characters")));
-        }
+        let question = check_question(question)?;
         let assistant = self.assistant().ok_or(DesktopError::NoModel)?;
         let shot = self.capture().ok_or(DesktopError::NoCapture)?;
         let me = self.latest.fetch_add(1, Ordering::SeqCst) + 1;
@@ -109,8 +141,13 @@ impl Session {
             return Err(DesktopError::Cancelled);
         }
         let history = self.history();
-        let images = [shot.image.as_ref()];
-        let req = AskRequest { images: &images, history: &history, question, max_tokens: DEFAULT_MAX_TOKENS };
+        let (clip, before) = (self.clip(), lock(&self.before).clone());
+        let images: Vec<&image::RgbImage> = match (&clip, &before) {
+            (Some(_), _) => Vec::new(),
+            (None, Some(b)) => vec![b.image.as_ref(), shot.image.as_ref()],
+            (None, None) => vec![shot.image.as_ref()],
+        };
+        let req = AskRequest { images: &images, clip: clip.as_ref(), history: &history, question, max_tokens: DEFAULT_MAX_TOKENS };
         let mut cb = |piece: &str| {
             if self.latest.load(Ordering::SeqCst) != me {
                 return Flow::Stop;

@@ -80,6 +80,8 @@ pub struct Settings {
     pub mcp_allow_actions: bool,
     /// The tools MCP clients see.
     pub mcp_tools: Vec<String>,
+    /// Rewind: the recent screen kept in memory (off by default).
+    pub rewind: crate::rewind::settings::RewindSettings,
 }
 
 /// The MCP server's default port.
@@ -124,6 +126,7 @@ impl Default for Settings {
             mcp_share_screenshots: false,
             mcp_allow_actions: false,
             mcp_tools: ToolName::ALL.iter().map(|t| t.as_str().to_string()).collect(),
+            rewind: Default::default(),
         }
     }
 }
@@ -300,6 +303,7 @@ impl Settings {
             Ok(t) if t.is_empty() && self.mcp_enabled => err("mcp_tools", "offer at least one tool".into()),
             Ok(_) => {}
         }
+        errs.extend(self.rewind.field_errors());
         if errs.is_empty() {
             Ok(())
         } else {

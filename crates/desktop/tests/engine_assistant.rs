@@ -61,7 +61,7 @@ fn a_follow_up_reuses_the_capture_and_matches_a_fresh_engine() {
     let history = session.history();
     assert_eq!(history.len(), 2);
     let images = [shot.image.as_ref()];
-    let req = AskRequest { images: &images, history: &history[..1], question: "Which window has the focus?", max_tokens: DEFAULT_MAX_TOKENS };
+    let req = AskRequest { images: &images, clip: None, history: &history[..1], question: "Which window has the focus?", max_tokens: DEFAULT_MAX_TOKENS };
     let fresh = cold.ask(&req, &mut |_| Flow::Continue).unwrap();
     assert_eq!((fresh.timings.engine.vision_cache_hits, fresh.timings.engine.cached_prompt_tokens), (0, 0));
     assert_eq!(fresh.timings.engine.prompt_tokens, t.prompt_tokens);
@@ -74,7 +74,7 @@ fn flow_stop_ends_the_answer_early_and_the_next_answer_is_unaffected() {
     let a = EngineAssistant::load(&tiny(), None).unwrap();
     let shot = screenshot();
     let images = [shot.image.as_ref()];
-    let req = AskRequest { images: &images, history: &[], question: "Describe the screen.", max_tokens: 48 };
+    let req = AskRequest { images: &images, clip: None, history: &[], question: "Describe the screen.", max_tokens: 48 };
 
     let mut pieces = Vec::new();
     let stopped = a
@@ -116,7 +116,7 @@ fn questions_and_tasks_share_one_engine_and_a_raised_stop_flag_abandons_a_task_a
     let handle = a.engine().expect("the engine assistant has an engine");
     let shot = screenshot();
     let images = [shot.image.as_ref()];
-    let req = AskRequest { images: &images, history: &[], question: "Describe the screen.", max_tokens: 8 };
+    let req = AskRequest { images: &images, clip: None, history: &[], question: "Describe the screen.", max_tokens: 8 };
     a.ask(&req, &mut |_| Flow::Continue).unwrap();
 
     // A task's request about the same screenshot, through the same handle: the vision cache hits.
@@ -171,7 +171,7 @@ fn a_task_on_the_local_model_streams_through_the_shared_engine_and_stops_mid_ans
     let a = EngineAssistant::load(&tiny(), None).unwrap();
     let shot = screenshot();
     let images = [shot.image.as_ref()];
-    a.ask(&AskRequest { images: &images, history: &[], question: "What is this?", max_tokens: 4 }, &mut |_| Flow::Continue).unwrap();
+    a.ask(&AskRequest { images: &images, clip: None, history: &[], question: "What is this?", max_tokens: 4 }, &mut |_| Flow::Continue).unwrap();
 
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod debug;
 pub mod html;
 pub mod model;
+pub mod rewind;
 pub mod task;
 pub mod threads;
 
@@ -24,6 +25,7 @@ macro_rules! handler_with {
             task::actions_set_enabled, task::task_start, task::task_decide, task::task_stop, task::act_on_answer, task::audit_read,
             task::task_history, task::task_replay, task::calibrate,
             html::html_generate, html::html_save,
+            rewind::rewind_status, rewind::rewind_ask, rewind::rewind_changed, rewind::rewind_save,
             crate::mcp::mcp_status,
             $($extra)*
         ]

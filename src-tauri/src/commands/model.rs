@@ -71,6 +71,8 @@ pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, A
         let _ = state.mcp.apply(&old).await;
         return Err(CommandError::InvalidSettings(vec![e]));
     }
+    let monitor = state.monitor.load(std::sync::atomic::Ordering::Relaxed);
+    state.rewind.apply(&new.rewind, monitor).map_err(|e| CommandError::InvalidSettings(vec![FieldError { field: "rewind_enabled".into(), message: e.to_string() }]))?;
     new.save(&state.settings_path)?;
     *lock(&state.settings) = new.clone();
     if backend_changed {
