@@ -25,13 +25,11 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoP
 from transformers.video_utils import VideoMetadata
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+sys.path.insert(0, os.path.dirname(__file__))
 from compare_with_hf import shape_config  # noqa: E402
+from hf_reference import stats, text_ids  # noqa: E402
 
 IM_START, IM_END, NEWLINE, USER, ASSISTANT = 151644, 151645, 198, 872, 77091
-
-
-def text_ids(n, salt):
-    return [1000 + (i * 7919 + salt * 104729) % 140000 for i in range(n)]
 
 
 def synthetic_rewind(w, h, n):
@@ -42,11 +40,6 @@ def synthetic_rewind(w, h, n):
         xs = x + 3 * k
         frames.append(np.stack([(xs * 7 + y) % 256, (y * 3 + k) % 256, ((xs ^ y) * 5) % 256], -1).astype(np.uint8))
     return np.stack(frames)
-
-
-def stats(xs):
-    v = sorted(xs)
-    return {"median": v[len(v) // 2], "min": v[0], "max": v[-1], "n": len(v)}
 
 
 def sync():

@@ -140,6 +140,13 @@ def run_case(model, tok, proc, img_dir, case):
                                             image_grid_thw=kwargs.get("image_grid_thw"))
     t["position_ids"] = pos[:, 0, :].to(torch.int64).contiguous()
     t["rope_delta"] = delta.reshape(1).to(torch.int64)
+    reference_outputs(model, kwargs, t)
+    return t, text
+
+
+def reference_outputs(model, kwargs, t):
+    """Adds to `t` what every case compares: the final hidden states and the logits at every prompt
+    position, and NEW_TOKENS greedy tokens with their logits."""
     model.model.rope_deltas = None
     base = model.model(**kwargs)
     t["final_hidden"] = base.last_hidden_state[0].float().contiguous()
@@ -151,13 +158,12 @@ def run_case(model, tok, proc, img_dir, case):
     gen = model.generate(**kwargs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
                          output_logits=True, return_dict_in_generate=True, repetition_penalty=1.0,
                          top_k=None, top_p=None, temperature=None)
-    new = gen.sequences[0, input_ids.shape[1]:]
+    new = gen.sequences[0, kwargs["input_ids"].shape[1]:]
     assert len(new) == NEW_TOKENS, len(new)
     t["generated_ids"] = new.to(torch.int64).contiguous()
     step_logits = torch.cat([l.float() for l in gen.logits], 0)
     for k, v in summarize(step_logits).items():
         t[f"gen_{k}"] = v
-    return t, text
 
 
 CASES = [

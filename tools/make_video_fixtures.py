@@ -27,7 +27,7 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageP
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor, smart_resize
 from transformers.video_utils import VideoMetadata
 
-from make_fixtures import NEW_TOKENS, PINNED, MIN_PIXELS, MAX_PIXELS, summarize
+from make_fixtures import PINNED, MIN_PIXELS, MAX_PIXELS, reference_outputs
 
 VIDEO_MIN_PIXELS = 4096
 VIDEO_MAX_PIXELS = 150000
@@ -119,23 +119,7 @@ def run_case(model, proc, clips, img_dir, case):
                                             video_grid_thw=t["video_grid_thw"])
     t["position_ids"] = pos[:, 0, :].to(torch.int64).contiguous()
     t["rope_delta"] = delta.reshape(1).to(torch.int64)
-    model.model.rope_deltas = None
-    base = model.model(**kwargs)
-    t["final_hidden"] = base.last_hidden_state[0].float().contiguous()
-    model.model.rope_deltas = None
-    out = model(**kwargs)
-    for k, v in summarize(out.logits[0].float()).items():
-        t[f"prompt_{k}"] = v
-    model.model.rope_deltas = None
-    gen = model.generate(**kwargs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-                         output_logits=True, return_dict_in_generate=True, repetition_penalty=1.0,
-                         top_k=None, top_p=None, temperature=None)
-    new = gen.sequences[0, input_ids.shape[1]:]
-    assert len(new) == NEW_TOKENS, len(new)
-    t["generated_ids"] = new.to(torch.int64).contiguous()
-    step_logits = torch.cat([l.float() for l in gen.logits], 0)
-    for k, v in summarize(step_logits).items():
-        t[f"gen_{k}"] = v
+    reference_outputs(model, kwargs, t)
     sampled = {n: [int(i) for i in proc.video_processor.sample_frames(
         VideoMetadata(total_num_frames=CLIPS[n]["frames"], fps=CLIPS[n]["fps"]), fps=2)]
         for k, n in case["parts"] if k == "video"}

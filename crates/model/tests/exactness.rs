@@ -9,7 +9,6 @@ use std::collections::HashMap;
 mod common;
 use common::{check_logits, fixtures, rel_err, vec2, ACT_TOL};
 
-use screenpilot_model::generate::argmax;
 use screenpilot_model::preprocess::{load_image, preprocess};
 use screenpilot_model::prompt::{render, Message, Part, Role};
 use screenpilot_model::rope::get_rope_index;
@@ -163,19 +162,8 @@ fn twelve_greedy_tokens_with_kv_cache_match_transformers() {
         let (ids, g, vision) = prefill_case(&model, &folder, &case);
         let prompt = PromptInput { ids: &ids, grids: &g, vision: vision.as_ref() };
         let mut cache = model.new_cache();
-        let mut logits = model.prefill(&prompt, &mut cache, LogitsFor::Last).unwrap().logits;
         let ref_ids: Vec<i64> = case.t["generated_ids"].to_vec1().unwrap();
-        let mut rows = Vec::new();
-        let mut ours = Vec::new();
-        for step in 0..ref_ids.len() {
-            let row: Vec<f32> = logits.to_vec1().unwrap();
-            let id = argmax(&row);
-            ours.push(id as i64);
-            rows.push(row);
-            if step + 1 < ref_ids.len() {
-                logits = model.decode_step(id, &mut cache).unwrap();
-            }
-        }
+        let (ours, rows) = common::greedy(&model, &prompt, &mut cache, ref_ids.len());
         assert_eq!(ours, ref_ids, "{}: greedy ids", case.name);
         assert_eq!(cache.len(), ids.len() + ref_ids.len() - 1);
         check_logits(&case.name, "decode logits", &rows, &case.t, "gen_");

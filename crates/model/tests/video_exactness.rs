@@ -11,7 +11,6 @@ use std::collections::HashMap;
 mod common;
 use common::{check_logits, fixtures, rel_err, vec2, ACT_TOL};
 
-use screenpilot_model::generate::argmax;
 use screenpilot_model::preprocess::{
     load_image, preprocess, preprocess_video, smart_resize_video, timestamp_text, timestamps, PreprocessedImage,
 };
@@ -220,18 +219,8 @@ fn logits_and_twelve_greedy_tokens_of_clips_match_transformers() {
         check_logits(&case.name, "prompt logits", &vec2(&out.logits), &case.t, "prompt_");
 
         let mut cache = model.new_cache();
-        let mut logits = model.prefill(&prompt, &mut cache, LogitsFor::Last).unwrap().logits;
         let ref_ids: Vec<i64> = case.t["generated_ids"].to_vec1().unwrap();
-        let (mut rows, mut ours) = (Vec::new(), Vec::new());
-        for step in 0..ref_ids.len() {
-            let row: Vec<f32> = logits.to_vec1().unwrap();
-            let id = argmax(&row);
-            ours.push(id as i64);
-            rows.push(row);
-            if step + 1 < ref_ids.len() {
-                logits = model.decode_step(id, &mut cache).unwrap();
-            }
-        }
+        let (ours, rows) = common::greedy(&model, &prompt, &mut cache, ref_ids.len());
         assert_eq!(ours, ref_ids, "{}: greedy ids", case.name);
         check_logits(&case.name, "decode logits", &rows, &case.t, "gen_");
     }

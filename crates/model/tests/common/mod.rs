@@ -6,7 +6,24 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use screenpilot_model::generate::argmax;
-use screenpilot_model::{DType, Tensor};
+use screenpilot_model::{DType, KvCache, LogitsFor, PromptInput, Qwen3Vl, Tensor};
+
+/// Prefills `prompt` into `cache` and decodes greedily until `n` tokens are chosen: the ids and
+/// each step's full logits row.
+pub fn greedy(model: &Qwen3Vl, prompt: &PromptInput, cache: &mut KvCache, n: usize) -> (Vec<i64>, Vec<Vec<f32>>) {
+    let mut logits = model.prefill(prompt, cache, LogitsFor::Last).unwrap().logits;
+    let (mut ids, mut rows) = (Vec::new(), Vec::new());
+    for step in 0..n {
+        let row: Vec<f32> = logits.to_vec1().unwrap();
+        let id = argmax(&row);
+        ids.push(id as i64);
+        rows.push(row);
+        if step + 1 < n {
+            logits = model.decode_step(id, cache).unwrap();
+        }
+    }
+    (ids, rows)
+}
 
 /// Logit tolerance: relative to the largest magnitude in the row.
 pub const LOGIT_TOL: f32 = 1e-4;
