@@ -46,6 +46,9 @@ export type RewindSettings = {
   enabled: boolean; fps: number; seconds: number; max_mib: number;
   regions: { x: number; y: number; width: number; height: number }[]; windows: string[];
 };
+/// A rewind answer and what the model was shown (frames sent; seconds the clip spans, 0 for
+/// "what changed"; the newest frame, now the conversation's capture).
+export type RewindAnswer = AskOutcome & { frames: number; seconds: number; frame: CaptureView | null };
 /// What the recording indicator shows.
 export type RewindStatus = { recording: boolean; fps: number; seconds: number; capacity_seconds: number; frames: number; bytes: number; max_bytes: number; error: string | null };
 /// One call of an MCP client (src-tauri/src/mcp.rs).
@@ -98,8 +101,8 @@ export const api = {
   mcpStatus: () => invoke<McpStatus>("mcp_status"),
 
   rewindStatus: () => invoke<RewindStatus>("rewind_status"),
-  rewindAsk: (seconds: number, question: string, onToken: Channel<string>) => invoke<AskOutcome>("rewind_ask", { seconds, question, onToken }),
-  rewindChanged: (question: string, onToken: Channel<string>) => invoke<AskOutcome>("rewind_changed", { question, onToken }),
+  rewindAsk: (seconds: number, question: string, onToken: Channel<string>) => invoke<RewindAnswer>("rewind_ask", { seconds, question, onToken }),
+  rewindChanged: (question: string, onToken: Channel<string>) => invoke<RewindAnswer>("rewind_changed", { question, onToken }),
   rewindSave: (seconds: number, dir: string) => invoke<number>("rewind_save", { seconds, dir }),
 };
 

@@ -44,6 +44,11 @@ function showImage(png: string, g: Geometry) {
   el.shot.dataset.captured = String(Date.now());
 }
 
+/// Shows the frame a rewind answer was about on the stage, keeping the conversation.
+export function showFrame(v: CaptureView) {
+  showImage(v.png, v.geometry);
+}
+
 /// Draws `shapes` (one answer's boxes and points) on the capture; hovering one shows where it is.
 export function drawShapes(shapes: Shape[]) {
   if (!geometry) return;
@@ -166,14 +171,15 @@ function turnElement(question: string): { turn: HTMLElement; answer: HTMLElement
   return { turn, answer, meta };
 }
 
-function finishTurn(parts: { turn: HTMLElement; answer: HTMLElement; meta: HTMLElement }, text: string, t: TurnTimings | null, state: string) {
+function finishTurn(parts: { turn: HTMLElement; answer: HTMLElement; meta: HTMLElement }, text: string, t: TurnTimings | null, state: string, subject = "") {
   const { turn, answer, meta } = parts;
   turn.dataset.state = state;
   renderMarkdown(answer, text || (state === "cancelled" ? "*(stopped)*" : ""));
   const children: (Node | string)[] = [];
-  if (t) {
-    const line = timingsLine(t);
-    children.push(h("span", { class: "timings", title: line.title }, line.text));
+  // What the model saw (a rewind answer's video or images) leads the quiet timings line.
+  if (t || subject) {
+    const line = t ? timingsLine(t) : { text: "", title: "" };
+    children.push(h("span", { class: "timings", title: line.title }, [subject, line.text].filter(Boolean).join(" · ")));
   }
   const show = h("button", { type: "button", class: "quiet small show-shapes", title: "Draw this answer's boxes and points on the capture" }, "Show on capture");
   show.onclick = () => showShapesOf(text, turn);
@@ -190,8 +196,9 @@ function renderTurns(turns: Turn[]) {
   el.messages.scrollTop = el.messages.scrollHeight;
 }
 
-/// How a question is sent: the capture's Ask, or a rewind question (rewind.ts).
-export type Send = (question: string, onToken: Channel<string>) => Promise<AskOutcome>;
+/// How a question is sent: the capture's Ask, or a rewind question (rewind.ts), whose answer
+/// names what the model saw (`subject`, shown before the timings).
+export type Send = (question: string, onToken: Channel<string>) => Promise<AskOutcome & { subject?: string }>;
 
 /// Starts a new conversation that is not stored (a rewind question: the screen stays in memory).
 export function startUnstored() {
@@ -228,11 +235,11 @@ export async function ask(send: Send = api.ask) {
     });
   };
   try {
-    const out: AskOutcome = await send(question, onToken);
+    const out = await send(question, onToken);
     if (frame) cancelAnimationFrame(frame);
     if (seq !== askSeq && !out.cancelled) return;
     const bottom = atBottom();
-    finishTurn(parts, out.text, { timings: out.timings, cache: out.cache }, out.cancelled ? "cancelled" : "done");
+    finishTurn(parts, out.text, { timings: out.timings, cache: out.cache }, out.cancelled ? "cancelled" : "done", out.subject);
     keepBottom(bottom);
     refreshThreads();
     if (!out.cancelled) {

@@ -9,7 +9,7 @@ import { clearMarkers, currentGeometry, drawMarkers, hasCapture, initConversatio
 import { captureChanged, initHtml } from "./html";
 import { initModels, loadModel, recommended, refreshModels, showModel } from "./models";
 import { initMcp, refreshMcp } from "./mcp";
-import { initRewind } from "./rewind";
+import { initRewind, isRecording } from "./rewind";
 import { initSettings, refreshSettings, refreshTokenCost } from "./settings";
 import { decide as decideTask, initTasks, loadHistory, pending, renderAudit, startWith, type Outcome, type Proposal } from "./task";
 import "./style.css";
@@ -51,8 +51,9 @@ function showHotkeys(capture: string, stop: string) {
   el.stop.title = `Stop the running task or action (${stop})`;
 }
 
-/// Ask shows the first-run steps until there is a capture to ask about.
-const showAsk = () => show(hasCapture() ? "ask" : "welcome");
+/// Ask shows the first-run steps until there is something to ask about: a capture, or the
+/// screen rewind is recording.
+const showAsk = () => show(hasCapture() || isRecording() ? "ask" : "welcome");
 
 for (const v of VIEWS) {
   const tab = document.getElementById(`tab-${v}`);

@@ -2,8 +2,8 @@
 // composer's rewind buttons (ask about the last N seconds, what changed, save a clip), and the
 // Settings → Rewind fields (filled and read with the rest of the settings form).
 import { open } from "@tauri-apps/plugin-dialog";
-import { api, type RewindStatus, type Settings } from "./api";
-import { ask, startUnstored } from "./conversation";
+import { api, type RewindAnswer, type RewindStatus, type Settings } from "./api";
+import { ask, showFrame, startUnstored } from "./conversation";
 import { $, bytes, showError } from "./dom";
 
 const el = {
@@ -15,7 +15,12 @@ const el = {
   windows: $<HTMLInputElement>("set-rewind-windows"), regions: $<HTMLInputElement>("set-rewind-regions"),
 };
 
+let recording = false;
+/// Whether rewind records (as of the last status): Ask then has something to ask about.
+export const isRecording = () => recording;
+
 function render(s: RewindStatus) {
+  recording = s.recording;
   el.chip.hidden = !s.recording;
   el.tools.hidden = !s.recording;
   el.chip.dataset.recording = s.recording ? "yes" : "no";
@@ -31,6 +36,13 @@ export async function refreshRewind() {
 }
 
 const seconds = () => Math.max(1, Number(el.seconds.value) || 10);
+
+/// The answer, naming what the model saw; its newest frame goes on the stage.
+function withSubject(r: RewindAnswer) {
+  if (r.frame) showFrame(r.frame);
+  const subject = r.seconds > 0 ? `video of ${r.frames} frames, ${r.seconds.toFixed(1)} s` : `${r.frames} images: then and now`;
+  return { ...r, subject };
+}
 
 /// Puts the rewind settings into the form.
 export function fillRewind(s: Settings) {
@@ -55,11 +67,11 @@ export function readRewind(s: Settings): { field: string; message: string }[] {
 
 export function initRewind(openSettings: () => void) {
   el.chip.onclick = openSettings;
-  el.ask.onclick = () => { startUnstored(); ask((q, ch) => api.rewindAsk(seconds(), q, ch)); };
+  el.ask.onclick = () => { startUnstored(); ask(async (q, ch) => withSubject(await api.rewindAsk(seconds(), q, ch))); };
   el.changed.onclick = () => {
     if (!$<HTMLTextAreaElement>("question").value.trim()) $<HTMLTextAreaElement>("question").value = "What changed?";
     startUnstored();
-    ask((q, ch) => api.rewindChanged(q, ch));
+    ask(async (q, ch) => withSubject(await api.rewindChanged(q, ch)));
   };
   el.save.onclick = async () => {
     const dir = await open({ directory: true, multiple: false, title: "Folder for the clip's frames" });

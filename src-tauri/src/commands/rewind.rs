@@ -5,12 +5,14 @@
 
 use std::path::PathBuf;
 
+use serde::Serialize;
 use tauri::ipc::Channel;
 use tauri::State;
 
 use screenpilot_desktop::assistant::AskOutcome;
 use screenpilot_desktop::rewind::{ask, save, RewindStatus};
 
+use super::capture::{data_url, CaptureView};
 use crate::error::{blocking, CmdResult};
 use crate::state::{lock, AppState};
 
@@ -20,20 +22,53 @@ pub fn rewind_status(state: State<'_, AppState>) -> RewindStatus {
     state.rewind.status()
 }
 
-/// Asks `question` about the last `seconds` of the screen.
-#[tauri::command]
-pub async fn rewind_ask(seconds: f64, question: String, on_token: Channel<String>, state: State<'_, AppState>) -> CmdResult<AskOutcome> {
-    let (session, rewind) = (state.session.clone(), state.rewind.clone());
-    *lock(&state.thread) = None;
-    blocking(move || Ok(ask::ask_recent(&session, &rewind, seconds, &question, &mut |p| drop(on_token.send(p.to_string())))?)).await
+/// A rewind answer and what the model was shown, so the answer can say what it is about.
+#[derive(Debug, Serialize)]
+pub struct RewindAnswer {
+    #[serde(flatten)]
+    pub outcome: AskOutcome,
+    /// Frames sent: those of the clip, or 2 for "what changed".
+    pub frames: usize,
+    /// Seconds of screen the clip spans (0 for "what changed").
+    pub seconds: f64,
+    /// The newest frame asked about, now the conversation's capture (shown on the stage).
+    pub frame: Option<CaptureView>,
 }
 
-/// Asks `question` about what changed since the last rewind question.
+/// The conversation's capture (the newest frame of the clip or the change) as the stage shows it.
+fn frame(session: &screenpilot_desktop::session::Session) -> CmdResult<Option<CaptureView>> {
+    let Some(shot) = session.capture() else { return Ok(None) };
+    let png = data_url(&screenpilot_desktop::screen::png_bytes(&shot.image)?);
+    Ok(Some(CaptureView { png, geometry: screenpilot_desktop::screen::geometry_view(&shot.geometry), thread: None }))
+}
+
+/// Asks `question` about the last `seconds` of the screen (sent as a video).
 #[tauri::command]
-pub async fn rewind_changed(question: String, on_token: Channel<String>, state: State<'_, AppState>) -> CmdResult<AskOutcome> {
+pub async fn rewind_ask(seconds: f64, question: String, on_token: Channel<String>, state: State<'_, AppState>) -> CmdResult<RewindAnswer> {
     let (session, rewind) = (state.session.clone(), state.rewind.clone());
     *lock(&state.thread) = None;
-    blocking(move || Ok(ask::ask_changed(&session, &rewind, &question, &mut |p| drop(on_token.send(p.to_string())))?)).await
+    blocking(move || {
+        let outcome = ask::ask_recent(&session, &rewind, seconds, &question, &mut |p| drop(on_token.send(p.to_string())))?;
+        // The clip just asked about: its frames, and the time steps its indices count at its fps.
+        let (frames, seconds) = session.clip().map_or((0, 0.0), |c| {
+            let steps = c.indices.last().map_or(0, |i| i + 1) as f64;
+            (c.frames.len(), c.fps.filter(|f| *f > 0.0).map_or(0.0, |f| steps / f))
+        });
+        Ok(RewindAnswer { outcome, frames, seconds, frame: frame(&session)? })
+    })
+    .await
+}
+
+/// Asks `question` about what changed since the last rewind question (two images).
+#[tauri::command]
+pub async fn rewind_changed(question: String, on_token: Channel<String>, state: State<'_, AppState>) -> CmdResult<RewindAnswer> {
+    let (session, rewind) = (state.session.clone(), state.rewind.clone());
+    *lock(&state.thread) = None;
+    blocking(move || {
+        let outcome = ask::ask_changed(&session, &rewind, &question, &mut |p| drop(on_token.send(p.to_string())))?;
+        Ok(RewindAnswer { outcome, frames: 2, seconds: 0.0, frame: frame(&session)? })
+    })
+    .await
 }
 
 /// Writes the last `seconds` into `dir` as PNG frames and clip.json; returns how many frames.
