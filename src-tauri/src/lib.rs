@@ -123,6 +123,7 @@ pub fn run() {
             if let Err(e) = tray::build(app.handle()) {
                 eprintln!("screenpilot: no tray icon: {e}");
             }
+            tray::show_rewind(app.handle(), state.rewind.is_recording());
             Ok(())
         })
         .invoke_handler(commands::handler())

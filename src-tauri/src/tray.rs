@@ -1,7 +1,8 @@
 //! The tray icon: Capture (the chosen monitor, window hidden, then shown with the new
 //! conversation), Stop (the running task), Show or hide the window, Quit. Where the desktop has
 //! no tray (or no status-notifier host), the app runs without it: the window and the global
-//! hotkeys do everything the tray does.
+//! hotkeys do everything the tray does. While rewind records, the tray's tooltip and the
+//! window's title say so ([`show_rewind`]), beside the sidebar's chip.
 
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::TrayIconBuilder;
@@ -27,6 +28,21 @@ pub fn handle(app: &AppHandle, id: &str) {
         }
         "quit" => app.exit(0),
         _ => {}
+    }
+}
+
+/// The window title (and tray tooltip) while rewind records.
+pub const RECORDING_TITLE: &str = "ScreenPilot · Rewind recording";
+
+/// Shows in the window title and the tray tooltip whether rewind records: the sidebar chip is
+/// out of sight while the window is hidden or another view scrolls it away.
+pub fn show_rewind(app: &AppHandle, recording: bool) {
+    let title = if recording { RECORDING_TITLE } else { "ScreenPilot" };
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.set_title(title);
+    }
+    if let Some(tray) = app.tray_by_id("main") {
+        let _ = tray.set_tooltip(Some(title));
     }
 }
 

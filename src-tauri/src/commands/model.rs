@@ -72,7 +72,9 @@ pub async fn settings_set(settings: Settings, app: AppHandle, state: State<'_, A
         return Err(CommandError::InvalidSettings(vec![e]));
     }
     let monitor = state.monitor.load(std::sync::atomic::Ordering::Relaxed);
-    state.rewind.apply(&new.rewind, monitor).map_err(|e| CommandError::InvalidSettings(vec![FieldError { field: "rewind_enabled".into(), message: e.to_string() }]))?;
+    let rewound = state.rewind.apply(&new.rewind, monitor);
+    crate::tray::show_rewind(&app, state.rewind.is_recording());
+    rewound.map_err(|e| CommandError::InvalidSettings(vec![FieldError { field: "rewind_enabled".into(), message: e.to_string() }]))?;
     new.save(&state.settings_path)?;
     *lock(&state.settings) = new.clone();
     if backend_changed {
