@@ -14,29 +14,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use screenpilot_engine::{bind, serve_on, EngineConfig, EngineHandle, ServeConfig};
+use screenpilot_engine::ServeConfig;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 const QUICK: Duration = Duration::from_secs(5);
 
-struct Server {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start(cfg: ServeConfig) -> Server {
-    let handle = EngineHandle::spawn(engine(EngineConfig::default())).unwrap();
-    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve_on(listener, cfg, handle, async move {
-        stopped.await.ok();
-    }));
-    Server { addr, _stop: stop }
-}
 
 /// A folder of this test's own under the temp dir, emptied first.
 fn scratch(name: &str) -> PathBuf {

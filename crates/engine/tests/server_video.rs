@@ -14,30 +14,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use screenpilot_engine::{
-    bind, serve_on, ContentPart, EngineConfig, EngineHandle, GenerationOptions, Request, ServeConfig, VideoSource,
-};
+use screenpilot_engine::{ContentPart, EngineConfig, GenerationOptions, Request, ServeConfig, VideoSource};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 /// Answers on the tiny model take a few seconds on a slow CPU.
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Server {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start(cfg: ServeConfig) -> Server {
-    let handle = EngineHandle::spawn(engine(EngineConfig::default())).unwrap();
-    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve_on(listener, cfg, handle, async move {
-        stopped.await.ok();
-    }));
-    Server { addr, _stop: stop }
-}
 
 fn clip(name: &str) -> PathBuf {
     fixtures().join("video_files").join(name)

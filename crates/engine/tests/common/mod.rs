@@ -119,3 +119,21 @@ pub async fn drain(mut s: EventStream) -> Vec<Event> {
 pub fn finish(events: &[Event]) -> Option<FinishReason> {
     events.iter().find_map(|e| if let Event::Finished(f) = e { Some(*f) } else { None })
 }
+
+/// The OpenAI-compatible server over the tiny model on a free loopback port; it stops when the
+/// value is dropped.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn start(cfg: screenpilot_engine::ServeConfig) -> Server {
+    let handle = EngineHandle::spawn(engine(EngineConfig::default())).unwrap();
+    let listener = screenpilot_engine::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(screenpilot_engine::serve_on(listener, cfg, handle, async move {
+        stopped.await.ok();
+    }));
+    Server { addr, _stop: stop }
+}
