@@ -1,5 +1,5 @@
 //! Starting the debug app under tauri-driver for the end-to-end tests, and reading the X
-//! pointer with xdotool. Shared by e2e.rs and e2e_task.rs (`#[path]`).
+//! pointer with xdotool. Shared by the e2e_*.rs tests (`#[path]`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
