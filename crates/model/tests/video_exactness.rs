@@ -197,8 +197,8 @@ fn prompt_ids_with_timestamps_and_positions_match_transformers() {
         let prompt = PromptInput { ids: &ids, grids: &grids, vision: None };
         let (pos, delta) = model.positions(&prompt).unwrap();
         let ref_pos: Vec<Vec<i64>> = case.t["position_ids"].to_vec2().unwrap();
-        for a in 0..3 {
-            assert_eq!(pos.axes[a], ref_pos[a], "{}: position axis {a}", case.name);
+        for (a, (ours, reference)) in pos.axes.iter().zip(&ref_pos).enumerate() {
+            assert_eq!(ours, reference, "{}: position axis {a}", case.name);
         }
         assert_eq!(delta, case.t["rope_delta"].to_vec1::<i64>().unwrap()[0], "{}: rope delta", case.name);
     }

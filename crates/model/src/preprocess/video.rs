@@ -141,7 +141,7 @@ pub fn timestamps(indices: &[usize], source_fps: Option<f64>, temporal: usize) -
     let temporal = temporal.max(1);
     let mut idx = indices.to_vec();
     if let Some(&last) = idx.last() {
-        while idx.len() % temporal != 0 {
+        while !idx.len().is_multiple_of(temporal) {
             idx.push(last);
         }
     }
