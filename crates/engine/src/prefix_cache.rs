@@ -129,10 +129,12 @@ impl<K: KvPrefix> PrefixCache<K> {
 
     /// Stores the KV of a sequence whose tokens have `keys` (one per cached token). Entries
     /// that are a prefix of it are dropped (it covers them); if it is itself a prefix of an
-    /// entry, nothing is stored.
+    /// entry, nothing is stored. A sequence bigger than the whole budget (a long rewind, say) is
+    /// kept alone, every other entry evicted: the cache then holds no more than the sequence
+    /// just held, and a follow-up question about it costs only its own tokens.
     pub fn insert(&mut self, keys: Vec<u64>, kv: K) {
         let bytes = kv.bytes();
-        if !self.enabled() || keys.is_empty() || keys.len() != kv.len() || bytes > self.stats.budget_bytes {
+        if !self.enabled() || keys.is_empty() || keys.len() != kv.len() {
             return;
         }
         self.tick += 1;
@@ -143,7 +145,7 @@ impl<K: KvPrefix> PrefixCache<K> {
         }
         self.entries.retain(|e| !keys.starts_with(&e.keys));
         self.stats.bytes = self.entries.iter().map(|e| e.bytes).sum();
-        while self.stats.bytes + bytes > self.stats.budget_bytes {
+        while self.stats.bytes + bytes > self.stats.budget_bytes && !self.entries.is_empty() {
             let Some(i) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i) else {
                 break;
             };
@@ -235,5 +237,19 @@ mod tests {
         assert!(c.lookup(&[1, 2, 3, 0], 3).unwrap().is_some());
         assert_eq!(c.stats().evictions, 1);
         assert!(c.stats().bytes <= 160);
+    }
+
+    #[test]
+    fn a_sequence_bigger_than_the_budget_is_kept_alone() {
+        let mut c = PrefixCache::<Fake>::new(16 * 10);
+        c.insert(vec![1, 2], kv(2));
+        c.insert(vec![3, 4], kv(2));
+        c.insert((0..20).collect(), kv(20)); // 320 bytes, twice the budget
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes, s.evictions), (1, 320, 2), "only the big one stays");
+        assert_eq!(c.lookup(&(0..25).collect::<Vec<_>>(), 24).unwrap().unwrap().len(), 20);
+        c.insert(vec![9, 9], kv(2));
+        let s = c.stats();
+        assert_eq!((s.entries, s.bytes), (1, 32), "the next sequence evicts it: the budget holds again");
     }
 }

@@ -113,29 +113,30 @@ fn fixed_to_u8(acc: i32, precision: u32) -> u8 {
     (acc >> precision).clamp(0, 255) as u8
 }
 
-/// Horizontal pass: `rows` rows of `in_w` RGB pixels → rows of `out_w` pixels.
+/// Horizontal pass: `rows` rows of `in_w` RGB pixels → rows of `out_w` pixels. The image is
+/// transposed so that the taps of one output column run down memory like the vertical pass's
+/// rows, whose loop the compiler vectorises across the row; every output is the same integer
+/// sum as a pixel-by-pixel pass (integer addition does not depend on order).
 fn resample_horizontal(src: &[u8], in_w: usize, out_w: usize, f: &AxisFilter) -> Vec<u8> {
     let rows = src.len() / (in_w * 3);
-    let mut dst = vec![0u8; rows * out_w * 3];
-    let half = 1i32 << (f.precision.max(1) - 1);
-    for (src_row, dst_row) in src
-        .chunks_exact(in_w * 3)
-        .zip(dst.chunks_exact_mut(out_w * 3))
-    {
-        for (x, px) in dst_row.chunks_exact_mut(3).enumerate() {
-            let (start, len) = (f.starts[x], f.lens[x]);
-            let ws = &f.weights[x * f.taps..x * f.taps + len];
-            let pixels = &src_row[start * 3..(start + len) * 3];
-            let (mut r, mut g, mut b) = (half, half, half);
-            for (&w, p) in ws.iter().zip(pixels.chunks_exact(3)) {
-                let w = i32::from(w);
-                r += w * i32::from(p[0]);
-                g += w * i32::from(p[1]);
-                b += w * i32::from(p[2]);
+    let columns = transpose_rgb(src, rows, in_w);
+    let resampled = resample_vertical(&columns, rows * 3, out_w, f);
+    transpose_rgb(&resampled, out_w, rows)
+}
+
+/// An `h x w` RGB image as a `w x h` one (row y of the result is column y of the input), by
+/// tiles so that both sides stay in cache.
+fn transpose_rgb(src: &[u8], h: usize, w: usize) -> Vec<u8> {
+    const TILE: usize = 32;
+    let mut dst = vec![0u8; src.len()];
+    for y0 in (0..h).step_by(TILE) {
+        for x0 in (0..w).step_by(TILE) {
+            for y in y0..(y0 + TILE).min(h) {
+                for x in x0..(x0 + TILE).min(w) {
+                    let (s, d) = ((y * w + x) * 3, (x * h + y) * 3);
+                    dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+                }
             }
-            px[0] = fixed_to_u8(r, f.precision);
-            px[1] = fixed_to_u8(g, f.precision);
-            px[2] = fixed_to_u8(b, f.precision);
         }
     }
     dst
