@@ -1,22 +1,12 @@
 //! The `screenpilot ask` binary end to end: its --json output against the transformers
 //! reference of the tiny model, streaming, and one clear error line for bad input.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{ask, assert_one_clear_error, root};
 
-fn ask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_screenpilot"))
-        .arg("ask")
-        .arg("--model")
-        .arg(root().join("tests/fixtures/tiny"))
-        .args(args)
-        .output()
-        .expect("run screenpilot")
-}
 
 fn reference(case: &str) -> serde_json::Value {
     let meta: serde_json::Value =
@@ -65,13 +55,6 @@ fn streams_text_to_stdout_and_timings_to_stderr() {
     assert!(err.contains("first token") && err.contains("tok/s"), "{err}");
 }
 
-fn assert_one_clear_error(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-}
 
 #[test]
 fn bad_inputs_exit_with_one_clear_error() {

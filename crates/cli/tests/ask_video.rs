@@ -3,22 +3,12 @@
 //! file samples and times its frames as its container says (the same prompt as its frames given
 //! as a folder at its frame rate), and bad input is one clear error line.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{ask, assert_one_clear_error, root};
 
-fn ask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_screenpilot"))
-        .arg("ask")
-        .arg("--model")
-        .arg(root().join("tests/fixtures/tiny"))
-        .args(args)
-        .output()
-        .expect("run screenpilot")
-}
 
 fn json_of(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -66,13 +56,6 @@ fn a_video_file_is_sampled_and_timed_as_its_frames_at_its_frame_rate() {
     assert!(prompt.iter().filter(|&&t| t == 151656).count() >= 3, "{prompt:?}");
 }
 
-fn assert_one_clear_error(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-}
 
 #[test]
 fn bad_videos_and_folders_are_one_clear_error() {
