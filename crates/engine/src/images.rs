@@ -12,39 +12,53 @@ use crate::error::{EngineError, Result};
 use crate::request::ImageSource;
 use crate::vision_cache::ImageKey;
 
-/// The preprocessing (and cache key) of decoded images the caller still holds, by the image's
+/// What was computed (and its cache key) for inputs the caller still holds, by the input's
 /// address: an agent sends the same screenshots (the same `Arc`) step after step, and resizing
-/// and hashing each of them again made step k cost k screenshots' preprocessing. An entry whose
-/// image has been dropped is forgotten (so an address reused by another image is never mistaken
-/// for it); at most `capacity` entries are kept, the oldest go first.
-pub(crate) struct Memo {
-    entries: Mutex<Vec<(Weak<DynamicImage>, PreprocessedImage, ImageKey)>>,
+/// and hashing each of them again made step k cost k screenshots' preprocessing; a second
+/// question about a rewind sends the same clip. An entry whose input has been dropped is
+/// forgotten (so an address reused by another input is never mistaken for it); at most
+/// `capacity` entries are kept, the oldest go first.
+pub(crate) struct AddressMemo<T, V> {
+    entries: Mutex<Vec<(Weak<T>, V, ImageKey)>>,
     capacity: usize,
 }
 
-impl Memo {
+impl<T, V: Clone> AddressMemo<T, V> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self { entries: Mutex::new(Vec::new()), capacity }
     }
 
-    /// The image preprocessed with its key, and whether it was remembered.
-    pub(crate) fn load(&self, src: &ImageSource, cfg: &PreprocessConfig) -> Result<(PreprocessedImage, ImageKey, bool)> {
-        let fresh = || load(src, cfg).map(|pre| (ImageKey::of(&pre), pre));
-        let img = match src {
-            ImageSource::Image(img) if self.capacity > 0 => img,
-            _ => return fresh().map(|(key, pre)| (pre, key, false)),
-        };
+    /// The value remembered for `input`, else `fresh()`'s (remembered if there is room), and
+    /// whether it was remembered.
+    pub(crate) fn get_or(&self, input: &Arc<T>, fresh: impl FnOnce() -> Result<(ImageKey, V)>) -> Result<(V, ImageKey, bool)> {
+        if self.capacity == 0 {
+            return fresh().map(|(key, v)| (v, key, false));
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|(w, _, _)| w.strong_count() > 0);
-        if let Some((_, pre, key)) = entries.iter().find(|(w, _, _)| w.upgrade().is_some_and(|a| Arc::ptr_eq(&a, img))) {
-            return Ok((pre.clone(), *key, true));
+        if let Some((_, v, key)) = entries.iter().find(|(w, _, _)| w.upgrade().is_some_and(|a| Arc::ptr_eq(&a, input))) {
+            return Ok((v.clone(), *key, true));
         }
-        let (key, pre) = fresh()?;
+        let (key, v) = fresh()?;
         if entries.len() >= self.capacity {
             entries.remove(0);
         }
-        entries.push((Arc::downgrade(img), pre.clone(), key));
-        Ok((pre, key, false))
+        entries.push((Arc::downgrade(input), v.clone(), key));
+        Ok((v, key, false))
+    }
+}
+
+/// Screenshots' preprocessing, remembered by address.
+pub(crate) type Memo = AddressMemo<DynamicImage, PreprocessedImage>;
+
+impl Memo {
+    /// The image preprocessed with its key, and whether it was remembered.
+    pub(crate) fn load(&self, src: &ImageSource, cfg: &PreprocessConfig) -> Result<(PreprocessedImage, ImageKey, bool)> {
+        let fresh = || load(src, cfg).map(|pre| (ImageKey::of(&pre), pre));
+        match src {
+            ImageSource::Image(img) => self.get_or(img, fresh),
+            _ => fresh().map(|(key, pre)| (pre, key, false)),
+        }
     }
 }
 

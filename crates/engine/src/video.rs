@@ -5,12 +5,13 @@
 //!
 //! Video files are decoded by [`crate::video_file`].
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use image::DynamicImage;
 use screenpilot_model::preprocess::{assemble_video, clip_size, resize_frame, PreprocessedVideo, VideoConfig};
 
 use crate::error::{EngineError, Result};
+use crate::images::AddressMemo;
 use crate::request::{Clip, ImageSource, VideoSource};
 use crate::vision_cache::ImageKey;
 
@@ -76,37 +77,19 @@ pub fn preprocess(clip: &Clip, cfg: &VideoConfig) -> Result<PreprocessedVideo> {
 /// Most threads resizing one clip's frames.
 pub const RESIZE_THREADS: usize = 16;
 
-/// The preprocessing (and cache key) of clips the caller still holds, by the clip's address
-/// (as [`crate::images`]' memo of screenshots): a second question about the same rewind costs no
-/// resizing or hashing of its frames. Entries whose clip was dropped are forgotten.
-pub(crate) struct ClipMemo {
-    entries: Mutex<Vec<(Weak<Clip>, PreprocessedVideo, ImageKey)>>,
-    capacity: usize,
-}
+/// Clips' preprocessing, remembered by address ([`AddressMemo`]): a second question about the
+/// same rewind costs no resizing or hashing of its frames.
+pub(crate) type ClipMemo = AddressMemo<Clip, PreprocessedVideo>;
 
 impl ClipMemo {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(Vec::new()), capacity }
-    }
-
     /// The clip of `src` preprocessed, its key, and whether it was remembered.
     pub(crate) fn load(&self, src: &VideoSource, cfg: &VideoConfig) -> Result<(PreprocessedVideo, ImageKey, bool)> {
-        let fresh = |clip: &Clip| preprocess(clip, cfg).map(|v| (ImageKey::of(&v.clip), v));
         let clip = sample(src, cfg)?;
-        if self.capacity == 0 || !matches!(src, VideoSource::Clip(_)) {
-            return fresh(&clip).map(|(key, v)| (v, key, false));
+        let fresh = || preprocess(&clip, cfg).map(|v| (ImageKey::of(&v.clip), v));
+        match src {
+            VideoSource::Clip(_) => self.get_or(&clip, fresh),
+            _ => fresh().map(|(key, v)| (v, key, false)),
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|(w, _, _)| w.strong_count() > 0);
-        if let Some((_, v, key)) = entries.iter().find(|(w, _, _)| w.upgrade().is_some_and(|a| Arc::ptr_eq(&a, &clip))) {
-            return Ok((v.clone(), *key, true));
-        }
-        let (key, v) = fresh(&clip)?;
-        if entries.len() >= self.capacity {
-            entries.remove(0);
-        }
-        entries.push((Arc::downgrade(&clip), v.clone(), key));
-        Ok((v, key, false))
     }
 }
 
