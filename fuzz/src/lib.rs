@@ -4,6 +4,7 @@
 //! test`. The modules use only std, serde_json and the crate they test. See docs/FUZZING.md.
 
 pub mod chat_request;
+pub mod contain;
 pub mod image_decode;
 pub mod model_output;
 pub mod safetensors_config;

@@ -61,3 +61,21 @@ fn a_webp_exif_chunk_claiming_4_gb_is_not_allocated() {
     let peak = PEAK.load(std::sync::atomic::Ordering::Relaxed);
     assert!(peak <= 64 << 20, "decoding a 98-byte WebP allocated {peak} bytes at once");
 }
+
+/// Found by image_decode in CI: a 1091-byte malformed progressive JPEG makes zune-jpeg 0.5.15
+/// (the image crate's JPEG decoder, latest release) fail an assertion in its AVX2 upsampler
+/// (`input.len() * 2 <= scratch_space.len()`). `decode_image_limited` catches the decoder's
+/// panic: one error for this image, and the caller (a server thread, the app) goes on.
+#[test]
+fn a_jpeg_that_panics_the_decoder_is_one_decode_error() {
+    let bytes = include_bytes!("../../../fuzz/regressions/image_decode/jpeg_progressive_upsampler_assert.jpg");
+    let limits = screenpilot_model::preprocess::ImageLimits::default();
+    match screenpilot_model::preprocess::decode_image_limited(bytes, &limits) {
+        Err(screenpilot_model::preprocess::PreprocessError::Decode(msg)) => {
+            assert!(msg.contains("malformed image"), "{msg}")
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // The same bytes again: nothing was left poisoned by the caught panic.
+    assert!(screenpilot_model::preprocess::decode_image_limited(bytes, &limits).is_err());
+}

@@ -94,10 +94,28 @@ fn check_webp_chunks(bytes: &[u8]) -> Result<(), PreprocessError> {
 /// [`super::decode_image`] under `limits`: the data's size and the header's dimensions are
 /// checked before any pixel is decoded ([`PreprocessError::FileTooLarge`],
 /// [`PreprocessError::TooLarge`]).
+///
+/// A panic inside a decoder (a bug in a codec crate on malformed data, e.g. zune-jpeg 0.5.15
+/// asserting in its upsampler on a malformed progressive JPEG,
+/// fuzz/regressions/image_decode/jpeg_progressive_upsampler_assert.jpg) is caught here and
+/// becomes [`PreprocessError::Decode`] for this image alone.
 pub fn decode_image_limited(
     bytes: &[u8],
     limits: &ImageLimits,
 ) -> Result<DynamicImage, PreprocessError> {
+    std::panic::catch_unwind(|| decode_unguarded(bytes, limits)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown reason".into());
+        Err(PreprocessError::Decode(format!(
+            "malformed image: the decoder gave up ({why})"
+        )))
+    })
+}
+
+fn decode_unguarded(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Decode("no data (0 bytes)".into()));
     }
