@@ -146,7 +146,9 @@ mod imp {
                 return None;
             }
             let dev = ops.kernels().cuda_device(dtype)?.clone();
-            Some(Self { dev, graphs: config.cuda_graphs, state: Mutex::new(State::default()) })
+            // candle's quantized matmuls allocate scratch buffers per call: not captured in graphs.
+            let graphs = config.cuda_graphs && config.quant.is_none();
+            Some(Self { dev, graphs, state: Mutex::new(State::default()) })
         }
 
         /// One token for each cache (`tokens[i]` to `caches[i]`, at most MAX_BATCH); returns the

@@ -12,7 +12,7 @@ use screenpilot_model::{CublasLt, DType, Device, FusedKernels, KernelConfig, Mod
 fn two_models_in_one_process_keep_their_own_kernel_config() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny");
     let folder = ModelFolder::open(&dir).expect("run scripts/setup.sh to fetch the tokenizer");
-    let flash_only = KernelConfig { fused: FusedKernels::FlashOnly, cublaslt: CublasLt::Off, cuda_graphs: false };
+    let flash_only = KernelConfig { fused: FusedKernels::FlashOnly, cublaslt: CublasLt::Off, cuda_graphs: false, quant: None };
     let a = Qwen3Vl::load(&folder, DType::F32, &Device::Cpu).unwrap();
     let b = Qwen3Vl::load_with(&folder, DType::F32, &Device::Cpu, flash_only).unwrap();
     let c = Qwen3Vl::load_with(&folder, DType::F32, &Device::Cpu, KernelConfig::candle_only()).unwrap();

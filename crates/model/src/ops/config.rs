@@ -3,6 +3,8 @@
 //! Front ends map their flags (and the `SCREENPILOT_*` variables kept for old scripts) onto it
 //! with [`KernelConfig::from_vars`].
 
+use super::quant::QuantType;
+
 /// Our fused kernels (everything in `crates/model/kernels/`), to measure them against candle's ops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FusedKernels {
@@ -34,18 +36,21 @@ pub struct KernelConfig {
     pub cublaslt: CublasLt,
     /// Decode steps replayed as CUDA graphs (else eager launches with the same device inputs).
     pub cuda_graphs: bool,
+    /// The language model's projections quantized at load to this format and run by candle's
+    /// quantized matmuls (`None`: the model's dtype, our kernels). See [`super::quant`].
+    pub quant: Option<QuantType>,
 }
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        Self { fused: FusedKernels::All, cublaslt: CublasLt::On, cuda_graphs: true }
+        Self { fused: FusedKernels::All, cublaslt: CublasLt::On, cuda_graphs: true, quant: None }
     }
 }
 
 impl KernelConfig {
     /// Every kernel off: candle's ops only.
     pub fn candle_only() -> Self {
-        Self { fused: FusedKernels::Off, cublaslt: CublasLt::Off, cuda_graphs: false }
+        Self { fused: FusedKernels::Off, cublaslt: CublasLt::Off, cuda_graphs: false, quant: None }
     }
 
     /// The config the variables `SCREENPILOT_FUSED` (`0` off, `flash` flash attention only),
@@ -65,7 +70,7 @@ impl KernelConfig {
             _ => d.cublaslt,
         };
         let cuda_graphs = var("SCREENPILOT_CUDA_GRAPHS").as_deref() != Some("0");
-        Self { fused, cublaslt, cuda_graphs }
+        Self { fused, cublaslt, cuda_graphs, quant: None }
     }
 
     /// Whether the kernels of this family may run: flash attention (`is_flash`) or the others.
@@ -90,9 +95,9 @@ mod tests {
     fn variables_map_onto_the_config_and_unknown_values_keep_the_default() {
         assert_eq!(KernelConfig::from_vars(vars(&[])), KernelConfig::default());
         let c = KernelConfig::from_vars(vars(&[("SCREENPILOT_FUSED", "flash"), ("SCREENPILOT_LT", "bias"), ("SCREENPILOT_CUDA_GRAPHS", "0")]));
-        assert_eq!(c, KernelConfig { fused: FusedKernels::FlashOnly, cublaslt: CublasLt::BiasOnly, cuda_graphs: false });
+        assert_eq!(c, KernelConfig { fused: FusedKernels::FlashOnly, cublaslt: CublasLt::BiasOnly, cuda_graphs: false, quant: None });
         let c = KernelConfig::from_vars(vars(&[("SCREENPILOT_FUSED", "0"), ("SCREENPILOT_LT", "0"), ("SCREENPILOT_CUDA_GRAPHS", "1")]));
-        assert_eq!(c, KernelConfig { fused: FusedKernels::Off, cublaslt: CublasLt::Off, cuda_graphs: true });
+        assert_eq!(c, KernelConfig { fused: FusedKernels::Off, cublaslt: CublasLt::Off, cuda_graphs: true, quant: None });
         assert_eq!(KernelConfig::from_vars(vars(&[("SCREENPILOT_FUSED", "yes")])).fused, FusedKernels::All);
     }
 

@@ -1,10 +1,12 @@
 //! Linear layers: on CUDA bf16 a cuBLASLt matmul with the bias (and the tanh GELU) in its
 //! epilogue, or the matmul then one kernel for bias and activation (candle's broadcast add is
-//! slow on wide rows); elsewhere candle's `Linear` and activations.
+//! slow on wide rows); elsewhere candle's `Linear` and activations. The text decoder's
+//! projections ([`Proj`]) may be quantized ([`super::quant`]).
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use super::quant::Proj;
 use super::{Act, CublasLt, Ops};
 use crate::error::Result;
 
@@ -61,9 +63,11 @@ impl Ops {
         self.bias_act(&x.matmul(&lin.weight().t()?)?, bias, act)
     }
 
-    /// `lin(x)` (the text decoder's projections): prefills (64 rows or more) through cuBLASLt,
-    /// decode steps and other devices through candle's matmul (cuBLAS on CUDA).
-    pub(crate) fn project(&self, lin: &Linear, x: &Tensor) -> Result<Tensor> {
+    /// `proj(x)` (the text decoder's projections): prefills (64 rows or more) through cuBLASLt,
+    /// decode steps and other devices through candle's matmul (cuBLAS on CUDA); a quantized
+    /// projection through candle's quantized matmul.
+    pub(crate) fn project(&self, proj: &Proj, x: &Tensor) -> Result<Tensor> {
+        let Some(lin) = proj.dense() else { return Ok(proj.forward(x)?) };
         let k = x.dim(D::Minus1)?;
         if k > 0 && x.elem_count() / k >= 64 && self.lt_with(Act::None) {
             if let Some(y) = self.kernels.linear(x, lin.weight(), lin.bias(), Act::None)? {

@@ -14,6 +14,7 @@
 //!   vision tower's attention within each image.
 //! - [`rope`]: the text decoder's QK-norm + MRoPE (optionally writing the KV cache in the same
 //!   pass) and the vision tower's 2-D rope.
+//! - [`quant`]: the language model's projections as quantized weights (`--quant`).
 //! - [`elementwise`]: SwiGLU, DeepStack's row adds, KV cache writes, the vision input rows.
 
 pub mod config;
@@ -21,6 +22,7 @@ pub(crate) mod attention;
 pub(crate) mod elementwise;
 pub(crate) mod linear;
 pub(crate) mod norm;
+pub mod quant;
 pub(crate) mod rope;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use candle_core::Device;
 
 pub use config::{CublasLt, FusedKernels, KernelConfig};
+pub use quant::{QuantSummary, QuantType};
 pub(crate) use crate::kernels::Act;
 use crate::kernels::DeviceKernels;
 pub(crate) use norm::{LayerNorm, RmsNorm};

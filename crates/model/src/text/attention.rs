@@ -2,13 +2,14 @@
 //! and values appended to the KV cache, grouped-query causal attention, the output projection.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{linear_b, Linear, VarBuilder};
+use candle_nn::{linear_b, VarBuilder};
 
 use super::kv_cache::KvCache;
 use super::rope::PassInputs;
 use crate::config::TextParams;
 use crate::error::{ModelError, Result};
 use crate::ops::linear::stacked_linear;
+use crate::ops::quant::Proj;
 use crate::ops::rope::QkNorm;
 use crate::ops::{Ops, RmsNorm};
 use crate::profile::scope;
@@ -22,8 +23,8 @@ pub(crate) struct QkvHeads {
 
 pub(super) struct Attention {
     /// q_proj, k_proj and v_proj stacked: one matmul.
-    pub(super) qkv: Linear,
-    pub(super) o_proj: Linear,
+    pub(super) qkv: Proj,
+    pub(super) o_proj: Proj,
     pub(super) qk_norm: QkNorm,
     pub(super) heads: usize,
     pub(super) kv_heads: usize,
@@ -37,9 +38,10 @@ impl Attention {
         let b = p.attention_bias;
         let q_norm = RmsNorm::new(hd, p.rms_norm_eps, vb.pp("q_norm"))?;
         let k_norm = RmsNorm::new(hd, p.rms_norm_eps, vb.pp("k_norm"))?;
+        let quant = ops.config().quant;
         Ok(Self {
-            qkv: stacked_linear(&vb, &[("q_proj", p.num_heads * hd), ("k_proj", kv * hd), ("v_proj", kv * hd)], h, b)?,
-            o_proj: linear_b(p.num_heads * hd, h, b, vb.pp("o_proj"))?,
+            qkv: Proj::new(stacked_linear(&vb, &[("q_proj", p.num_heads * hd), ("k_proj", kv * hd), ("v_proj", kv * hd)], h, b)?, quant)?,
+            o_proj: Proj::new(linear_b(p.num_heads * hd, h, b, vb.pp("o_proj"))?, quant)?,
             qk_norm: QkNorm::new(q_norm, k_norm)?,
             heads: p.num_heads,
             kv_heads: kv,

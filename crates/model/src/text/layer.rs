@@ -3,7 +3,7 @@
 //! two parts for the caller to add together with the next norm.
 
 use candle_core::Tensor;
-use candle_nn::{linear_no_bias, Linear, VarBuilder};
+use candle_nn::{linear_no_bias, VarBuilder};
 
 use super::attention::Attention;
 use super::kv_cache::KvCache;
@@ -11,14 +11,15 @@ use super::rope::PassInputs;
 use crate::config::TextParams;
 use crate::error::Result;
 use crate::ops::linear::stacked_linear;
+use crate::ops::quant::{Proj, QuantSummary};
 use crate::ops::{Ops, RmsNorm};
 use crate::profile::scope;
 
 pub(super) struct DecoderLayer {
     pub(super) attn: Attention,
     /// gate_proj and up_proj stacked: one matmul.
-    gate_up: Linear,
-    down: Linear,
+    gate_up: Proj,
+    down: Proj,
     pub(super) ln1: RmsNorm,
     ln2: RmsNorm,
     ops: Ops,
@@ -27,14 +28,22 @@ pub(super) struct DecoderLayer {
 impl DecoderLayer {
     pub(super) fn new(p: &TextParams, vb: VarBuilder, ops: &Ops) -> Result<Self> {
         let mlp = vb.pp("mlp");
+        let quant = ops.config().quant;
         Ok(Self {
             attn: Attention::new(p, vb.pp("self_attn"), ops)?,
-            gate_up: stacked_linear(&mlp, &[("gate_proj", p.intermediate_size), ("up_proj", p.intermediate_size)], p.hidden_size, false)?,
-            down: linear_no_bias(p.intermediate_size, p.hidden_size, mlp.pp("down_proj"))?,
+            gate_up: Proj::new(stacked_linear(&mlp, &[("gate_proj", p.intermediate_size), ("up_proj", p.intermediate_size)], p.hidden_size, false)?, quant)?,
+            down: Proj::new(linear_no_bias(p.intermediate_size, p.hidden_size, mlp.pp("down_proj"))?, quant)?,
             ln1: RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("input_layernorm"))?,
             ln2: RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
             ops: ops.clone(),
         })
+    }
+
+    /// Adds this layer's projections to `summary`.
+    pub(super) fn summarize(&self, summary: &mut QuantSummary) {
+        for p in [&self.attn.qkv, &self.attn.o_proj, &self.gate_up, &self.down] {
+            summary.add(p);
+        }
     }
 
     /// The layer on `xs` whose input norm `n1` the caller computed (fused with the previous

@@ -14,6 +14,7 @@ use candle_nn::{embedding, linear_no_bias, Embedding, Linear, VarBuilder};
 
 use crate::config::TextParams;
 use crate::error::{ModelError, Result};
+use crate::ops::quant::{Proj, QuantSummary};
 use crate::ops::{Ops, RmsNorm};
 use crate::profile::scope;
 use crate::rope::Positions;
@@ -41,7 +42,9 @@ pub struct TextModel {
     embed: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: Proj,
+    /// Whether `lm_head` is the embedding matrix (a tied checkpoint has no `lm_head.weight`).
+    tied_head: bool,
     rope: MRope,
     /// [`Self::position_table`], kept between passes.
     position_table: Mutex<Option<Tensor>>,
@@ -57,16 +60,21 @@ impl TextModel {
             .map(|i| DecoderLayer::new(p, vb.pp("layers").pp(i), ops))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(p.hidden_size, p.rms_norm_eps, vb.pp("norm"))?;
-        let lm_head = if tied && !head_vb.contains_tensor("lm_head.weight") {
+        let tied_head = tied && !head_vb.contains_tensor("lm_head.weight");
+        let lm_head = if tied_head {
             Linear::new(embed.embeddings().clone(), None)
         } else {
             linear_no_bias(p.hidden_size, p.vocab_size, head_vb.pp("lm_head"))?
         };
+        // Quantized, a tied head is a second (smaller) copy of the embeddings: the lookups
+        // keep the exact rows, the head's matmul (a large share of a decode step) runs quantized.
+        let lm_head = Proj::new(lm_head, ops.config().quant)?;
         Ok(Self {
             embed,
             layers,
             norm,
             lm_head,
+            tied_head,
             rope: MRope::new(p),
             position_table: Mutex::new(None),
             params: p.clone(),
@@ -76,6 +84,21 @@ impl TextModel {
 
     pub fn params(&self) -> &TextParams {
         &self.params
+    }
+
+    /// How the projections (every layer's and the LM head) are stored.
+    pub fn quant_summary(&self) -> QuantSummary {
+        let mut s = QuantSummary::default();
+        self.layers.iter().for_each(|l| l.summarize(&mut s));
+        if !self.tied_head {
+            s.add(&self.lm_head);
+        } else if self.lm_head.format().is_some() {
+            // A quantized copy of the (kept) embeddings: its bytes, none of the checkpoint's weights.
+            let params = s.params;
+            s.add(&self.lm_head);
+            s.params = params;
+        }
+        s
     }
 
     /// Embeddings of token ids: (1, seq, hidden).
