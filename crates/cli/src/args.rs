@@ -3,12 +3,17 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use screenpilot_model::QuantType;
 
 #[derive(Parser, Debug)]
 #[command(name = "screenpilot", version, about = "Qwen3-VL on your own GPU: ask about screenshots, ground, act")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Threads of the CPU pool that runs quantized matmuls and large elementwise ops [default:
+    /// one a physical core; 1 on a computer of two cores or fewer; or $CANDLE_NUM_THREADS].
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +47,9 @@ pub enum Command {
     /// on stdin about them: `last 10: what did that dialog say?`, `changed: what changed?`.
     #[cfg(feature = "os")]
     Watch(crate::watch::WatchArgs),
+    /// What quantizing the language model costs in quality: KL divergence, top-1 and greedy
+    /// agreement against the unquantized model over a fixed set of prompts with screens.
+    QuantEval(crate::quant_eval::QuantEvalArgs),
     /// Re-run a recorded task's model outputs through the parser, the coordinate mapping and the
     /// policy (no input events) and report every difference from the recording. Exits 3 on one.
     Replay(crate::replay::ReplayArgs),
@@ -157,6 +165,14 @@ pub struct RuntimeArgs {
     /// Decode steps replayed as CUDA graphs [default: on, or SCREENPILOT_CUDA_GRAPHS=0].
     #[arg(long, value_enum)]
     pub cuda_graphs: Option<OnOff>,
+    /// Quantize the language model's linear layers at load: q8_0, q6_k, q5_k, q4_k or q4_0
+    /// (llama.cpp's formats; the vision tower keeps --dtype) [default: none].
+    #[arg(long, value_parser = parse_quant)]
+    pub quant: Option<QuantType>,
+}
+
+pub(crate) fn parse_quant(s: &str) -> Result<QuantType, String> {
+    s.parse()
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,7 +45,7 @@ struct Run {
     followup_prefill_tokens: usize,
 }
 
-fn synthetic_screen(w: u32, h: u32) -> image::DynamicImage {
+pub(crate) fn synthetic_screen(w: u32, h: u32) -> image::DynamicImage {
     image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
         image::Rgb([(x * 7 + y) as u8, (y * 3) as u8, ((x ^ y) * 5) as u8])
     }))
@@ -317,6 +317,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "gpu_mem_before_gib": base_mem.map(|p| p as f64 / (1u64 << 30) as f64),
         "peak_tensor_mem_gib": tensor_peak.map(|p| p as f64 / (1u64 << 30) as f64),
         "decode_steps_on_device": graphs,
+        "quant": engine.model().kernel_config().quant.map(|q| q.name()),
+        "projections": engine.model().text.quant_summary().to_string(),
+        "peak_rss_gib": peak_rss_bytes().map(|p| p as f64 / (1u64 << 30) as f64),
     });
     if a.batch > 1 {
         let bw = BatchWorkload {
@@ -376,4 +379,12 @@ fn print_table(r: &serde_json::Value) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// This process's peak resident memory (Linux: `VmHWM` of /proc/self/status), `None` elsewhere.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

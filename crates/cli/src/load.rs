@@ -73,6 +73,7 @@ pub fn kernels(rt: &RuntimeArgs) -> KernelConfig {
     if let Some(g) = rt.cuda_graphs {
         k.cuda_graphs = g == OnOff::On;
     }
+    k.quant = rt.quant;
     k
 }
 

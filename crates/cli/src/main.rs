@@ -12,6 +12,7 @@ mod bench_task;
 mod calibrate;
 mod ground;
 mod load;
+mod quant_eval;
 #[cfg(feature = "os")]
 mod mcp;
 mod replay;
@@ -28,6 +29,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     quiet_panics();
     let cli = args::Cli::parse();
+    // Before any thread starts (candle reads it once, when its CPU pool starts).
+    screenpilot_engine::load::configure_cpu_threads(cli.threads);
     match run(cli) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -78,6 +81,7 @@ fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Bench(a) => bench::run(a),
         args::Command::BenchTask(a) => bench_task::run(a),
         args::Command::Ground(a) => ground::run(a),
+        args::Command::QuantEval(a) => quant_eval::run(a),
         args::Command::Replay(a) => replay::run(a),
         args::Command::Serve(a) => serve::run(a),
         #[cfg(feature = "os")]

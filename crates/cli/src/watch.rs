@@ -44,6 +44,9 @@ pub struct WatchArgs {
     /// Default: bf16 on a GPU, f32 on the CPU.
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
+    /// Quantize the language model at load (q8_0, q6_k, q5_k, q4_k, q4_0) [default: none].
+    #[arg(long, value_parser = crate::args::parse_quant)]
+    pub quant: Option<screenpilot_model::QuantType>,
     /// Cap on visual tokens per image.
     #[arg(long)]
     pub max_image_tokens: Option<usize>,
@@ -153,6 +156,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
         max_image_tokens: a.max_image_tokens,
         device: name(a.device.map(|d| match d { DeviceArg::Cpu => "cpu", DeviceArg::Cuda => "cuda", DeviceArg::Metal => "metal" })),
         dtype: name(a.dtype.map(|d| match d { DtypeArg::F32 => "f32", DtypeArg::Bf16 => "bf16", DtypeArg::F16 => "f16" })),
+        quant: name(a.quant.map(|q| q.name()).or(Some("none"))),
     };
     let assistant = EngineAssistant::load_with(&a.model, &opts).with_context(|| format!("cannot load {}", a.model.display()))?;
     let session = Session::new();

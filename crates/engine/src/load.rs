@@ -175,6 +175,29 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
+/// The threads of candle's CPU pool (quantized matmuls, large elementwise ops; dense matmuls
+/// use rayon's pool, which this leaves alone), set through candle's `CANDLE_NUM_THREADS` before
+/// any model code runs: call it first thing in `main`, before other threads exist. `threads`
+/// `None` keeps candle's default (one a physical core) except on a computer of two cores or
+/// fewer, where it is 1: there the pool's second thread made every quantized decode matmul wait
+/// about a millisecond to wake it (2B at q4_k: 3.9 tokens/s with it, 12.0 without, BENCHMARKS.md
+/// "CPU"). A `CANDLE_NUM_THREADS` the user set wins. Returns the count it set, if any.
+pub fn configure_cpu_threads(threads: Option<usize>) -> Option<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = cpu_threads(threads, cores, std::env::var_os("CANDLE_NUM_THREADS").is_some())?;
+    // Before any other thread runs (see above): nothing reads the environment concurrently.
+    std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    Some(n)
+}
+
+/// [`configure_cpu_threads`]'s choice: the count to set, if any.
+fn cpu_threads(requested: Option<usize>, cores: usize, user_set: bool) -> Option<usize> {
+    if user_set {
+        return None;
+    }
+    requested.filter(|&n| n > 0).or((cores <= 2).then_some(1))
+}
+
 /// bf16 on a GPU, f32 on the CPU.
 pub fn default_dtype(dev: &Device) -> DType {
     if dev.is_cpu() {
@@ -253,6 +276,16 @@ mod tests {
         assert_eq!(d.options(&choice()).temperature, 0.0, "greedy without do_sample");
         let o = d.options(&SamplingChoice { top_k: Some(5), repetition_penalty: Some(1.3), ..choice() });
         assert_eq!((o.temperature, o.top_k, o.top_p, o.repetition_penalty), (1.0, 5, 1.0, 1.3));
+    }
+
+    #[test]
+    fn candle_gets_one_thread_on_two_cores_unless_the_user_chose() {
+        assert_eq!(cpu_threads(None, 2, false), Some(1));
+        assert_eq!(cpu_threads(None, 1, false), Some(1));
+        assert_eq!(cpu_threads(None, 8, false), None, "candle's own default");
+        assert_eq!(cpu_threads(Some(4), 2, false), Some(4));
+        assert_eq!(cpu_threads(Some(0), 8, false), None);
+        assert_eq!(cpu_threads(Some(4), 2, true), None, "CANDLE_NUM_THREADS wins");
     }
 
     #[test]
