@@ -36,7 +36,7 @@ export type ModelsView = { memory: DeviceMemory; catalog: CatalogRow[]; installe
 export type Settings = {
   model_dir: string | null; hf_endpoint: string | null; max_image_tokens: number | null;
   backend_url: string | null; backend_model: string | null; backend_key: string | null; use_server: boolean;
-  device: string; dtype: string; hotkey_capture: string; hotkey_stop: string; data_dir: string | null;
+  device: string; dtype: string; quant: string; hotkey_capture: string; hotkey_stop: string; data_dir: string | null;
   thread_days: number; thread_cap_mib: number; audit_days: number;
   mcp_enabled: boolean; mcp_port: number; mcp_token: string | null; mcp_share_screenshots: boolean; mcp_allow_actions: boolean; mcp_tools: string[];
   rewind: RewindSettings;

@@ -9,6 +9,7 @@ import { fillRewind, readRewind, refreshRewind } from "./rewind";
 
 const el = {
   form: $<HTMLFormElement>("settings-form"), device: $<HTMLSelectElement>("set-device"), dtype: $<HTMLSelectElement>("set-dtype"),
+  quant: $<HTMLSelectElement>("set-quant"),
   tokens: $<HTMLInputElement>("set-tokens"), tokensCost: $("set-tokens-cost"),
   local: $<HTMLInputElement>("set-backend-local"), server: $<HTMLInputElement>("set-backend-server"), serverFields: $("server-fields"),
   url: $<HTMLInputElement>("server-url"), model: $<HTMLInputElement>("server-model"), key: $<HTMLInputElement>("server-key"),
@@ -27,7 +28,7 @@ const text = (i: HTMLInputElement) => i.value.trim() || null;
 
 function fill(v: SettingsView) {
   const s = v.settings;
-  el.device.value = s.device; el.dtype.value = s.dtype;
+  el.device.value = s.device; el.dtype.value = s.dtype; el.quant.value = s.quant;
   el.tokens.value = String(s.max_image_tokens ?? 1024);
   (s.use_server ? el.server : el.local).checked = true;
   el.url.value = s.backend_url ?? ""; el.model.value = s.backend_model ?? ""; el.key.value = s.backend_key ?? "";
@@ -54,7 +55,7 @@ function read(): { settings: Settings; errors: FieldError[] } {
   const base = saved!.settings;
   const settings: Settings = {
     ...base,
-    device: el.device.value, dtype: el.dtype.value,
+    device: el.device.value, dtype: el.dtype.value, quant: el.quant.value,
     use_server: el.server.checked, backend_url: text(el.url), backend_model: text(el.model), backend_key: text(el.key),
     hotkey_capture: el.hkCapture.value.trim(), hotkey_stop: el.hkStop.value.trim(),
     data_dir: el.dataDir.value.trim() === saved!.data_dir && base.data_dir === null ? null : text(el.dataDir),

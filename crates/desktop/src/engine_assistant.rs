@@ -28,7 +28,7 @@ use screenpilot_engine::{
 };
 use screenpilot_model::generate::Flow;
 use screenpilot_engine::load::{DeviceChoice, RuntimeConfig};
-use screenpilot_model::DType;
+use screenpilot_model::{DType, QuantType};
 
 use crate::assistant::{ms, model_name, validate_folder, AskOutcome, AskRequest, AskTimings, Assistant, ModelInfo};
 use crate::error::{DesktopError, Result};
@@ -52,11 +52,13 @@ pub struct LoadOptions {
     pub device: String,
     /// `auto` (bf16 on a GPU, f32 on the CPU), `f32`, `bf16` or `f16`.
     pub dtype: String,
+    /// `none` or a quantization of the language model (`q8_0`, `q4_k`, ...).
+    pub quant: String,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { max_image_tokens: None, device: "auto".into(), dtype: "auto".into() }
+        Self { max_image_tokens: None, device: "auto".into(), dtype: "auto".into(), quant: "none".into() }
     }
 }
 
@@ -79,6 +81,14 @@ pub fn dtype_choice(dtype: &str) -> Result<Option<DType>> {
         "bf16" => Ok(Some(DType::BF16)),
         "f16" => Ok(Some(DType::F16)),
         other => Err(DesktopError::InvalidArgument(format!("precision {other:?} is not one of auto, f32, bf16, f16"))),
+    }
+}
+
+/// The quantization for a settings value (None: `none`).
+pub fn quant_choice(quant: &str) -> Result<Option<QuantType>> {
+    match quant {
+        "none" => Ok(None),
+        other => other.parse().map(Some).map_err(|e: String| DesktopError::InvalidArgument(format!("quantization: {e}"))),
     }
 }
 
@@ -123,23 +133,30 @@ impl EngineAssistant {
     pub fn load_with(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         let choice = device_choice(&opts.device)?;
         let dtype = dtype_choice(&opts.dtype)?;
+        let quant = quant_choice(&opts.quant)?;
         if opts.max_image_tokens == Some(0) {
             return Err(DesktopError::InvalidArgument("max_image_tokens must be at least 1".into()));
         }
         let folder = validate_folder(dir)?;
         let device = screenpilot_engine::load::device(choice)
             .map_err(|e| DesktopError::InvalidArgument(format!("{} was chosen but {}", opts.device, engine_message(&e))))?;
-        let rt = RuntimeConfig { device: choice, dtype, max_image_tokens: opts.max_image_tokens, ..RuntimeConfig::default() };
+        let mut rt = RuntimeConfig { device: choice, dtype, max_image_tokens: opts.max_image_tokens, ..RuntimeConfig::default() };
+        rt.kernels.quant = quant;
         let loaded = screenpilot_engine::load::open_on(dir, &device, &rt).map_err(|e| bad_model(engine_message(&e)))?;
         let dtype = loaded.model.dtype();
         let parameters = folder.parameter_count().map_err(bad_model)?;
+        let proj = loaded.model.text.quant_summary();
+        let dense = parameters.saturating_sub(proj.params as u64);
         let info = ModelInfo {
             name: model_name(dir),
             path: dir.display().to_string(),
             device: loaded.device_name().into(),
-            dtype: format!("{dtype:?}").to_lowercase(),
+            dtype: match quant {
+                None => format!("{dtype:?}").to_lowercase(),
+                Some(q) => format!("{} + {q}", format!("{dtype:?}").to_lowercase()),
+            },
             parameters,
-            weight_bytes: parameters * dtype.size_in_bytes() as u64,
+            weight_bytes: dense * dtype.size_in_bytes() as u64 + proj.bytes as u64,
         };
         let handle = EngineHandle::spawn(loaded.into_engine(EngineConfig::default()))?;
         Ok(Self { handle, info })

@@ -33,3 +33,5 @@ pub mod task_runner;
 pub mod threads;
 
 pub use error::{DesktopError, Result};
+/// For the app's `main` (see the engine's doc).
+pub use screenpilot_engine::load::configure_cpu_threads;

@@ -56,6 +56,9 @@ pub struct Settings {
     pub device: String,
     /// Precision: `auto` (bf16 on a GPU, f32 on the CPU), `f32`, `bf16`, `f16`.
     pub dtype: String,
+    /// The language model's weights quantized at load: `none`, `q8_0`, `q6_k`, `q5_k`, `q4_k`,
+    /// `q4_0` (smaller and faster on the CPU, at a quality cost BENCHMARKS.md measures).
+    pub quant: String,
     /// Global shortcut that captures the screen.
     pub hotkey_capture: String,
     /// Global shortcut that stops an answer or a task.
@@ -97,6 +100,8 @@ pub const MAX_IMAGE_TOKENS: usize = 16384;
 pub const DEVICES: [&str; 4] = ["auto", "cpu", "cuda", "metal"];
 /// Choices of [`Settings::dtype`].
 pub const DTYPES: [&str; 4] = ["auto", "f32", "bf16", "f16"];
+/// Choices of [`Settings::quant`].
+pub const QUANTS: [&str; 6] = ["none", "q8_0", "q6_k", "q5_k", "q4_k", "q4_0"];
 /// Longest retention in days (100 years).
 pub const MAX_DAYS: u32 = 36_500;
 /// Largest conversation cap, MiB (1 TiB).
@@ -114,6 +119,7 @@ impl Default for Settings {
             use_server: false,
             device: "auto".into(),
             dtype: "auto".into(),
+            quant: "none".into(),
             hotkey_capture: "Ctrl+Shift+S".into(),
             hotkey_stop: "Ctrl+Shift+X".into(),
             data_dir: None,
@@ -251,6 +257,9 @@ impl Settings {
         }
         if !DTYPES.contains(&self.dtype.as_str()) {
             err("dtype", format!("{:?} is not one of {}", self.dtype, DTYPES.join(", ")));
+        }
+        if !QUANTS.contains(&self.quant.as_str()) {
+            err("quant", format!("{:?} is not one of {}", self.quant, QUANTS.join(", ")));
         }
         let capture = parse_hotkey(&self.hotkey_capture);
         let stop = parse_hotkey(&self.hotkey_stop);
@@ -400,6 +409,7 @@ mod tests {
             max_image_tokens: Some(63),
             device: "tpu".into(),
             dtype: "int4".into(),
+            quant: "q3_k".into(),
             hotkey_capture: "Ctrl+Shift+X".into(),
             hotkey_stop: "shift+control+x".into(),
             data_dir: Some("relative/folder".into()),
@@ -418,7 +428,7 @@ mod tests {
         fields.sort_unstable();
         assert_eq!(
             fields,
-            ["backend_url", "data_dir", "device", "dtype", "hf_endpoint", "hotkey_stop", "max_image_tokens", "mcp_port", "mcp_token", "mcp_tools", "thread_cap_mib", "thread_days"]
+            ["backend_url", "data_dir", "device", "dtype", "hf_endpoint", "hotkey_stop", "max_image_tokens", "mcp_port", "mcp_token", "mcp_tools", "quant", "thread_cap_mib", "thread_days"]
         );
         let msg = |f: &str| errs.iter().find(|e| e.field == f).unwrap().message.clone();
         assert_eq!(msg("max_image_tokens"), "must be between 64 and 16384");

@@ -213,13 +213,27 @@ fn a_task_on_the_local_model_streams_through_the_shared_engine_and_stops_mid_ans
 
 #[test]
 fn load_with_honours_the_chosen_device_and_precision_and_refuses_what_is_missing() {
-    let opts = |device: &str, dtype: &str| LoadOptions { max_image_tokens: Some(64), device: device.into(), dtype: dtype.into() };
+    let opts = |device: &str, dtype: &str| LoadOptions { max_image_tokens: Some(64), device: device.into(), dtype: dtype.into(), quant: "none".into() };
     let cpu_bf16 = EngineAssistant::load_with(&tiny(), &opts("cpu", "bf16")).unwrap();
     let info = cpu_bf16.info();
     assert_eq!((info.device.as_str(), info.dtype.as_str()), ("cpu", "bf16"));
     assert_eq!(info.weight_bytes, info.parameters * 2);
     let cpu_auto = EngineAssistant::load_with(&tiny(), &opts("cpu", "auto")).unwrap();
     assert_eq!(cpu_auto.info().dtype, "f32");
+    // Quantized: the language model's projections in q8_0 (8.5 bits a weight), the rest in f32.
+    let q8 = EngineAssistant::load_with(&tiny(), &LoadOptions { quant: "q8_0".into(), ..opts("cpu", "auto") }).unwrap();
+    let info = q8.info();
+    assert_eq!(info.dtype, "f32 + q8_0");
+    // Weights in memory: the projections as quantized, everything else in f32. (On the tiny model
+    // the q8_0 copy of its tied 151936-row head outweighs what its 32-wide layers save.)
+    let folder = screenpilot_model::ModelFolder::open(tiny()).unwrap();
+    let kernels = screenpilot_model::KernelConfig { quant: Some(screenpilot_model::QuantType::Q8_0), ..Default::default() };
+    let proj = screenpilot_model::Qwen3Vl::load_with(&folder, screenpilot_model::DType::F32, &screenpilot_model::Device::Cpu, kernels).unwrap().text.quant_summary();
+    assert_eq!(proj.quantized, vec![("q8_0".to_string(), 13)]);
+    assert_eq!(info.weight_bytes, (info.parameters - proj.params as u64) * 4 + proj.bytes as u64);
+    assert_ne!(info.weight_bytes, cpu_auto.info().weight_bytes);
+    let err = EngineAssistant::load_with(&tiny(), &LoadOptions { quant: "q3_k".into(), ..opts("cpu", "auto") }).err().unwrap();
+    assert!(matches!(&err, DesktopError::InvalidArgument(m) if m.contains("unknown quantization `q3_k`")), "{err}");
     for (device, dtype, says) in [("tpu", "auto", "device \"tpu\""), ("cpu", "int8", "precision \"int8\"")] {
         let err = EngineAssistant::load_with(&tiny(), &opts(device, dtype)).err().unwrap();
         assert!(matches!(&err, DesktopError::InvalidArgument(m) if m.contains(says)), "{err}");

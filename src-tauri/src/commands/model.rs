@@ -110,7 +110,7 @@ pub fn image_tokens(width: u32, height: u32, cap: Option<usize>) -> CmdResult<us
 }
 
 fn load_options(s: &Settings) -> LoadOptions {
-    LoadOptions { max_image_tokens: Some(s.max_image_tokens.unwrap_or(DEFAULT_IMAGE_TOKENS)), device: s.device.clone(), dtype: s.dtype.clone() }
+    LoadOptions { max_image_tokens: Some(s.max_image_tokens.unwrap_or(DEFAULT_IMAGE_TOKENS)), device: s.device.clone(), dtype: s.dtype.clone(), quant: s.quant.clone() }
 }
 
 /// Loads a model folder with the settings' device, precision and cap, remembers it, and
