@@ -60,7 +60,7 @@ impl QuantType {
     /// least as many bits when `k` does not fit this one's block, or `None` (stays dense).
     pub fn for_width(self, k: usize) -> Option<GgmlDType> {
         let want = self.ggml();
-        if k % want.block_size() == 0 {
+        if k.is_multiple_of(want.block_size()) {
             return Some(want);
         }
         let fallback = match self {
@@ -68,7 +68,7 @@ impl QuantType {
             Self::Q5K => GgmlDType::Q5_0,
             Self::Q4K | Self::Q4_0 => GgmlDType::Q4_0,
         };
-        (k % fallback.block_size() == 0).then_some(fallback)
+        k.is_multiple_of(fallback.block_size()).then_some(fallback)
     }
 }
 
@@ -264,6 +264,7 @@ impl fmt::Display for QuantSummary {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
