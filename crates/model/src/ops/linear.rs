@@ -28,7 +28,7 @@ pub(crate) fn stacked_linear(vb: &VarBuilder, parts: &[(&str, usize)], in_dim: u
 fn apply_act(x: Tensor, act: Act) -> candle_core::Result<Tensor> {
     match act {
         Act::None => Ok(x),
-        Act::GeluTanh => x.gelu(),
+        Act::GeluTanh => super::cpu_math::gelu(&x),
         Act::GeluErf => x.gelu_erf(),
     }
 }

@@ -15,10 +15,12 @@
 //! - [`rope`]: the text decoder's QK-norm + MRoPE (optionally writing the KV cache in the same
 //!   pass) and the vision tower's 2-D rope.
 //! - [`quant`]: the language model's projections as quantized weights (`--quant`).
+//! - [`cpu_math`]: the tanh GELU in f32 on the CPU, over a vectorisable exp.
 //! - [`elementwise`]: SwiGLU, DeepStack's row adds, KV cache writes, the vision input rows.
 
 pub mod config;
 pub(crate) mod attention;
+pub(crate) mod cpu_math;
 pub(crate) mod elementwise;
 pub(crate) mod linear;
 pub(crate) mod norm;
