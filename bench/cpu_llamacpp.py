@@ -80,7 +80,7 @@ def run_llama(args, quant, image):
 
 def run_ours(args, quant, side):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        cmd = [args.screenpilot, "--threads", "1" if args.threads <= 2 else str(args.threads), "bench",
+        cmd = [args.screenpilot, "--threads", str(args.threads), "bench",
                "--model", args.model, "--device", "cpu", "--image-size", str(side), "--text-tokens", "16",
                "--new-tokens", str(args.new_tokens), "--followup-tokens", "8", "--reps", "1", "--json-out", f.name]
         if quant != "none":

@@ -10,8 +10,8 @@ use screenpilot_model::QuantType;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Threads of the CPU pool that runs quantized matmuls and large elementwise ops [default:
-    /// one a physical core; 1 on a computer of two cores or fewer; or $CANDLE_NUM_THREADS].
+    /// Threads of the CPU pool that runs quantized matmuls and large elementwise ops; fewer can be
+    /// faster on a busy computer [default: one a physical core, or $CANDLE_NUM_THREADS].
     #[arg(long, global = true)]
     pub threads: Option<usize>,
 }

@@ -178,10 +178,11 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
 /// The threads of candle's CPU pool (quantized matmuls, large elementwise ops; dense matmuls
 /// use rayon's pool, which this leaves alone), set through candle's `CANDLE_NUM_THREADS` before
 /// any model code runs: call it first thing in `main`, before other threads exist. `threads`
-/// `None` keeps candle's default (one a physical core) except on a computer of two cores or
-/// fewer, where it is 1: there the pool's second thread made every quantized decode matmul wait
-/// about a millisecond to wake it (2B at q4_k: 3.9 tokens/s with it, 12.0 without, BENCHMARKS.md
-/// "CPU"). A `CANDLE_NUM_THREADS` the user set wins. Returns the count it set, if any.
+/// `None` keeps candle's default, one a physical core: the best on an idle computer (2B at q4_k
+/// on two cores: 18.4 tokens/s with two, 11.4 with one). On a busy one the pool's spinning
+/// workers wait for each other's time slices (3.9 tokens/s while another build ran), and fewer
+/// threads can be faster (BENCHMARKS.md, "CPU"). A `CANDLE_NUM_THREADS` the user set wins.
+/// Returns the count it set, if any.
 pub fn configure_cpu_threads(threads: Option<usize>) -> Option<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = cpu_threads(threads, cores, std::env::var_os("CANDLE_NUM_THREADS").is_some())?;
@@ -195,7 +196,7 @@ fn cpu_threads(requested: Option<usize>, cores: usize, user_set: bool) -> Option
     if user_set {
         return None;
     }
-    requested.filter(|&n| n > 0).or((cores <= 2).then_some(1))
+    requested.filter(|&n| n > 0 && n <= cores.max(1) * 4)
 }
 
 /// bf16 on a GPU, f32 on the CPU.
@@ -279,12 +280,12 @@ mod tests {
     }
 
     #[test]
-    fn candle_gets_one_thread_on_two_cores_unless_the_user_chose() {
-        assert_eq!(cpu_threads(None, 2, false), Some(1));
-        assert_eq!(cpu_threads(None, 1, false), Some(1));
-        assert_eq!(cpu_threads(None, 8, false), None, "candle's own default");
+    fn candle_keeps_its_default_unless_the_user_chose() {
+        assert_eq!(cpu_threads(None, 2, false), None, "candle's own default");
+        assert_eq!(cpu_threads(Some(1), 2, false), Some(1));
         assert_eq!(cpu_threads(Some(4), 2, false), Some(4));
         assert_eq!(cpu_threads(Some(0), 8, false), None);
+        assert_eq!(cpu_threads(Some(1000), 8, false), None, "more than 4 a core is a typo");
         assert_eq!(cpu_threads(Some(4), 2, true), None, "CANDLE_NUM_THREADS wins");
     }
 
