@@ -61,10 +61,7 @@ pub fn run(a: QuantEvalArgs) -> anyhow::Result<ExitCode> {
     let tok = Tokenizer::from_file(&folder.tokenizer)?;
     let dev = device(a.runtime.device)?;
     let dt = dtype(a.runtime.dtype, &dev);
-    let base = KernelConfig {
-        quant: None,
-        ..kernels(&a.runtime)
-    };
+    let base = kernels(&a.runtime);
     let load = |quant| Qwen3Vl::load_with(&folder, dt, &dev, KernelConfig { quant, ..base });
 
     let t = Instant::now();

@@ -156,7 +156,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
         max_image_tokens: a.max_image_tokens,
         device: name(a.device.map(|d| match d { DeviceArg::Cpu => "cpu", DeviceArg::Cuda => "cuda", DeviceArg::Metal => "metal" })),
         dtype: name(a.dtype.map(|d| match d { DtypeArg::F32 => "f32", DtypeArg::Bf16 => "bf16", DtypeArg::F16 => "f16" })),
-        quant: name(a.quant.map(|q| q.name()).or(Some("none"))),
+        quant: a.quant.map_or("none", |q| q.name()).to_string(),
     };
     let assistant = EngineAssistant::load_with(&a.model, &opts).with_context(|| format!("cannot load {}", a.model.display()))?;
     let session = Session::new();

@@ -17,6 +17,7 @@ use crate::generate::argmax;
 use crate::model::{LogitsFor, PromptInput, Qwen3Vl};
 use crate::preprocess::{preprocess, GridThw, PreprocessConfig, PreprocessedImage};
 use crate::prompt::{render, Message, Part, Role};
+use crate::text::KvCache;
 use crate::tokenizer::Tokenizer;
 use crate::vision::VisionOutput;
 
@@ -137,31 +138,33 @@ fn text_rows(model: &Qwen3Vl, ids: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-/// Runs `case` through `model`: the log-probabilities at the kept prompt rows, then, feeding
-/// `forced` (or, if `None`, its own greedy choices, `n` of them), one row per fed token. Returns
-/// the rows (on the CPU) and the tokens fed.
-fn run(
-    model: &Qwen3Vl,
-    case: &EvalCase,
-    rows: &[u32],
-    forced: Option<&[u32]>,
-    n: usize,
-) -> Result<(Tensor, Vec<u32>)> {
+/// A case prefilled into a cache: the log-probabilities at the kept prompt rows (on the CPU),
+/// and the logits after the last prompt token.
+#[derive(Clone)]
+struct Prefilled {
+    cache: KvCache,
+    rows: Tensor,
+    last: Vec<f32>,
+}
+
+fn prefill(model: &Qwen3Vl, case: &EvalCase, rows: &[u32]) -> Result<Prefilled> {
     let vision = encode(model, case)?;
     let grids: Vec<GridThw> = case.images.iter().map(|i| i.grid).collect();
-    let prompt = PromptInput {
-        ids: &case.ids,
-        grids: &grids,
-        vision: vision.as_ref(),
-    };
+    let prompt = PromptInput { ids: &case.ids, grids: &grids, vision: vision.as_ref() };
     let mut cache = model.new_cache();
     let all = model.prefill(&prompt, &mut cache, LogitsFor::All)?.logits;
     let idx = Tensor::new(rows, all.device())?;
-    let mut out = vec![
-        log_softmax(&all.index_select(&idx, 0)?.to_dtype(DType::F32)?, D::Minus1)?
-            .to_device(&Device::Cpu)?,
-    ];
-    let mut last: Vec<f32> = all.get(all.dim(0)? - 1)?.to_dtype(DType::F32)?.to_vec1()?;
+    let rows = log_softmax(&all.index_select(&idx, 0)?.to_dtype(DType::F32)?, D::Minus1)?.to_device(&Device::Cpu)?;
+    let last = all.get(all.dim(0)? - 1)?.to_dtype(DType::F32)?.to_vec1()?;
+    Ok(Prefilled { cache, rows, last })
+}
+
+/// Decodes after a prefill, feeding `forced` (or, if `None`, the model's own greedy choices, `n`
+/// of them). Returns the prefill's rows followed by one row per fed token but the last (on the
+/// CPU), and the tokens fed.
+fn decode(model: &Qwen3Vl, p: Prefilled, forced: Option<&[u32]>, n: usize) -> Result<(Tensor, Vec<u32>)> {
+    let Prefilled { mut cache, rows, mut last } = p;
+    let mut out = vec![rows];
     let mut fed = Vec::new();
     let steps = forced.map_or(n, |f| f.len());
     for step in 0..steps {
@@ -186,7 +189,7 @@ impl Reference {
             .iter()
             .map(|c| {
                 let prompt_rows = text_rows(model, &c.ids);
-                let (logprobs, greedy) = run(model, c, &prompt_rows, None, n.max(1))?;
+                let (logprobs, greedy) = decode(model, prefill(model, c, &prompt_rows)?, None, n.max(1))?;
                 Ok(RefCase {
                     logprobs,
                     prompt_rows,
@@ -202,14 +205,17 @@ impl Reference {
         let (mut kls, mut same_top1, mut greedy_same, mut greedy_total) =
             (Vec::new(), 0usize, 0usize, 0usize);
         for (r, c) in self.cases.iter().zip(cases) {
-            let (lq, _) = run(model, c, &r.prompt_rows, Some(&r.greedy), 0)?;
+            // One prefill for both runs: the greedy one decodes from a copy-on-write clone of its cache.
+            let p = prefill(model, c, &r.prompt_rows)?;
+            let own_run = p.clone();
+            let (lq, _) = decode(model, p, Some(&r.greedy), 0)?;
             let lp = &r.logprobs;
             let kl: Vec<f32> = (lp.exp()? * (lp - &lq)?)?.sum(D::Minus1)?.to_vec1()?;
             kls.extend(kl.iter().map(|&k| k.max(0.0) as f64));
             let top_p: Vec<u32> = lp.argmax(D::Minus1)?.to_vec1()?;
             let top_q: Vec<u32> = lq.argmax(D::Minus1)?.to_vec1()?;
             same_top1 += top_p.iter().zip(&top_q).filter(|(a, b)| a == b).count();
-            let (_, own) = run(model, c, &r.prompt_rows[..1], None, r.greedy.len())?;
+            let (_, own) = decode(model, own_run, None, r.greedy.len())?;
             greedy_same += own
                 .iter()
                 .zip(&r.greedy)

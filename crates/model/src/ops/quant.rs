@@ -37,13 +37,7 @@ impl QuantType {
 
     /// The name users type and reports print (`q8_0`, `q4_k`, ...).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Q8_0 => "q8_0",
-            Self::Q4_0 => "q4_0",
-            Self::Q6K => "q6_k",
-            Self::Q5K => "q5_k",
-            Self::Q4K => "q4_k",
-        }
+        ggml_name(self.ggml())
     }
 
     fn ggml(self) -> GgmlDType {
@@ -146,33 +140,35 @@ impl Proj {
         }
     }
 
+    /// Weights of the checkpoint in the weight matrix.
+    fn matrix_elems(&self) -> usize {
+        match self {
+            Self::Dense(l) => l.weight().elem_count(),
+            Self::Quant { w: QMatMul::QTensor(t), .. } => t.shape().elem_count(),
+            Self::Quant { w: QMatMul::Tensor(t) | QMatMul::TensorF16(t), .. } => t.elem_count(),
+        }
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Self::Dense(l) => l.bias(),
+            Self::Quant { bias, .. } => bias.as_ref(),
+        }
+    }
+
     /// Weights (and biases) of the checkpoint this projection holds.
     pub(crate) fn weight_elems(&self) -> usize {
-        match self {
-            Self::Dense(l) => l.weight().elem_count() + l.bias().map_or(0, Tensor::elem_count),
-            Self::Quant { w, bias, .. } => {
-                let n = match w {
-                    QMatMul::QTensor(t) => t.shape().elem_count(),
-                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count(),
-                };
-                n + bias.as_ref().map_or(0, Tensor::elem_count)
-            }
-        }
+        self.matrix_elems() + self.bias().map_or(0, Tensor::elem_count)
     }
 
     /// Bytes of the weight (and bias) as stored.
     pub(crate) fn weight_bytes(&self) -> usize {
         let bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        match self {
-            Self::Dense(l) => bytes(l.weight()) + l.bias().map_or(0, bytes),
-            Self::Quant { w, bias, format } => {
-                let n = match w {
-                    QMatMul::QTensor(t) => t.shape().elem_count(),
-                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count(),
-                };
-                n / format.block_size() * format.type_size() + bias.as_ref().map_or(0, bytes)
-            }
-        }
+        let matrix = match self {
+            Self::Dense(l) => bytes(l.weight()),
+            Self::Quant { format, .. } => self.matrix_elems() / format.block_size() * format.type_size(),
+        };
+        matrix + self.bias().map_or(0, bytes)
     }
 }
 
@@ -214,9 +210,16 @@ pub struct QuantSummary {
 }
 
 impl QuantSummary {
+    /// Adds a projection holding weights of the checkpoint.
     pub(crate) fn add(&mut self, p: &Proj) {
-        self.bytes += p.weight_bytes();
         self.params += p.weight_elems();
+        self.add_copy(p);
+    }
+
+    /// Adds a projection that is a copy of weights held elsewhere (a quantized tied LM head): its
+    /// bytes and format, none of the checkpoint's weights.
+    pub(crate) fn add_copy(&mut self, p: &Proj) {
+        self.bytes += p.weight_bytes();
         match p.format() {
             None => self.dense += 1,
             Some(f) => {

@@ -93,10 +93,8 @@ impl TextModel {
         if !self.tied_head {
             s.add(&self.lm_head);
         } else if self.lm_head.format().is_some() {
-            // A quantized copy of the (kept) embeddings: its bytes, none of the checkpoint's weights.
-            let params = s.params;
-            s.add(&self.lm_head);
-            s.params = params;
+            // A quantized copy of the (kept) embeddings.
+            s.add_copy(&self.lm_head);
         }
         s
     }
