@@ -293,8 +293,14 @@ fn download_through_the_ui(s: &Session, hub: &hub::HubServer, gate: u64, tiny: &
     let row = format!("#installed tbody tr[data-path='{}']", path.as_str().unwrap());
     let size = s.wait_for(&format!("(r => r && r.cells[2].textContent)(document.querySelector(\"{row}\"))"), SHORT).unwrap();
     assert!(size.as_str().unwrap().ends_with("MB") || size.as_str().unwrap().ends_with("kB"), "size on disk: {size}");
+    // The list may still be re-rendered by the load that just finished (a new button, the click
+    // on the old one lost): the first click counts once the button shows it is armed.
+    let armed = format!("document.querySelector(\"{row} .delete-model\").dataset.armed === 'yes'");
     s.click(&format!("{row} .delete-model")).unwrap();
-    s.wait_for(&format!("document.querySelector(\"{row} .delete-model\").dataset.armed === 'yes'"), SHORT).unwrap();
+    if s.wait_for(&armed, SHORT).is_err() {
+        s.click(&format!("{row} .delete-model")).unwrap();
+        s.wait_for(&armed, SHORT).unwrap();
+    }
     s.click(&format!("{row} .delete-model")).unwrap();
     s.wait_for(&format!("!document.querySelector(\"{row}\")"), SHORT).unwrap();
     let repo_dir = cache.join(format!("models--{}", hub::REPO.replace('/', "--")));
